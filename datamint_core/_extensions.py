@@ -1,0 +1,23 @@
+"""Hooks the optional extras fill in; the core never imports them.
+
+``datamint_torch`` registers its hardware detection here when it is imported, so a model
+class that needs torch brings its own device detection with it, and a numpy-only model never
+pays for importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+_device_detector: Callable[[], str] | None = None
+
+
+def register_device_detector(detector: Callable[[], str]) -> None:
+    """Install the function that names the best device on this machine (``cuda:0``, ``cpu``)."""
+    global _device_detector
+    _device_detector = detector
+
+
+def detect_device() -> str:
+    """Return the best device the installed extras can see; ``cpu`` without any."""
+    return _device_detector() if _device_detector is not None else "cpu"

@@ -1,0 +1,421 @@
+"""The ``datamint`` MLflow flavor: save, log and load Datamint models.
+
+A saved model is an ordinary MLflow model directory with two flavors:
+
+- ``python_function``, so ``mlflow.pyfunc.load_model(uri).predict(...)`` and
+  ``mlflow models serve`` work with no datamint code of the caller's; its predictions are
+  JSON-ready annotation dicts;
+- ``datamint``, the block the Datamint platform reads::
+
+      datamint:
+        datamint_version: 0.1.0
+        task_type: volume_segmentation
+        supported_modes: [default, image, slice, volume]
+        mode_params: {slice: {params: [slice_index, axis], required: [slice_index]}}
+        model_settings: {need_gpu: false}
+        linked_models: {}
+        annotation_specs: [{identifier: tumour, type: segmentation}]
+        model_class: my_project.models.TumourSegmenter
+
+Models are saved either as a pickled instance or from code
+(``save_model(python_model="model.py", ...)``, MLflow's models-from-code), which loads with
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelInputExample, ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+from mlflow.types import ParamSchema, ParamSpec
+from mlflow.utils.model_utils import _get_flavor_configuration
+
+from datamint_core.annotations import AnnotationSpec
+from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.model import BaseDatamintModel, as_datamint_model
+from datamint_core.version import __version__
+
+_logger = logging.getLogger(__name__)
+
+FLAVOR_NAME = "datamint"
+#: MLflow param types of the mode params this library knows; other params travel as strings.
+_PARAM_TYPES = {
+    "slice_index": "long",
+    "frame_index": "long",
+    "start_index": "long",
+    "end_index": "long",
+    "start_frame": "long",
+    "end_frame": "long",
+    "confidence_threshold": "double",
+}
+
+
+def get_default_pip_requirements(model: BaseDatamintModel | None = None, from_code: bool = False
+                                 ) -> list[str]:
+    """Return the minimal requirements of a saved Datamint model, pinned to the versions in use.
+
+    Args:
+        model: the model being saved; an extra's model class (``[torch]``) names its extra
+            and what it needs through ``_pip_requirements()``.
+        from_code: the model is saved from code, so loading it needs no cloudpickle.
+    """
+    requirements = model._pip_requirements() if model is not None else [f"datamint=={__version__}"]
+    packages = ["mlflow-skinny", "numpy", "pandas"] + ([] if from_code else ["cloudpickle"])
+    return requirements + [_pinned(package) for package in packages]
+
+
+def save_model(
+    datamint_model: Any = None,
+    path: str | os.PathLike[str] | None = None,
+    task_type: TaskType | str | None = None,
+    supported_modes: list[str] | None = None,
+    annotation_specs: list[AnnotationSpec | dict[str, Any]] | None = None,
+    data_path: str | None = None,
+    code_paths: list[str] | None = None,
+    infer_code_paths: bool = False,
+    conda_env: Any = None,
+    mlflow_model: Model | None = None,
+    artifacts: dict[str, str] | None = None,
+    signature: ModelSignature | None = None,
+    input_example: ModelInputExample | None = None,
+    pip_requirements: list[str] | str | None = None,
+    extra_pip_requirements: list[str] | str | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    streamable: bool | None = None,
+    *,
+    python_model: Any = None,
+    **kwargs: Any,
+) -> None:
+    """Save a Datamint model to a local directory.
+
+    Args:
+        datamint_model: a :class:`BaseDatamintModel`, any object with ``predict_*`` methods
+            (wrapped for you), or the path of a ``.py`` file that calls
+            ``mlflow.models.set_model(...)`` with a Datamint model (models from code).
+        path: the directory to create; it must not exist or be empty.
+        task_type: overrides the model's class-level ``task_type``; restored at load.
+        supported_modes: the modes to advertise; each must be one the model serves.
+            Defaults to all of them.
+        annotation_specs: what the model returns; overrides the class-level specs and is
+            restored at load.
+        data_path: a file or directory bundled as the artifact ``data``.
+        python_model: same as ``datamint_model``, under MLflow's name for it.
+        signature: defaults to a params-only signature declaring ``mode``,
+            ``confidence_threshold`` and every mode param, so ``params`` reach the model
+            through ``mlflow.pyfunc``.
+        pip_requirements, extra_pip_requirements, conda_env: as in ``mlflow.pyfunc``;
+            by default the minimal pinned requirements of :func:`get_default_pip_requirements`.
+        Other arguments: as in :func:`mlflow.pyfunc.save_model`.
+
+    Raises:
+        MlflowException: ``INVALID_PARAMETER_VALUE`` for a bad argument; the message names the
+            value and what is accepted.
+    """
+    if path is None:
+        raise MlflowException("save_model needs a target `path`.", INVALID_PARAMETER_VALUE)
+    source = _one_model_argument(datamint_model, python_model)
+    code_path = _code_path(source)
+    model = _load_code_model(code_path, model_config) if code_path else _as_model(source)
+
+    block = _flavor_block(model, task_type, supported_modes, annotation_specs)
+    mlflow_model = mlflow_model or Model()
+    mlflow_model.add_flavor(FLAVOR_NAME, **block)
+
+    # MLflow lets load-time model_config override only keys saved with the model, so the
+    # device key is always saved: load_model(device=...) and MLFLOW_PYFUNC_INFERENCE_CONFIG
+    # can then choose it.
+    model_config = {"device": None, **(model_config or {})}
+    if data_path is not None:
+        artifacts = {**(artifacts or {}), "data": os.fspath(data_path)}
+    if signature is None:
+        signature = ModelSignature(params=_params_schema(block["mode_params"]))
+    elif signature.params is None:
+        signature.params = _params_schema(block["mode_params"])
+    if pip_requirements is None and conda_env is None:
+        extra = [extra_pip_requirements] if isinstance(extra_pip_requirements, str) else (
+            list(extra_pip_requirements or [])
+        )
+        pip_requirements = get_default_pip_requirements(model, from_code=code_path is not None)
+        pip_requirements += [r for r in extra if r not in pip_requirements]
+        extra_pip_requirements = None
+
+    mlflow.pyfunc.save_model(
+        path=os.fspath(path),
+        python_model=os.fspath(code_path) if code_path else model,
+        artifacts=artifacts,
+        code_paths=code_paths,
+        infer_code_paths=infer_code_paths,
+        conda_env=conda_env,
+        mlflow_model=mlflow_model,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        metadata=metadata,
+        model_config=model_config,
+        streamable=streamable,
+        **kwargs,
+    )
+    # Route pyfunc loading through this module so that predictions come back JSON-ready.
+    mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME][mlflow.pyfunc.MAIN] = __name__
+    mlflow_model.save(os.path.join(os.fspath(path), "MLmodel"))
+
+
+def log_model(
+    datamint_model: Any = None,
+    task_type: TaskType | str | None = None,
+    supported_modes: list[str] | None = None,
+    name: str = "datamint_model",
+    data_path: str | None = None,
+    code_paths: list[str] | None = None,
+    infer_code_paths: bool = False,
+    artifacts: dict[str, str] | None = None,
+    registered_model_name: str | None = None,
+    signature: ModelSignature | None = None,
+    input_example: ModelInputExample | None = None,
+    pip_requirements: list[str] | str | None = None,
+    extra_pip_requirements: list[str] | str | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Log a Datamint model to the active run (starting one if needed).
+
+    Takes the arguments of :func:`save_model`, plus ``name`` (the model's name in the run)
+    and ``registered_model_name`` (register it as a new version of that model).
+
+    Returns:
+        MLflow's ``ModelInfo`` (``model_uri``, ``registered_model_version``, ...).
+    """
+    return Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=_this_module(),
+        datamint_model=datamint_model,
+        task_type=task_type,
+        supported_modes=supported_modes,
+        data_path=data_path,
+        code_paths=code_paths,
+        infer_code_paths=infer_code_paths,
+        artifacts=artifacts,
+        registered_model_name=registered_model_name,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        metadata=metadata,
+        model_config=model_config,
+        **kwargs,
+    )
+
+
+def load_model(model_uri: str, device: str | None = None, dst_path: str | None = None
+               ) -> BaseDatamintModel:
+    """Load a Datamint model, ready to predict.
+
+    Args:
+        model_uri: ``models:/name/1``, ``models:/name@alias``, ``runs:/<id>/name``, a local
+            path, or any URI MLflow resolves.
+        device: the inference device (``cpu``, ``cuda:0``); beats
+            ``MLFLOW_DEFAULT_PREDICTION_DEVICE`` and hardware detection.
+        dst_path: where to download the model; a temporary directory by default.
+
+    Raises:
+        MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
+    """
+    local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+    try:
+        _get_flavor_configuration(local_path, FLAVOR_NAME)
+    except MlflowException:
+        flavors = sorted(Model.load(local_path).flavors) if _has_mlmodel(local_path) else []
+        raise MlflowException(
+            f"The model at {model_uri!r} has no {FLAVOR_NAME!r} flavor (flavors: {flavors}). "
+            "Load it with mlflow.pyfunc.load_model, or save it with datamint_core.save_model.",
+            RESOURCE_DOES_NOT_EXIST,
+        ) from None
+    config = {"device": device} if device else None
+    return mlflow.pyfunc.load_model(local_path, model_config=config).unwrap_python_model()
+
+
+def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _DatamintPyfuncModel:
+    """Load the ``python_function`` flavor (MLflow's loader-module contract)."""
+    from mlflow.pyfunc import model as pyfunc_model
+
+    try:
+        wrapper = pyfunc_model._load_pyfunc(path, model_config)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
+        raise MlflowException(
+            f"Cannot load the Datamint model in {path!r}: {type(error).__name__}: {error}. "
+            "The model directory is incomplete or corrupted, or the code it needs is not "
+            "importable here; download or save it again."
+        ) from error
+    model = wrapper.python_model
+    if not isinstance(model, BaseDatamintModel):
+        raise MlflowException(
+            f"The model in {path!r} is a {type(model).__name__}, not a Datamint model; its "
+            "MLmodel file claims the datamint flavor but the python model does not match."
+        )
+    _restore_saved_metadata(model, path)
+    return _DatamintPyfuncModel(model, wrapper.context)
+
+
+class _DatamintPyfuncModel:
+    """What ``mlflow.pyfunc.load_model`` wraps: JSON-ready annotations out."""
+
+    def __init__(self, python_model: BaseDatamintModel, context: Any) -> None:
+        self.python_model = python_model
+        self.context = context
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None
+                ) -> list[list[dict[str, Any]]]:
+        result = self.python_model.predict(model_input, params)
+        return [[annotation.to_dict() for annotation in entry] for entry in result]
+
+    def get_raw_model(self) -> BaseDatamintModel:
+        return self.python_model
+
+
+def _restore_saved_metadata(model: BaseDatamintModel, path: str) -> None:
+    conf = _get_flavor_configuration(path, FLAVOR_NAME)
+    saved_version = conf.get("datamint_version")
+    if saved_version != __version__:
+        _logger.warning(
+            "This model was saved with datamint %s and is loaded with datamint %s; "
+            "if it misbehaves, install the version it was saved with.",
+            saved_version, __version__,
+        )
+    if conf.get("task_type"):
+        model.task_type = TaskType.parse(conf["task_type"])  # type: ignore[misc]
+    if conf.get("annotation_specs") is not None:
+        model.annotation_specs = [  # type: ignore[misc]
+            AnnotationSpec.from_dict(spec) for spec in conf["annotation_specs"]
+        ]
+
+
+def _flavor_block(
+    model: BaseDatamintModel,
+    task_type: TaskType | str | None,
+    supported_modes: list[str] | None,
+    annotation_specs: list[AnnotationSpec | dict[str, Any]] | None,
+) -> dict[str, Any]:
+    available = model.get_supported_modes()
+    if supported_modes is None:
+        modes = available
+    else:
+        modes = [_invalid_to_mlflow(PredictionMode.parse, mode).value for mode in supported_modes]
+        missing = [mode for mode in modes if mode not in available]
+        if missing:
+            raise MlflowException(
+                f"supported_modes names mode(s) {missing} that {type(model).__name__} does not "
+                f"serve; it serves {available}.",
+                INVALID_PARAMETER_VALUE,
+            )
+    declared_task = task_type if task_type is not None else model.task_type
+    task = _invalid_to_mlflow(TaskType.parse, declared_task) if declared_task is not None else None
+    specs = annotation_specs if annotation_specs is not None else model.annotation_specs
+    mode_params = model.router.mode_params()
+    return {
+        "datamint_version": __version__,
+        "task_type": task.value if task else None,
+        "supported_modes": modes,
+        "mode_params": {mode: mode_params[mode] for mode in modes},
+        "model_settings": model.settings.to_dict(),
+        "linked_models": {},
+        "annotation_specs": [_spec(spec).to_dict() for spec in specs] if specs is not None else None,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+    }
+
+
+def _params_schema(mode_params: dict[str, dict[str, list[str]]]) -> ParamSchema:
+    names = sorted({name for info in mode_params.values() for name in info["params"]})
+    specs = [ParamSpec("mode", "string", PredictionMode.DEFAULT.value),
+             ParamSpec("confidence_threshold", "double", None)]
+    specs += [ParamSpec(name, _PARAM_TYPES.get(name, "string"), None) for name in names]
+    return ParamSchema(specs)
+
+
+def _one_model_argument(datamint_model: Any, python_model: Any) -> Any:
+    if (datamint_model is None) == (python_model is None):
+        raise MlflowException(
+            "Give the model to save exactly once: as `datamint_model` (an object) or "
+            "`python_model` (an object or the path of a .py file that calls "
+            "mlflow.models.set_model).",
+            INVALID_PARAMETER_VALUE,
+        )
+    return datamint_model if datamint_model is not None else python_model
+
+
+def _code_path(source: Any) -> Path | None:
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    code_path = Path(source)
+    if code_path.suffix != ".py" or not code_path.is_file():
+        raise MlflowException(
+            f"python_model={os.fspath(source)!r} is not an existing .py file; pass a model "
+            "object, or the path of a Python file that calls mlflow.models.set_model(model).",
+            INVALID_PARAMETER_VALUE,
+        )
+    return code_path
+
+
+def _load_code_model(code_path: Path, model_config: dict[str, Any] | None) -> BaseDatamintModel:
+    from mlflow.models.utils import _load_model_code_path
+
+    model = _load_model_code_path(os.fspath(code_path), model_config)
+    if not isinstance(model, BaseDatamintModel):
+        raise MlflowException(
+            f"{os.fspath(code_path)!r} set a {type(model).__name__} as its model; a Datamint "
+            "model file must call mlflow.models.set_model() with a BaseDatamintModel.",
+            INVALID_PARAMETER_VALUE,
+        )
+    return model
+
+
+def _as_model(source: Any) -> BaseDatamintModel:
+    try:
+        return as_datamint_model(source)
+    except TypeError as error:
+        raise MlflowException(str(error), INVALID_PARAMETER_VALUE) from None
+
+
+def _spec(spec: AnnotationSpec | dict[str, Any]) -> AnnotationSpec:
+    if isinstance(spec, AnnotationSpec):
+        return spec
+    return _invalid_to_mlflow(AnnotationSpec.from_dict, spec)
+
+
+def _invalid_to_mlflow(parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except (ValueError, TypeError) as error:
+        raise MlflowException(str(error), INVALID_PARAMETER_VALUE) from None
+
+
+def _pinned(package: str) -> str:
+    try:
+        return f"{package}=={importlib_metadata.version(package)}"
+    except importlib_metadata.PackageNotFoundError:
+        return package
+
+
+def _has_mlmodel(local_path: str) -> bool:
+    return os.path.isfile(os.path.join(local_path, "MLmodel"))
+
+
+def _this_module() -> Any:
+    import sys
+
+    return sys.modules[__name__]
+
+
+__all__ = ["FLAVOR_NAME", "get_default_pip_requirements", "load_model", "log_model", "save_model"]

@@ -1,0 +1,236 @@
+"""``BaseDatamintModel``: the prediction gateway every Datamint model builds on."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from mlflow.pyfunc import PythonModel
+
+from datamint_core import _env, _extensions
+from datamint_core.annotations import Annotation, AnnotationSpec
+from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.resources import BaseResource, as_resources
+from datamint_core.routing import PredictionRouter, check_result
+from datamint_core.settings import ModelSettings
+from datamint_core.version import __version__
+
+_logger = logging.getLogger(__name__)
+
+
+class BaseDatamintModel(PythonModel):
+    """Core prediction gateway: parse the input, route on ``params['mode']``, check the output.
+
+    Subclasses implement :meth:`predict_default` and, optionally, other modes, either by
+    name (``predict_slice``) or with :func:`~datamint_core.prediction_mode`. Modes they do
+    not implement are bridged from those they do (see :mod:`datamint_core.routing`).
+
+    Example::
+
+        class Threshold(BaseDatamintModel):
+            task_type = TaskType.IMAGE_SEGMENTATION
+
+            def predict_image(self, model_input, **kwargs):
+                return [[SegmentationAnnotation("bright", r.pixels > 0.5)] for r in model_input]
+
+        Threshold().predict([VolumeResource(volume)], params={"mode": "volume"})
+
+    Args:
+        settings: deployment settings, as :class:`ModelSettings` or a dict of its fields.
+    """
+
+    #: Semantic task category; override in the class body.
+    task_type: ClassVar[TaskType | None] = None
+    #: What the model returns; override in the class body or give it to ``save_model``.
+    annotation_specs: ClassVar[Sequence[AnnotationSpec] | None] = None
+
+    # MLflow wraps ``predict`` to validate inputs against its type hints on every call (tens
+    # of microseconds per resource); resources are parsed and checked here instead.
+    _skip_type_hint_validation: ClassVar[bool] = True
+
+    _settings: ModelSettings = ModelSettings()
+    _inference_device: str | None = None
+    _router: PredictionRouter | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "predict" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__} overrides predict(), which routes every request and must stay "
+                "as it is; implement predict_default() or predict_<mode>() instead."
+            )
+        if cls.__dict__.get("task_type") is not None:
+            cls.task_type = TaskType.parse(cls.task_type)  # type: ignore[arg-type]
+
+    def __init__(self, settings: ModelSettings | dict[str, Any] | None = None) -> None:
+        self._settings = ModelSettings.coerce(settings)
+
+    # -- what the model is ---------------------------------------------------------------
+
+    @property
+    def settings(self) -> ModelSettings:
+        """Deployment settings saved with the model."""
+        return self._settings
+
+    @property
+    def router(self) -> PredictionRouter:
+        """The mode registry, built on first use (and again after unpickling)."""
+        if self._router is None:
+            self._router = self._build_router()
+        return self._router
+
+    def _build_router(self) -> PredictionRouter:
+        return PredictionRouter(self, BaseDatamintModel)
+
+    def get_supported_modes(self) -> list[str]:
+        """Return the prediction modes this model serves, bridged ones included."""
+        return self.router.supported_modes()
+
+    @property
+    def inference_device(self) -> str:
+        """The device inference runs on.
+
+        Decided in this order: the ``device`` of the model config given at load time, the
+        ``MLFLOW_DEFAULT_PREDICTION_DEVICE`` environment variable, hardware detection (which
+        the ``[torch]`` extra supplies), then ``cpu``.
+        """
+        if self._inference_device is not None:
+            return self._inference_device
+        return _env.read_env(_env.DEFAULT_PREDICTION_DEVICE) or _extensions.detect_device()
+
+    def load_context(self, context: Any) -> None:
+        """Decide the inference device; subclasses load what they own after calling this."""
+        config = getattr(context, "model_config", None) or {}
+        device = config.get("device") if isinstance(config, dict) else None
+        self._inference_device = device or self.inference_device
+        if self.settings.need_gpu and self._inference_device == "cpu":
+            warnings.warn(
+                f"{type(self).__name__} was saved with need_gpu=True but runs on the CPU here: "
+                "predictions will be correct but slow. Set MLFLOW_DEFAULT_PREDICTION_DEVICE or "
+                "model_config={'device': 'cuda'} on a machine with a GPU.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    # -- prediction ------------------------------------------------------------------------
+
+    # ``model_input`` has no type hint on purpose: MLflow reads predict's hints to infer a
+    # signature and validate every call, and none of its schema types fits a resource.
+    def predict(self, model_input, params: dict[str, Any] | None = None) -> list[list[Annotation]]:  # noqa: ANN001
+        """Predict on ``model_input``; route on ``params['mode']``.
+
+        Args:
+            model_input: resources, resource dicts (as sent in JSON), a list of them, or a
+                pandas DataFrame of resource records.
+            params: ``mode`` (default ``default``), ``confidence_threshold`` (drop annotations
+                below it), and the mode's own params (``slice_index``, ``axis``, ...).
+
+        Returns:
+            One list of annotations per input, in input order.
+
+        Raises:
+            ValueError: an unknown mode, a missing or unexpected param, malformed input, or
+                a handler result with the wrong shape.
+            NotImplementedError: the model supports neither the mode nor a default.
+        """
+        params = params or {}
+        threshold = _checked_threshold(params.get("confidence_threshold"))
+        resources = as_resources(model_input)
+        result = self.router.dispatch(resources, params)
+        check_result(result, len(resources), params.get("mode") or "default")
+        if threshold is not None:
+            return [
+                [a for a in entry if a.confidence is None or a.confidence >= threshold]
+                for entry in result
+            ]
+        return [list(entry) for entry in result]
+
+    def predict_default(self, model_input: list[BaseResource], **kwargs: Any) -> list[list[Annotation]]:
+        """Predict on whole resources; override this in your subclass."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict_default().")
+
+    # The stubs below are not handlers (the router ignores them unless overridden). Calling
+    # one directly routes the call, so a bridged mode works the same either way.
+
+    def predict_image(self, model_input: list[BaseResource], **kwargs: Any) -> list[list[Annotation]]:
+        """Predict on 2-D images."""
+        return self.router.call(PredictionMode.IMAGE, as_resources(model_input), kwargs)
+
+    def predict_slice(
+        self, model_input: list[BaseResource], slice_index: int, axis: str = "axial", **kwargs: Any
+    ) -> list[list[Annotation]]:
+        """Predict on one slice of each volume (served through ``predict_image`` by default)."""
+        params = {"slice_index": slice_index, "axis": axis, **kwargs}
+        return self.router.call(PredictionMode.SLICE, as_resources(model_input), params)
+
+    def predict_volume(self, model_input: list[BaseResource], **kwargs: Any) -> list[list[Annotation]]:
+        """Predict on whole volumes (served slice by slice through ``predict_slice`` by default)."""
+        return self.router.call(PredictionMode.VOLUME, as_resources(model_input), kwargs)
+
+    def _pip_requirements(self) -> list[str]:
+        """The requirement naming this library (extras add their own, e.g. ``[torch]``)."""
+        return [f"datamint=={__version__}"]
+
+    # -- pickling --------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        # The router holds bound methods and the device belongs to the machine that loads
+        # the model; both are rebuilt there.
+        state.pop("_router", None)
+        state.pop("_inference_device", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class WrappedModel(BaseDatamintModel):
+    """A Datamint model around any object with ``predict_*`` or ``@prediction_mode`` methods.
+
+    ``save_model`` wraps such objects for you; the wrapped object's handlers serve the modes.
+    """
+
+    def __init__(
+        self,
+        wrapped: Any,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        task_type: TaskType | str | None = None,
+    ) -> None:
+        super().__init__(settings)
+        self.wrapped = wrapped
+        declared = task_type if task_type is not None else getattr(wrapped, "task_type", None)
+        if declared is not None:
+            self.task_type = TaskType.parse(declared)  # type: ignore[misc]
+        specs = getattr(wrapped, "annotation_specs", None)
+        if specs is not None:
+            self.annotation_specs = list(specs)  # type: ignore[misc]
+        if not self.get_supported_modes():
+            raise TypeError(
+                f"{type(wrapped).__name__} has no prediction handlers: define predict_default() "
+                "or predict_<mode>() methods, or decorate methods with @prediction_mode."
+            )
+
+    def _build_router(self) -> PredictionRouter:
+        router = super()._build_router()
+        router.update_registry(self.wrapped)
+        return router
+
+
+def as_datamint_model(model: Any) -> BaseDatamintModel:
+    """Return ``model`` itself if it is a Datamint model, else a :class:`WrappedModel`."""
+    return model if isinstance(model, BaseDatamintModel) else WrappedModel(model)
+
+
+def _checked_threshold(threshold: Any) -> float | None:
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+        0.0 <= threshold <= 1.0
+    ):
+        raise ValueError(
+            f"confidence_threshold={threshold!r} is not valid; accepted: a number from 0 to 1."
+        )
+    return float(threshold)

@@ -1,0 +1,493 @@
+"""Resources: what a model predicts on.
+
+A resource is a descriptor (``id``, ``filename``, ``mimetype``, ``modality``, ``metadata``)
+plus pixel data that is loaded only when first used, from an in-memory array or a local
+``.npy``/``.npz`` file. Shapes:
+
+- image  ``(H, W)`` or ``(H, W, C)``
+- volume ``(D, H, W)``, ``D`` the axial axis
+- video  ``(T, H, W)`` or ``(T, H, W, C)``
+
+A slice of a volume and a frame of a video are :class:`ImageResource` objects whose pixels
+are *views* of their parent's array, never copies.
+
+JSON form (what a client sends)::
+
+    {"kind": "volume", "id": "ct-1", "modality": "CT",
+     "spacing": [2.5, 0.7, 0.7],
+     "pixel_data": {"encoding": "npy_base64", "data": "k05VTVBZ..."}}
+
+``pixel_data`` may instead be ``{"encoding": "list", "data": [[...]]}`` (small inputs only)
+or a ``"path"`` to a local ``.npy``/``.npz`` file. ``kind`` may be left out when the pixel
+data says it: 2 dimensions make an image, 3 a volume, 4 a video.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+SliceAxis = Literal["axial", "coronal", "sagittal"]
+
+#: Which array axis of a ``(D, H, W)`` volume each anatomical slice axis indexes.
+SLICE_AXES: dict[str, int] = {"axial": 0, "coronal": 1, "sagittal": 2}
+
+_DESCRIPTOR_KEYS = ("id", "filename", "mimetype", "modality", "metadata")
+_PIXEL_ENCODINGS = ("npy_base64", "list")
+
+
+class ResourceError(ValueError):
+    """A resource could not be built or its pixel data could not be read."""
+
+
+class BaseResource:
+    """A thing to predict on: a descriptor plus lazily loaded pixel data.
+
+    Args:
+        pixels: the pixel array, if already in memory.
+        path: a local ``.npy`` or ``.npz`` file to read the pixels from on first use.
+        id: the resource's identifier (Datamint resource id, or anything the caller likes).
+        filename: original file name, for the caller's records.
+        mimetype: original MIME type.
+        modality: imaging modality (``CT``, ``MR``, ``US``, ...).
+        metadata: free-form JSON-ready metadata.
+    """
+
+    kind: ClassVar[str]
+    _accepted_ndims: ClassVar[tuple[int, ...]]
+    _shape_text: ClassVar[str]
+
+    def __init__(
+        self,
+        pixels: np.ndarray | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        id: str | None = None,  # noqa: A002 - the Datamint JSON calls it "id"
+        filename: str | None = None,
+        mimetype: str | None = None,
+        modality: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if (pixels is None) == (path is None):
+            raise ResourceError(
+                f"A {type(self).__name__} needs exactly one pixel source: "
+                "an array (pixels=...) or a local .npy/.npz file (path=...)."
+            )
+        self.id = id
+        self.filename = filename
+        self.mimetype = mimetype
+        self.modality = modality
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.path = os.fspath(path) if path is not None else None
+        self._pixels: np.ndarray | None = None
+        if pixels is not None:
+            self._pixels = self._checked(np.asarray(pixels))
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The pixel array, read from ``path`` on first access."""
+        if self._pixels is None:
+            assert self.path is not None
+            self._pixels = self._checked(_read_array_file(self.path))
+        return self._pixels
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the pixel data is in memory yet."""
+        return self._pixels is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the pixel array (loads it)."""
+        return tuple(self.pixels.shape)
+
+    def _checked(self, array: np.ndarray) -> np.ndarray:
+        if array.ndim not in self._accepted_ndims:
+            raise ResourceError(
+                f"{type(self).__name__} {self.id or ''} has pixel data of shape {array.shape}; "
+                f"expected {self._shape_text}."
+            )
+        if array.dtype == object or array.dtype.kind in "USV":
+            raise ResourceError(
+                f"{type(self).__name__} {self.id or ''} has pixel data of dtype {array.dtype}; "
+                "expected a numeric or boolean array."
+            )
+        return array
+
+    def _descriptor(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in _DESCRIPTOR_KEYS}
+
+    def _extra_fields(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self, *, pixel_encoding: Literal["npy_base64", "list", "none"] = "npy_base64"
+                ) -> dict[str, Any]:
+        """Return the JSON form of this resource.
+
+        Args:
+            pixel_encoding: ``npy_base64`` (compact, exact dtype), ``list`` (nested lists,
+                for tiny inputs) or ``none`` (descriptor only; keeps ``path`` if there is one).
+        """
+        data: dict[str, Any] = {"kind": self.kind}
+        data.update({k: v for k, v in self._descriptor().items() if v not in (None, {})})
+        data.update(self._extra_fields())
+        if pixel_encoding == "npy_base64":
+            data["pixel_data"] = {"encoding": "npy_base64", "data": encode_npy_base64(self.pixels)}
+        elif pixel_encoding == "list":
+            data["pixel_data"] = {"encoding": "list", "data": self.pixels.tolist(),
+                                  "dtype": str(self.pixels.dtype)}
+        elif pixel_encoding == "none":
+            if self.path is not None:
+                data["path"] = self.path
+        else:
+            raise ValueError(
+                f"Unknown pixel_encoding {pixel_encoding!r}; use 'npy_base64', 'list' or 'none'."
+            )
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, BaseResource)
+        return (
+            self._descriptor() == other._descriptor()
+            and _fields_equal(self._extra_fields(), other._extra_fields())
+            and self.pixels.dtype == other.pixels.dtype
+            and np.array_equal(self.pixels, other.pixels)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        where = f"shape={self._pixels.shape}" if self._pixels is not None else f"path={self.path!r}"
+        return f"{type(self).__name__}(id={self.id!r}, {where})"
+
+
+class ImageResource(BaseResource):
+    """A 2-D image ``(H, W)`` or ``(H, W, C)``; also what a slice or a frame is."""
+
+    kind = "image"
+    _accepted_ndims = (2, 3)
+    _shape_text = "(H, W) or (H, W, C)"
+
+
+class VolumeResource(BaseResource):
+    """A volume ``(D, H, W)`` with its geometry.
+
+    Args:
+        spacing: voxel size along ``(D, H, W)``, in millimetres, when known.
+        affine: 4x4 voxel-to-world matrix, when known.
+        **kwargs: see :class:`BaseResource`.
+    """
+
+    kind = "volume"
+    _accepted_ndims = (3,)
+    _shape_text = "(D, H, W) with D the axial axis"
+
+    def __init__(
+        self,
+        pixels: np.ndarray | None = None,
+        *,
+        spacing: tuple[float, float, float] | None = None,
+        affine: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(pixels, **kwargs)
+        self.spacing = _checked_spacing(spacing)
+        self.affine = _checked_affine(affine)
+
+    @property
+    def num_slices(self) -> int:
+        """Number of axial slices (``D``)."""
+        return int(self.pixels.shape[0])
+
+    def get_slice(self, slice_index: int, axis: SliceAxis = "axial") -> ImageResource:
+        """Return one slice as an image whose pixels are a view of this volume.
+
+        Raises:
+            ValueError: unknown axis, or an index outside the volume.
+        """
+        array_axis = _array_axis(axis)
+        size = self.pixels.shape[array_axis]
+        if not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < size:
+            raise ValueError(
+                f"slice_index={slice_index!r} is outside volume {self.id or ''} "
+                f"({size} {axis} slices); accepted: an integer from 0 to {size - 1}."
+            )
+        return ImageResource(
+            _slice_view(self.pixels, int(slice_index), array_axis),
+            id=self.id,
+            filename=self.filename,
+            mimetype=self.mimetype,
+            modality=self.modality,
+            metadata={**self.metadata, "slice_index": int(slice_index), "slice_axis": axis},
+        )
+
+    def iter_slices(self, axis: SliceAxis = "axial") -> Iterator[ImageResource]:
+        """Yield every slice along ``axis``, each a view of this volume."""
+        for index in range(self.pixels.shape[_array_axis(axis)]):
+            yield self.get_slice(index, axis)
+
+    def _extra_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if self.spacing is not None:
+            fields["spacing"] = list(self.spacing)
+        if self.affine is not None:
+            fields["affine"] = self.affine.tolist()
+        return fields
+
+
+class VideoResource(BaseResource):
+    """A video ``(T, H, W)`` or ``(T, H, W, C)``."""
+
+    kind = "video"
+    _accepted_ndims = (3, 4)
+    _shape_text = "(T, H, W) or (T, H, W, C)"
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames (``T``)."""
+        return int(self.pixels.shape[0])
+
+    def get_frame(self, frame_index: int) -> ImageResource:
+        """Return one frame as an image whose pixels are a view of this video.
+
+        Raises:
+            ValueError: an index outside the video.
+        """
+        if not isinstance(frame_index, (int, np.integer)) or not 0 <= frame_index < self.num_frames:
+            raise ValueError(
+                f"frame_index={frame_index!r} is outside video {self.id or ''} "
+                f"({self.num_frames} frames); accepted: an integer from 0 to "
+                f"{self.num_frames - 1}."
+            )
+        return ImageResource(
+            self.pixels[int(frame_index)],
+            id=self.id,
+            filename=self.filename,
+            mimetype=self.mimetype,
+            modality=self.modality,
+            metadata={**self.metadata, "frame_index": int(frame_index)},
+        )
+
+    def iter_frames(self) -> Iterator[ImageResource]:
+        """Yield every frame, each a view of this video."""
+        for index in range(self.num_frames):
+            yield self.get_frame(index)
+
+
+RESOURCE_KINDS: dict[str, type[BaseResource]] = {
+    cls.kind: cls for cls in (ImageResource, VolumeResource, VideoResource)
+}
+_KIND_BY_NDIM = {2: "image", 3: "volume", 4: "video"}
+
+
+def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
+    """Build a resource from its JSON form (see the module docstring).
+
+    Raises:
+        ResourceError: unknown keys, an unknown ``kind``, no or two pixel sources, or pixel
+            data that cannot be decoded; the message says what is accepted.
+    """
+    if not isinstance(data, Mapping):
+        raise ResourceError(
+            f"A resource must be a JSON object (dict), got {type(data).__name__}."
+        )
+    allowed = {"kind", "pixel_data", "path", "spacing", "affine", *_DESCRIPTOR_KEYS}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ResourceError(
+            f"Unknown resource field(s) {unknown}; accepted fields: {sorted(allowed)}."
+        )
+    has_pixels, has_path = data.get("pixel_data") is not None, data.get("path") is not None
+    if has_pixels == has_path:
+        raise ResourceError(
+            f"Resource {data.get('id', '')!r} needs exactly one of 'pixel_data' "
+            "(inline pixels) or 'path' (a local .npy/.npz file)."
+        )
+    pixels = _decode_pixel_data(data["pixel_data"], data.get("id")) if has_pixels else None
+
+    kind = data.get("kind")
+    if kind is None:
+        if pixels is None:
+            raise ResourceError(
+                f"Resource {data.get('id', '')!r} gives a path but no 'kind'; "
+                f"add 'kind': one of {sorted(RESOURCE_KINDS)}."
+            )
+        kind = _KIND_BY_NDIM.get(pixels.ndim)
+        if kind is None:
+            raise ResourceError(
+                f"Resource {data.get('id', '')!r} has {pixels.ndim}-D pixel data and no 'kind'; "
+                "2-D is an image, 3-D a volume, 4-D a video - or set 'kind' explicitly."
+            )
+    cls = RESOURCE_KINDS.get(kind)
+    if cls is None:
+        raise ResourceError(
+            f"Unknown resource kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}."
+        )
+    kwargs: dict[str, Any] = {key: data.get(key) for key in _DESCRIPTOR_KEYS}
+    if cls is VolumeResource:
+        kwargs["spacing"] = data.get("spacing")
+        kwargs["affine"] = data.get("affine")
+    elif data.get("spacing") is not None or data.get("affine") is not None:
+        raise ResourceError(
+            f"'spacing' and 'affine' describe volumes; resource {data.get('id', '')!r} "
+            f"is a {kind}."
+        )
+    return cls(pixels, path=data.get("path") if not has_pixels else None, **kwargs)
+
+
+def as_resources(model_input: Any) -> list[BaseResource]:
+    """Turn what a caller passed to ``predict`` into a list of resources.
+
+    Accepts a resource, a resource dict, a list of either, a pandas DataFrame of resource
+    records (what MLflow's scoring server and ``mlflow.pyfunc`` hand over), a numpy object
+    array of resource dicts, or ``{"resources": [...]}``.
+
+    Raises:
+        ResourceError: anything else, or a malformed entry (its position is named).
+    """
+    if isinstance(model_input, BaseResource):
+        return [model_input]
+    if isinstance(model_input, Mapping):
+        if set(model_input) == {"resources"}:
+            return as_resources(model_input["resources"])
+        return [resource_from_dict(model_input)]
+    if isinstance(model_input, np.ndarray):
+        if model_input.dtype != object:
+            raise ResourceError(
+                f"Got a bare numeric array of shape {model_input.shape}; wrap it so its kind "
+                "is explicit: ImageResource(array), VolumeResource(array) or VideoResource(array)."
+            )
+        model_input = model_input.ravel().tolist()
+    elif _is_dataframe(model_input):
+        model_input = [
+            {key: value for key, value in record.items() if not _is_missing(value)}
+            for record in model_input.to_dict(orient="records")
+        ]
+    if not isinstance(model_input, (list, tuple)):
+        raise ResourceError(
+            f"Cannot predict on a {type(model_input).__name__}; accepted inputs: resource "
+            "objects, resource dicts, a list of them, or a pandas DataFrame of resource records."
+        )
+    resources: list[BaseResource] = []
+    for position, item in enumerate(model_input):
+        if isinstance(item, BaseResource):
+            resources.append(item)
+            continue
+        try:
+            resources.append(resource_from_dict(item))
+        except ResourceError as error:
+            raise ResourceError(f"Input #{position}: {error}") from None
+    return resources
+
+
+def encode_npy_base64(array: np.ndarray) -> str:
+    """Encode an array as base64 of its ``.npy`` bytes (exact dtype and shape)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return base64.b64encode(buffer.getbuffer()).decode("ascii")
+
+
+def decode_npy_base64(text: str) -> np.ndarray:
+    """Decode what :func:`encode_npy_base64` wrote; never unpickles."""
+    return np.load(io.BytesIO(base64.b64decode(text, validate=True)), allow_pickle=False)
+
+
+def _decode_pixel_data(pixel_data: Any, resource_id: Any) -> np.ndarray:
+    label = f"Resource {resource_id or ''!r}"
+    if not isinstance(pixel_data, Mapping) or "encoding" not in pixel_data or "data" not in pixel_data:
+        raise ResourceError(
+            f"{label}: 'pixel_data' must be an object with 'encoding' (one of "
+            f"{list(_PIXEL_ENCODINGS)}) and 'data'."
+        )
+    encoding = pixel_data["encoding"]
+    try:
+        if encoding == "npy_base64":
+            return decode_npy_base64(pixel_data["data"])
+        if encoding == "list":
+            return np.asarray(pixel_data["data"], dtype=pixel_data.get("dtype"))
+    except (ValueError, TypeError, OSError) as error:
+        raise ResourceError(f"{label}: unreadable {encoding} pixel data ({error}).") from None
+    raise ResourceError(
+        f"{label}: unknown pixel encoding {encoding!r}; accepted: {list(_PIXEL_ENCODINGS)}."
+    )
+
+
+def _read_array_file(path: str) -> np.ndarray:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".npy", ".npz"):
+        raise ResourceError(
+            f"Cannot read pixel data from {path!r}: accepted local files are .npy and .npz."
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ResourceError(f"Cannot read pixel data from {path!r}: {error}") from None
+    if suffix == ".npy":
+        return loaded
+    with loaded:
+        names = loaded.files
+        if len(names) != 1:
+            raise ResourceError(
+                f"{path!r} holds {len(names)} arrays ({names}); a resource file must hold one."
+            )
+        return loaded[names[0]]
+
+
+def _array_axis(axis: str) -> int:
+    try:
+        return SLICE_AXES[axis]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown slice axis {axis!r}; accepted axes: {list(SLICE_AXES)}."
+        ) from None
+
+
+def _slice_view(volume: np.ndarray, index: int, array_axis: int) -> np.ndarray:
+    key: list[int | slice] = [slice(None)] * volume.ndim
+    key[array_axis] = index
+    return volume[tuple(key)]
+
+
+def _checked_spacing(spacing: Any) -> tuple[float, float, float] | None:
+    if spacing is None:
+        return None
+    values = tuple(float(v) for v in spacing)
+    if len(values) != 3 or not all(v > 0 for v in values):
+        raise ResourceError(
+            f"spacing={spacing!r} is not valid; expected three positive numbers (D, H, W) in mm."
+        )
+    return values  # type: ignore[return-value]
+
+
+def _checked_affine(affine: Any) -> np.ndarray | None:
+    if affine is None:
+        return None
+    matrix = np.asarray(affine, dtype=float)
+    if matrix.shape != (4, 4):
+        raise ResourceError(f"affine has shape {matrix.shape}; expected a 4x4 matrix.")
+    return matrix
+
+
+def _fields_equal(left: dict[str, Any], right: dict[str, Any]) -> bool:
+    return left.keys() == right.keys() and all(
+        np.array_equal(left[key], right[key]) for key in left
+    )
+
+
+def _is_dataframe(value: Any) -> bool:
+    # Whoever built a DataFrame imported pandas; never import it here just for a check.
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _is_missing(value: Any) -> bool:
+    # DataFrames pad records with NaN/None where other rows have a column this one lacks.
+    return value is None or (isinstance(value, float) and value != value)

@@ -1,0 +1,455 @@
+"""Registry-driven dispatch of ``predict`` calls to per-mode handlers.
+
+A handler is any method that takes ``(model_input, **params)`` and returns one list of
+annotations per input. Handlers are found in two ways, in this order:
+
+1. methods decorated with :func:`prediction_mode`;
+2. methods named ``predict_<mode>`` that override the base class's stub.
+
+Then *bridges* fill the modes a model did not implement from the ones it did:
+
+- ``slice``, ``frame`` and ``all_frames`` are served through ``image`` (views, never copies);
+- ``volume`` is served through ``slice`` (every axial slice, one call each); segmentation
+  masks of the slices are stacked back into one volume mask that keeps the volume's spacing
+  and affine.
+
+A bridge is only advertised when the mode it stands on is available.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from datamint_core.annotations import Annotation, AnnotationScope, SegmentationAnnotation
+from datamint_core.enums import PredictionMode
+from datamint_core.resources import (
+    BaseResource,
+    ImageResource,
+    VideoResource,
+    VolumeResource,
+)
+
+_logger = logging.getLogger(__name__)
+
+Handler = Callable[..., Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Params the router consumes itself; they never reach a handler.
+RESERVED_PARAMS = frozenset({"mode", "confidence_threshold"})
+
+#: Parameters a convention-named ``predict_<mode>`` method takes, by mode.
+CONVENTION_PARAM_KEYS: dict[PredictionMode, tuple[str, ...]] = {
+    PredictionMode.SLICE: ("slice_index", "axis"),
+    PredictionMode.PRIMARY_SLICE: ("axis",),
+    PredictionMode.SLICE_RANGE: ("start_index", "end_index", "axis"),
+    PredictionMode.FRAME: ("frame_index",),
+    PredictionMode.FRAME_RANGE: ("start_frame", "end_frame"),
+    PredictionMode.INTERACTIVE: ("prompt",),
+    PredictionMode.FEW_SHOT: ("examples",),
+}
+
+_MODE_ATTRIBUTE = "__datamint_mode_spec__"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeSpec:
+    """What a prediction-mode handler declares.
+
+    Args:
+        mode: the mode it serves.
+        param_keys: request params handed to it as keyword arguments.
+        fallback_to_default: when it raises ``NotImplementedError`` (for an input it cannot
+            handle), try ``predict_default`` instead.
+    """
+
+    mode: PredictionMode
+    param_keys: tuple[str, ...] = ()
+    fallback_to_default: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", PredictionMode.parse(self.mode))
+        object.__setattr__(self, "param_keys", _param_keys(self.param_keys))
+        clash = RESERVED_PARAMS.intersection(self.param_keys)
+        if clash:
+            raise ValueError(
+                f"param_keys {sorted(clash)} are reserved for the router itself; "
+                f"rename them (reserved: {sorted(RESERVED_PARAMS)})."
+            )
+
+
+def prediction_mode(
+    mode: PredictionMode | str,
+    *,
+    param_keys: Sequence[str] = (),
+    fallback_to_default: bool = True,
+) -> Callable[[F], F]:
+    """Register a method as the handler of a prediction mode.
+
+    Example::
+
+        class MyModel(BaseDatamintModel):
+            @prediction_mode(PredictionMode.SLICE, param_keys=("slice_index", "axis"))
+            def segment_one_slice(self, model_input, *, slice_index, axis="axial"):
+                ...
+
+    A parameter named in ``param_keys`` that has no default in the method's signature is
+    required: a request without it gets a ``ValueError`` naming it.
+    """
+    spec = ModeSpec(PredictionMode.parse(mode), param_keys, fallback_to_default)  # type: ignore[arg-type]
+
+    def decorate(method: F) -> F:
+        if not callable(method):
+            raise TypeError(f"@prediction_mode decorates methods, got {method!r}.")
+        setattr(method, _MODE_ATTRIBUTE, spec)
+        return method
+
+    return decorate
+
+
+@dataclasses.dataclass(frozen=True)
+class _Route:
+    handler: Handler
+    spec: ModeSpec
+    required: frozenset[str]
+    takes_extra_params: bool
+    bridge: bool = False
+
+
+class PredictionRouter:
+    """Dispatches ``predict`` calls on ``params['mode']`` to the model's handlers.
+
+    Args:
+        model_instance: the object whose handlers serve the modes.
+        base_class: the class whose ``predict_<mode>`` methods are stubs, not handlers.
+    """
+
+    def __init__(self, model_instance: Any, base_class: type | None = None) -> None:
+        self._handlers: dict[PredictionMode, tuple[Handler, ModeSpec]] = {}
+        self._routes: dict[PredictionMode, _Route] = {}
+        self.update_registry(model_instance, base_class)
+
+    @staticmethod
+    def discover(model: Any, base_class: type | None) -> dict[PredictionMode, tuple[Handler, ModeSpec]]:
+        """Build the mode -> (handler, spec) registry of ``model``.
+
+        Raises:
+            TypeError: two methods are decorated for the same mode.
+        """
+        found: dict[PredictionMode, tuple[Handler, ModeSpec]] = {}
+        found_names: dict[PredictionMode, str] = {}
+        model_type = type(model)
+        for name in dir(model_type):
+            spec = getattr(getattr(model_type, name, None), _MODE_ATTRIBUTE, None)
+            if not isinstance(spec, ModeSpec):
+                continue
+            if spec.mode in found:
+                raise TypeError(
+                    f"{model_type.__name__} has two handlers for mode {spec.mode.value!r}: "
+                    f"{found_names[spec.mode]}() and {name}(); keep one."
+                )
+            found[spec.mode] = (getattr(model, name), spec)
+            found_names[spec.mode] = name
+        for mode in PredictionMode:
+            name = f"predict_{mode.value}"
+            if mode in found or not callable(getattr(model, name, None)):
+                continue
+            if base_class is not None and getattr(model_type, name, None) is getattr(
+                base_class, name, None
+            ):
+                continue  # the base class's own stub, not an implementation
+            found[mode] = (getattr(model, name), ModeSpec(mode, CONVENTION_PARAM_KEYS.get(mode, ())))
+        return found
+
+    def update_registry(
+        self, model_instance: Any, base_class: type | None = None, overwrite: bool = False
+    ) -> None:
+        """Add the handlers of ``model_instance`` (a wrapped or linked model).
+
+        Args:
+            overwrite: let its handlers replace ones already registered; by default the
+                handlers registered first win.
+        """
+        for mode, entry in self.discover(model_instance, base_class).items():
+            if overwrite or mode not in self._handlers:
+                self._handlers[mode] = entry
+        self._rebuild_routes()
+
+    def supported_modes(self) -> list[str]:
+        """Return every mode this router can serve, bridges included, in enum order."""
+        return [mode.value for mode in PredictionMode if mode in self._routes]
+
+    def mode_params(self) -> dict[str, dict[str, list[str]]]:
+        """Return, per supported mode, the params it takes and those it requires."""
+        return {
+            route.spec.mode.value: {
+                "params": list(route.spec.param_keys),
+                "required": sorted(route.required),
+            }
+            for route in self._routes.values()
+        }
+
+    def dispatch(self, model_input: list[BaseResource], params: dict[str, Any] | None) -> list:
+        """Run the handler for ``params['mode']`` (``default`` when absent).
+
+        Raises:
+            ValueError: an unknown mode, a missing required param, or a param the mode's
+                handler does not take.
+            NotImplementedError: the model supports neither the mode nor ``predict_default``.
+        """
+        params = dict(params) if params else {}
+        mode = PredictionMode.parse(params.pop("mode", None) or PredictionMode.DEFAULT)
+        for key in RESERVED_PARAMS.intersection(params):
+            del params[key]
+        if mode is PredictionMode.DEFAULT:
+            mode = self.resolve_default(model_input)
+        return self.call(mode, model_input, params)
+
+    def resolve_default(self, model_input: Sequence[BaseResource]) -> PredictionMode:
+        """Pick ``image`` (all inputs images) or ``volume`` (all volumes) when supported."""
+        if model_input:
+            if PredictionMode.IMAGE in self._routes and all(
+                isinstance(r, ImageResource) for r in model_input
+            ):
+                return PredictionMode.IMAGE
+            if PredictionMode.VOLUME in self._routes and all(
+                isinstance(r, VolumeResource) for r in model_input
+            ):
+                return PredictionMode.VOLUME
+        return PredictionMode.DEFAULT
+
+    def call(self, mode: PredictionMode, model_input: list[BaseResource], params: dict[str, Any]) -> list:
+        """Run ``mode``'s handler on already-parsed input, falling back to the default one."""
+        route = self._routes.get(mode)
+        default = self._routes.get(PredictionMode.DEFAULT)
+        if route is None:
+            if default is None:
+                raise NotImplementedError(
+                    f"This model does not support prediction mode {mode.value!r} and has no "
+                    f"predict_default to fall back to; supported modes: {self.supported_modes()}."
+                )
+            _logger.debug("mode %r is not implemented; using predict_default", mode.value)
+            return _invoke(default, model_input, params)
+        try:
+            return _invoke(route, model_input, params)
+        except NotImplementedError:
+            if default is None or route is default or not route.spec.fallback_to_default:
+                raise
+            _logger.debug("handler for %r raised NotImplementedError; using predict_default",
+                          mode.value)
+            return _invoke(default, model_input, params)
+
+    def _rebuild_routes(self) -> None:
+        routes = {mode: _route(handler, spec) for mode, (handler, spec) in self._handlers.items()}
+        image_bridges = {
+            PredictionMode.SLICE: self._slice_via_image,
+            PredictionMode.FRAME: self._frame_via_image,
+            PredictionMode.ALL_FRAMES: self._all_frames_via_image,
+        }
+        if PredictionMode.IMAGE in routes:
+            for mode, bridge in image_bridges.items():
+                if mode not in routes:
+                    routes[mode] = _route(bridge, ModeSpec(mode, CONVENTION_PARAM_KEYS.get(mode, ())),
+                                          bridge=True)
+        if PredictionMode.SLICE in routes and PredictionMode.VOLUME not in routes:
+            routes[PredictionMode.VOLUME] = _route(
+                self._volume_via_slice, ModeSpec(PredictionMode.VOLUME), bridge=True
+            )
+        self._routes = routes
+
+    # -- bridges ---------------------------------------------------------------------------
+
+    def _slice_via_image(
+        self, model_input: list[BaseResource], slice_index: int, axis: str = "axial", **params: Any
+    ) -> list[list[Annotation]]:
+        views = [_require(VolumeResource, r, "slice").get_slice(slice_index, axis)
+                 for r in model_input]
+        results = self._run(PredictionMode.IMAGE, views, params)
+        return [
+            _stamp(per, AnnotationScope.SLICE, slice_index=int(slice_index), slice_axis=axis)
+            for per in results
+        ]
+
+    def _frame_via_image(
+        self, model_input: list[BaseResource], frame_index: int, **params: Any
+    ) -> list[list[Annotation]]:
+        views = [_require(VideoResource, r, "frame").get_frame(frame_index) for r in model_input]
+        results = self._run(PredictionMode.IMAGE, views, params)
+        return [_stamp(per, AnnotationScope.FRAME, frame_index=int(frame_index)) for per in results]
+
+    def _all_frames_via_image(
+        self, model_input: list[BaseResource], **params: Any
+    ) -> list[list[Annotation]]:
+        output = []
+        for resource in model_input:
+            frames = list(_require(VideoResource, resource, "all_frames").iter_frames())
+            per_frame = self._run(PredictionMode.IMAGE, frames, params)
+            output.append([
+                annotation
+                for frame_index, per in enumerate(per_frame)
+                for annotation in _stamp(per, AnnotationScope.FRAME, frame_index=frame_index)
+            ])
+        return output
+
+    def _volume_via_slice(
+        self, model_input: list[BaseResource], **params: Any
+    ) -> list[list[Annotation]]:
+        output = []
+        for resource in model_input:
+            volume = _require(VolumeResource, resource, "volume")
+            per_slice = []
+            for slice_index in range(volume.num_slices):
+                (annotations,) = self._run(
+                    PredictionMode.SLICE, [volume],
+                    {**params, "slice_index": slice_index, "axis": "axial"},
+                )
+                per_slice.append(
+                    _stamp(annotations, AnnotationScope.SLICE, slice_index=slice_index,
+                           slice_axis="axial")
+                )
+            output.append(_stack_slice_masks(volume, per_slice))
+        return output
+
+    def _run(self, mode: PredictionMode, model_input: list[BaseResource], params: dict[str, Any]
+             ) -> list[list[Annotation]]:
+        result = self.call(mode, model_input, params)
+        check_result(result, len(model_input), mode.value)
+        return result
+
+
+def check_result(result: Any, expected: int, mode: str) -> None:
+    """Check a handler returned one list of annotations per input.
+
+    Raises:
+        ValueError: the wrong container, the wrong number of entries, or a non-annotation.
+    """
+    if not isinstance(result, (list, tuple)):
+        raise ValueError(
+            f"The {mode!r} handler returned a {type(result).__name__}; it must return a list "
+            f"with one list of annotations per input ({expected} inputs)."
+        )
+    if len(result) != expected:
+        raise ValueError(
+            f"The {mode!r} handler returned {len(result)} entries for {expected} inputs; it "
+            "must return exactly one list of annotations per input (use [] for none)."
+        )
+    for position, entry in enumerate(result):
+        if not isinstance(entry, (list, tuple)) or not all(
+            isinstance(a, Annotation) for a in entry
+        ):
+            raise ValueError(
+                f"The {mode!r} handler's entry #{position} is not a list of Annotation objects "
+                f"(got {type(entry).__name__}); return e.g. [[SegmentationAnnotation(...)], []]."
+            )
+
+
+def _invoke(route: _Route, model_input: list[BaseResource], params: dict[str, Any]) -> Any:
+    mode = route.spec.mode.value
+    missing = [key for key in route.required if params.get(key) is None]
+    if missing:
+        raise ValueError(
+            f"Prediction mode {mode!r} needs the parameter(s) {sorted(missing)} in params; "
+            f"it takes {list(route.spec.param_keys)}."
+        )
+    if route.takes_extra_params:
+        kwargs = {key: value for key, value in params.items() if value is not None}
+    else:
+        unexpected = sorted(key for key in params if key not in route.spec.param_keys)
+        if unexpected:
+            raise ValueError(
+                f"Prediction mode {mode!r} does not take the parameter(s) {unexpected}; "
+                f"it takes {list(route.spec.param_keys)} (plus the reserved "
+                f"{sorted(RESERVED_PARAMS)})."
+            )
+        kwargs = {key: params[key] for key in route.spec.param_keys if params.get(key) is not None}
+    return route.handler(model_input, **kwargs)
+
+
+def _route(handler: Handler, spec: ModeSpec, bridge: bool = False) -> _Route:
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # builtins and C callables: assume the loosest contract
+        return _Route(handler, spec, frozenset(), True, bridge)
+    parameters = signature.parameters
+    takes_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    required = frozenset(
+        key for key in spec.param_keys
+        if key in parameters and parameters[key].default is inspect.Parameter.empty
+    )
+    return _Route(handler, spec, required, takes_extra, bridge)
+
+
+def _param_keys(keys: Any) -> tuple[str, ...]:
+    if isinstance(keys, str):
+        raise TypeError(f"param_keys must be a sequence of names, not the string {keys!r}; "
+                        f"write param_keys=({keys!r},).")
+    keys = tuple(keys)
+    if not all(isinstance(key, str) and key for key in keys):
+        raise TypeError(f"param_keys must be non-empty strings, got {keys!r}.")
+    return keys
+
+
+_R = TypeVar("_R", bound=BaseResource)
+
+
+def _require(kind: type[_R], resource: BaseResource, mode: str) -> _R:
+    if not isinstance(resource, kind):
+        raise ValueError(
+            f"Prediction mode {mode!r} needs {kind.kind} resources, but resource "
+            f"{resource.id or ''!r} is a {resource.kind}."
+        )
+    return resource
+
+
+def _stamp(annotations: Sequence[Annotation], scope: AnnotationScope, **where: Any
+           ) -> list[Annotation]:
+    """Mark image-scoped annotations with where in the parent they lie."""
+    return [
+        a.with_fields(scope=scope, **where) if a.scope is AnnotationScope.IMAGE else a
+        for a in annotations
+    ]
+
+
+def _stack_slice_masks(volume: VolumeResource, per_slice: list[list[Annotation]]
+                       ) -> list[Annotation]:
+    """Stack each label's slice masks into one volume mask that keeps the volume's geometry.
+
+    Other annotations (boxes, points, classes) stay per slice. A label whose masks do not
+    match the slice shape is left per slice too: stacking it would have to invent pixels.
+    """
+    depth, height, width = volume.shape
+    by_label: dict[str, list[tuple[int, SegmentationAnnotation]]] = {}
+    others: list[Annotation] = []
+    for slice_index, annotations in enumerate(per_slice):
+        for annotation in annotations:
+            if (isinstance(annotation, SegmentationAnnotation)
+                    and annotation.scope is AnnotationScope.SLICE
+                    and annotation.mask.shape == (height, width)):
+                by_label.setdefault(annotation.identifier, []).append((slice_index, annotation))
+            else:
+                others.append(annotation)
+    stacked: list[Annotation] = []
+    for identifier, entries in by_label.items():
+        if len({index for index, _ in entries}) != len(entries):
+            others.extend(annotation for _, annotation in entries)  # two masks on one slice
+            continue
+        mask = np.zeros((depth, height, width), dtype=bool)
+        for slice_index, annotation in entries:
+            mask[slice_index] = annotation.mask
+        confidences = [a.confidence for _, a in entries if a.confidence is not None]
+        stacked.append(
+            SegmentationAnnotation(
+                identifier,
+                mask,
+                scope=AnnotationScope.VOLUME,
+                confidence=float(np.mean(confidences)) if confidences else None,
+                spacing=volume.spacing,
+                affine=volume.affine,
+            )
+        )
+    return stacked + others

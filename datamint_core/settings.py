@@ -1,0 +1,62 @@
+"""Deployment settings saved with a model and read by whatever serves it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """Deployment and inference configuration for a Datamint model.
+
+    Serialized into the MLmodel ``datamint`` block so that a server can prepare the right
+    runtime before it loads the model.
+
+    Args:
+        need_gpu: the model needs a GPU to run at a useful speed. Loading it on a machine
+            without one warns; it does not fail.
+    """
+
+    need_gpu: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.need_gpu, bool):
+            raise TypeError(
+                f"ModelSettings.need_gpu must be True or False, got {self.need_gpu!r}."
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSettings:
+        """Build settings from a dict, refusing keys that are not settings.
+
+        Raises:
+            ValueError: ``data`` holds unknown keys; the message names them and the valid ones.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"ModelSettings.from_dict expects a dict, got {type(data).__name__}.")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown ModelSettings key(s): {', '.join(map(repr, unknown))}; "
+                f"valid keys are: {', '.join(map(repr, sorted(known)))}."
+            )
+        return cls(**data)
+
+    @classmethod
+    def coerce(cls, settings: ModelSettings | dict[str, Any] | None) -> ModelSettings:
+        """Accept settings as an instance, a dict (validated) or ``None`` (defaults)."""
+        if settings is None:
+            return cls()
+        if isinstance(settings, cls):
+            return settings
+        if isinstance(settings, dict):
+            return cls.from_dict(settings)
+        raise TypeError(
+            f"settings must be a ModelSettings, a dict or None, got {type(settings).__name__}."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-ready dict."""
+        return dataclasses.asdict(self)

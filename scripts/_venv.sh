@@ -1,0 +1,34 @@
+# Helpers shared by scripts/test and scripts/demo; sourced, not run.
+PYTHON="${PYTHON:-python3}"
+
+# ensure_venv NAME: create .venv/NAME if missing and install what it needs.
+#   core: datamint with the test extra (which brings the SQLite store), no torch.
+#   full: torch first (pinned), then datamint[torch,lightning,test] and the full mlflow.
+ensure_venv() {
+    local name="$1" venv=".venv/$1"
+    if [ ! -x "$venv/bin/python" ]; then
+        "$PYTHON" -m venv "$venv"
+    fi
+    local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+    case "$name" in
+        core) "${pip[@]}" -e ".[test]" ;;
+        demo) "${pip[@]}" -e ".[sqlite]" ;;
+        full)
+            "${pip[@]}" -c ci/constraints.txt torch
+            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test]" mlflow
+            ;;
+        *) echo "unknown environment $name" >&2; return 2 ;;
+    esac
+}
+
+# run_pytest VENV ARGS...: pytest in VENV; "no tests ran" (exit 5) is a failure too.
+run_pytest() {
+    local venv="$1"; shift
+    local status=0
+    "$venv/bin/python" -m pytest "$@" || status=$?
+    if [ "$status" -eq 5 ]; then
+        echo "pytest collected no tests in $venv: treating as a failure" >&2
+        return 1
+    fi
+    return "$status"
+}

@@ -1,0 +1,52 @@
+"""Fixtures shared by every suite: a real SQLite tracking store and fresh-process runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mlflow
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def sqlite_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh embedded SQLite tracking + registry store, with artifacts under ``tmp_path``."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands here too
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+@pytest.fixture
+def run_python(tmp_path: Path):
+    """Run a Python snippet in a new process (the repo importable) and return its stdout.
+
+    Raises AssertionError with the process's stderr when it exits non-zero, unless
+    ``check=False``, in which case the CompletedProcess is returned.
+    """
+
+    def run(code: str, *, env: dict[str, str] | None = None, check: bool = True, cwd=None):
+        full_env = {**os.environ, **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
+        completed = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True, text=True, env=full_env, cwd=cwd or tmp_path, timeout=240,
+        )
+        if not check:
+            return completed
+        assert completed.returncode == 0, (
+            f"subprocess failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
+        return completed.stdout
+
+    return run
