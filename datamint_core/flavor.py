@@ -59,8 +59,9 @@ _PARAM_TYPES = {
 }
 
 
-def get_default_pip_requirements(model: BaseDatamintModel | None = None, from_code: bool = False
-                                 ) -> list[str]:
+def get_default_pip_requirements(
+    model: BaseDatamintModel | None = None, from_code: bool = False
+) -> list[str]:
     """Return the minimal requirements of a saved Datamint model, pinned to the versions in use.
 
     Args:
@@ -142,8 +143,10 @@ def save_model(
     elif signature.params is None:
         signature.params = _params_schema(block["mode_params"])
     if pip_requirements is None and conda_env is None:
-        extra = [extra_pip_requirements] if isinstance(extra_pip_requirements, str) else (
-            list(extra_pip_requirements or [])
+        extra = (
+            [extra_pip_requirements]
+            if isinstance(extra_pip_requirements, str)
+            else (list(extra_pip_requirements or []))
         )
         pip_requirements = get_default_pip_requirements(model, from_code=code_path is not None)
         pip_requirements += [r for r in extra if r not in pip_requirements]
@@ -219,8 +222,9 @@ def log_model(
     )
 
 
-def load_model(model_uri: str, device: str | None = None, dst_path: str | None = None
-               ) -> BaseDatamintModel:
+def load_model(
+    model_uri: str, device: str | None = None, dst_path: str | None = None
+) -> BaseDatamintModel:
     """Load a Datamint model, ready to predict.
 
     Args:
@@ -276,8 +280,9 @@ class _DatamintPyfuncModel:
         self.python_model = python_model
         self.context = context
 
-    def predict(self, model_input: Any, params: dict[str, Any] | None = None
-                ) -> list[list[dict[str, Any]]]:
+    def predict(
+        self, model_input: Any, params: dict[str, Any] | None = None
+    ) -> list[list[dict[str, Any]]]:
         result = self.python_model.predict(model_input, params)
         return [[annotation.to_dict() for annotation in entry] for entry in result]
 
@@ -292,7 +297,8 @@ def _restore_saved_metadata(model: BaseDatamintModel, path: str) -> None:
         _logger.warning(
             "This model was saved with datamint %s and is loaded with datamint %s; "
             "if it misbehaves, install the version it was saved with.",
-            saved_version, __version__,
+            saved_version,
+            __version__,
         )
     if conf.get("task_type"):
         model.task_type = TaskType.parse(conf["task_type"])  # type: ignore[misc]
@@ -331,15 +337,19 @@ def _flavor_block(
         "mode_params": {mode: mode_params[mode] for mode in modes},
         "model_settings": model.settings.to_dict(),
         "linked_models": {},
-        "annotation_specs": [_spec(spec).to_dict() for spec in specs] if specs is not None else None,
+        "annotation_specs": [_spec(spec).to_dict() for spec in specs]
+        if specs is not None
+        else None,
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
     }
 
 
 def _params_schema(mode_params: dict[str, dict[str, list[str]]]) -> ParamSchema:
     names = sorted({name for info in mode_params.values() for name in info["params"]})
-    specs = [ParamSpec("mode", "string", PredictionMode.DEFAULT.value),
-             ParamSpec("confidence_threshold", "double", None)]
+    specs = [
+        ParamSpec("mode", "string", PredictionMode.DEFAULT.value),
+        ParamSpec("confidence_threshold", "double", None),
+    ]
     specs += [ParamSpec(name, _PARAM_TYPES.get(name, "string"), None) for name in names]
     return ParamSchema(specs)
 

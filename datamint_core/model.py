@@ -118,7 +118,7 @@ class BaseDatamintModel(PythonModel):
 
     # ``model_input`` has no type hint on purpose: MLflow reads predict's hints to infer a
     # signature and validate every call, and none of its schema types fits a resource.
-    def predict(self, model_input, params: dict[str, Any] | None = None) -> list[list[Annotation]]:  # noqa: ANN001
+    def predict(self, model_input, params: dict[str, Any] | None = None) -> list[list[Annotation]]:
         """Predict on ``model_input``; route on ``params['mode']``.
 
         Args:
@@ -147,14 +147,18 @@ class BaseDatamintModel(PythonModel):
             ]
         return [list(entry) for entry in result]
 
-    def predict_default(self, model_input: list[BaseResource], **kwargs: Any) -> list[list[Annotation]]:
+    def predict_default(
+        self, model_input: list[BaseResource], **kwargs: Any
+    ) -> list[list[Annotation]]:
         """Predict on whole resources; override this in your subclass."""
         raise NotImplementedError(f"{type(self).__name__} does not implement predict_default().")
 
     # The stubs below are not handlers (the router ignores them unless overridden). Calling
     # one directly routes the call, so a bridged mode works the same either way.
 
-    def predict_image(self, model_input: list[BaseResource], **kwargs: Any) -> list[list[Annotation]]:
+    def predict_image(
+        self, model_input: list[BaseResource], **kwargs: Any
+    ) -> list[list[Annotation]]:
         """Predict on 2-D images."""
         return self.router.call(PredictionMode.IMAGE, as_resources(model_input), kwargs)
 
@@ -165,7 +169,9 @@ class BaseDatamintModel(PythonModel):
         params = {"slice_index": slice_index, "axis": axis, **kwargs}
         return self.router.call(PredictionMode.SLICE, as_resources(model_input), params)
 
-    def predict_volume(self, model_input: list[BaseResource], **kwargs: Any) -> list[list[Annotation]]:
+    def predict_volume(
+        self, model_input: list[BaseResource], **kwargs: Any
+    ) -> list[list[Annotation]]:
         """Predict on whole volumes (served slice by slice through ``predict_slice`` by default)."""
         return self.router.call(PredictionMode.VOLUME, as_resources(model_input), kwargs)
 
@@ -227,8 +233,10 @@ def as_datamint_model(model: Any) -> BaseDatamintModel:
 def _checked_threshold(threshold: Any) -> float | None:
     if threshold is None:
         return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
-        0.0 <= threshold <= 1.0
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not (0.0 <= threshold <= 1.0)
     ):
         raise ValueError(
             f"confidence_threshold={threshold!r} is not valid; accepted: a number from 0 to 1."

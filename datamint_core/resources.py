@@ -68,7 +68,7 @@ class BaseResource:
         pixels: np.ndarray | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
-        id: str | None = None,  # noqa: A002 - the Datamint JSON calls it "id"
+        id: str | None = None,
         filename: str | None = None,
         mimetype: str | None = None,
         modality: str | None = None,
@@ -126,8 +126,9 @@ class BaseResource:
     def _extra_fields(self) -> dict[str, Any]:
         return {}
 
-    def to_dict(self, *, pixel_encoding: Literal["npy_base64", "list", "none"] = "npy_base64"
-                ) -> dict[str, Any]:
+    def to_dict(
+        self, *, pixel_encoding: Literal["npy_base64", "list", "none"] = "npy_base64"
+    ) -> dict[str, Any]:
         """Return the JSON form of this resource.
 
         Args:
@@ -140,8 +141,11 @@ class BaseResource:
         if pixel_encoding == "npy_base64":
             data["pixel_data"] = {"encoding": "npy_base64", "data": encode_npy_base64(self.pixels)}
         elif pixel_encoding == "list":
-            data["pixel_data"] = {"encoding": "list", "data": self.pixels.tolist(),
-                                  "dtype": str(self.pixels.dtype)}
+            data["pixel_data"] = {
+                "encoding": "list",
+                "data": self.pixels.tolist(),
+                "dtype": str(self.pixels.dtype),
+            }
         elif pixel_encoding == "none":
             if self.path is not None:
                 data["path"] = self.path
@@ -296,9 +300,7 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
             data that cannot be decoded; the message says what is accepted.
     """
     if not isinstance(data, Mapping):
-        raise ResourceError(
-            f"A resource must be a JSON object (dict), got {type(data).__name__}."
-        )
+        raise ResourceError(f"A resource must be a JSON object (dict), got {type(data).__name__}.")
     allowed = {"kind", "pixel_data", "path", "spacing", "affine", *_DESCRIPTOR_KEYS}
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -337,8 +339,7 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
         kwargs["affine"] = data.get("affine")
     elif data.get("spacing") is not None or data.get("affine") is not None:
         raise ResourceError(
-            f"'spacing' and 'affine' describe volumes; resource {data.get('id', '')!r} "
-            f"is a {kind}."
+            f"'spacing' and 'affine' describe volumes; resource {data.get('id', '')!r} is a {kind}."
         )
     return cls(pixels, path=data.get("path") if not has_pixels else None, **kwargs)
 
@@ -402,7 +403,11 @@ def decode_npy_base64(text: str) -> np.ndarray:
 
 def _decode_pixel_data(pixel_data: Any, resource_id: Any) -> np.ndarray:
     label = f"Resource {resource_id or ''!r}"
-    if not isinstance(pixel_data, Mapping) or "encoding" not in pixel_data or "data" not in pixel_data:
+    if (
+        not isinstance(pixel_data, Mapping)
+        or "encoding" not in pixel_data
+        or "data" not in pixel_data
+    ):
         raise ResourceError(
             f"{label}: 'pixel_data' must be an object with 'encoding' (one of "
             f"{list(_PIXEL_ENCODINGS)}) and 'data'."

@@ -135,7 +135,9 @@ class PredictionRouter:
         self.update_registry(model_instance, base_class)
 
     @staticmethod
-    def discover(model: Any, base_class: type | None) -> dict[PredictionMode, tuple[Handler, ModeSpec]]:
+    def discover(
+        model: Any, base_class: type | None
+    ) -> dict[PredictionMode, tuple[Handler, ModeSpec]]:
         """Build the mode -> (handler, spec) registry of ``model``.
 
         Raises:
@@ -163,7 +165,10 @@ class PredictionRouter:
                 base_class, name, None
             ):
                 continue  # the base class's own stub, not an implementation
-            found[mode] = (getattr(model, name), ModeSpec(mode, CONVENTION_PARAM_KEYS.get(mode, ())))
+            found[mode] = (
+                getattr(model, name),
+                ModeSpec(mode, CONVENTION_PARAM_KEYS.get(mode, ())),
+            )
         return found
 
     def update_registry(
@@ -223,7 +228,9 @@ class PredictionRouter:
                 return PredictionMode.VOLUME
         return PredictionMode.DEFAULT
 
-    def call(self, mode: PredictionMode, model_input: list[BaseResource], params: dict[str, Any]) -> list:
+    def call(
+        self, mode: PredictionMode, model_input: list[BaseResource], params: dict[str, Any]
+    ) -> list:
         """Run ``mode``'s handler on already-parsed input, falling back to the default one."""
         route = self._routes.get(mode)
         default = self._routes.get(PredictionMode.DEFAULT)
@@ -240,8 +247,9 @@ class PredictionRouter:
         except NotImplementedError:
             if default is None or route is default or not route.spec.fallback_to_default:
                 raise
-            _logger.debug("handler for %r raised NotImplementedError; using predict_default",
-                          mode.value)
+            _logger.debug(
+                "handler for %r raised NotImplementedError; using predict_default", mode.value
+            )
             return _invoke(default, model_input, params)
 
     def _rebuild_routes(self) -> None:
@@ -254,8 +262,9 @@ class PredictionRouter:
         if PredictionMode.IMAGE in routes:
             for mode, bridge in image_bridges.items():
                 if mode not in routes:
-                    routes[mode] = _route(bridge, ModeSpec(mode, CONVENTION_PARAM_KEYS.get(mode, ())),
-                                          bridge=True)
+                    routes[mode] = _route(
+                        bridge, ModeSpec(mode, CONVENTION_PARAM_KEYS.get(mode, ())), bridge=True
+                    )
         if PredictionMode.SLICE in routes and PredictionMode.VOLUME not in routes:
             routes[PredictionMode.VOLUME] = _route(
                 self._volume_via_slice, ModeSpec(PredictionMode.VOLUME), bridge=True
@@ -267,8 +276,9 @@ class PredictionRouter:
     def _slice_via_image(
         self, model_input: list[BaseResource], slice_index: int, axis: str = "axial", **params: Any
     ) -> list[list[Annotation]]:
-        views = [_require(VolumeResource, r, "slice").get_slice(slice_index, axis)
-                 for r in model_input]
+        views = [
+            _require(VolumeResource, r, "slice").get_slice(slice_index, axis) for r in model_input
+        ]
         results = self._run(PredictionMode.IMAGE, views, params)
         return [
             _stamp(per, AnnotationScope.SLICE, slice_index=int(slice_index), slice_axis=axis)
@@ -289,11 +299,13 @@ class PredictionRouter:
         for resource in model_input:
             frames = list(_require(VideoResource, resource, "all_frames").iter_frames())
             per_frame = self._run(PredictionMode.IMAGE, frames, params)
-            output.append([
-                annotation
-                for frame_index, per in enumerate(per_frame)
-                for annotation in _stamp(per, AnnotationScope.FRAME, frame_index=frame_index)
-            ])
+            output.append(
+                [
+                    annotation
+                    for frame_index, per in enumerate(per_frame)
+                    for annotation in _stamp(per, AnnotationScope.FRAME, frame_index=frame_index)
+                ]
+            )
         return output
 
     def _volume_via_slice(
@@ -305,18 +317,24 @@ class PredictionRouter:
             per_slice = []
             for slice_index in range(volume.num_slices):
                 (annotations,) = self._run(
-                    PredictionMode.SLICE, [volume],
+                    PredictionMode.SLICE,
+                    [volume],
                     {**params, "slice_index": slice_index, "axis": "axial"},
                 )
                 per_slice.append(
-                    _stamp(annotations, AnnotationScope.SLICE, slice_index=slice_index,
-                           slice_axis="axial")
+                    _stamp(
+                        annotations,
+                        AnnotationScope.SLICE,
+                        slice_index=slice_index,
+                        slice_axis="axial",
+                    )
                 )
             output.append(_stack_slice_masks(volume, per_slice))
         return output
 
-    def _run(self, mode: PredictionMode, model_input: list[BaseResource], params: dict[str, Any]
-             ) -> list[list[Annotation]]:
+    def _run(
+        self, mode: PredictionMode, model_input: list[BaseResource], params: dict[str, Any]
+    ) -> list[list[Annotation]]:
         result = self.call(mode, model_input, params)
         check_result(result, len(model_input), mode.value)
         return result
@@ -378,7 +396,8 @@ def _route(handler: Handler, spec: ModeSpec, bridge: bool = False) -> _Route:
     parameters = signature.parameters
     takes_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     required = frozenset(
-        key for key in spec.param_keys
+        key
+        for key in spec.param_keys
         if key in parameters and parameters[key].default is inspect.Parameter.empty
     )
     return _Route(handler, spec, required, takes_extra, bridge)
@@ -386,8 +405,10 @@ def _route(handler: Handler, spec: ModeSpec, bridge: bool = False) -> _Route:
 
 def _param_keys(keys: Any) -> tuple[str, ...]:
     if isinstance(keys, str):
-        raise TypeError(f"param_keys must be a sequence of names, not the string {keys!r}; "
-                        f"write param_keys=({keys!r},).")
+        raise TypeError(
+            f"param_keys must be a sequence of names, not the string {keys!r}; "
+            f"write param_keys=({keys!r},)."
+        )
     keys = tuple(keys)
     if not all(isinstance(key, str) and key for key in keys):
         raise TypeError(f"param_keys must be non-empty strings, got {keys!r}.")
@@ -401,13 +422,14 @@ def _require(kind: type[_R], resource: BaseResource, mode: str) -> _R:
     if not isinstance(resource, kind):
         raise ValueError(
             f"Prediction mode {mode!r} needs {kind.kind} resources, but resource "
-            f"{resource.id or ''!r} is a {resource.kind}."
+            f"{resource.id or ''!r} is of kind {resource.kind!r}."
         )
     return resource
 
 
-def _stamp(annotations: Sequence[Annotation], scope: AnnotationScope, **where: Any
-           ) -> list[Annotation]:
+def _stamp(
+    annotations: Sequence[Annotation], scope: AnnotationScope, **where: Any
+) -> list[Annotation]:
     """Mark image-scoped annotations with where in the parent they lie."""
     return [
         a.with_fields(scope=scope, **where) if a.scope is AnnotationScope.IMAGE else a
@@ -415,8 +437,9 @@ def _stamp(annotations: Sequence[Annotation], scope: AnnotationScope, **where: A
     ]
 
 
-def _stack_slice_masks(volume: VolumeResource, per_slice: list[list[Annotation]]
-                       ) -> list[Annotation]:
+def _stack_slice_masks(
+    volume: VolumeResource, per_slice: list[list[Annotation]]
+) -> list[Annotation]:
     """Stack each label's slice masks into one volume mask that keeps the volume's geometry.
 
     Other annotations (boxes, points, classes) stay per slice. A label whose masks do not
@@ -425,11 +448,13 @@ def _stack_slice_masks(volume: VolumeResource, per_slice: list[list[Annotation]]
     depth, height, width = volume.shape
     by_label: dict[str, list[tuple[int, SegmentationAnnotation]]] = {}
     others: list[Annotation] = []
-    for slice_index, annotations in enumerate(per_slice):
-        for annotation in annotations:
-            if (isinstance(annotation, SegmentationAnnotation)
-                    and annotation.scope is AnnotationScope.SLICE
-                    and annotation.mask.shape == (height, width)):
+    for slice_index, slice_annotations in enumerate(per_slice):
+        for annotation in slice_annotations:
+            if (
+                isinstance(annotation, SegmentationAnnotation)
+                and annotation.scope is AnnotationScope.SLICE
+                and annotation.mask.shape == (height, width)
+            ):
                 by_label.setdefault(annotation.identifier, []).append((slice_index, annotation))
             else:
                 others.append(annotation)

@@ -22,9 +22,7 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.need_gpu, bool):
-            raise TypeError(
-                f"ModelSettings.need_gpu must be True or False, got {self.need_gpu!r}."
-            )
+            raise TypeError(f"ModelSettings.need_gpu must be True or False, got {self.need_gpu!r}.")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSettings:

@@ -65,14 +65,17 @@ class ValidationReport:
 
     def __str__(self) -> str:
         width = max(len(check.name) for check in self.checks)
-        lines = [f"{check.status.upper():5} {check.name:<{width}}  {check.message}"
-                 for check in self.checks]
+        lines = [
+            f"{check.status.upper():5} {check.name:<{width}}  {check.message}"
+            for check in self.checks
+        ]
         lines.append("OK" if self.ok else "FAILED")
         return "\n".join(lines)
 
 
-def validate_model(model: Any, sample_input: Any = None, params: dict[str, Any] | None = None
-                   ) -> ValidationReport:
+def validate_model(
+    model: Any, sample_input: Any = None, params: dict[str, Any] | None = None
+) -> ValidationReport:
     """Check a model's metadata and run one prediction on a sample.
 
     Args:
@@ -106,10 +109,20 @@ def validate_model(model: Any, sample_input: Any = None, params: dict[str, Any] 
         return ValidationReport(checks)
     elapsed = time.perf_counter() - started
     count = sum(len(entry) for entry in result)
-    checks.append(Check("predict", "pass",
-                        f"{len(resources)} input(s) -> {count} annotation(s) in {elapsed:.3f} s"))
-    checks.append(Check("output length", "pass" if len(result) == len(resources) else "fail",
-                        f"{len(result)} result(s) for {len(resources)} input(s)"))
+    checks.append(
+        Check(
+            "predict",
+            "pass",
+            f"{len(resources)} input(s) -> {count} annotation(s) in {elapsed:.3f} s",
+        )
+    )
+    checks.append(
+        Check(
+            "output length",
+            "pass" if len(result) == len(resources) else "fail",
+            f"{len(result)} result(s) for {len(resources)} input(s)",
+        )
+    )
     annotations = [annotation for entry in result for annotation in entry]
     checks.append(_identifier_check(annotations, model.annotation_specs))
     checks.append(_type_check(annotations, model.task_type))
@@ -120,39 +133,60 @@ def _metadata_checks(model: BaseDatamintModel) -> list[Check]:
     checks = []
     task = model.task_type
     if task is None:
-        checks.append(Check("task type", "warn",
-                            "no task_type: set it on the class or pass it to save_model"))
+        checks.append(
+            Check("task type", "warn", "no task_type: set it on the class or pass it to save_model")
+        )
     else:
         checks.append(Check("task type", "pass", TaskType.parse(task).value))
     modes = model.get_supported_modes()
-    checks.append(Check("supported modes", "pass" if modes else "fail",
-                        ", ".join(modes) if modes else "the model serves no prediction mode"))
+    checks.append(
+        Check(
+            "supported modes",
+            "pass" if modes else "fail",
+            ", ".join(modes) if modes else "the model serves no prediction mode",
+        )
+    )
     specs = model.annotation_specs
     if specs is None:
-        checks.append(Check("annotation specs", "warn",
-                            "no annotation_specs: the platform cannot list what it returns"))
+        checks.append(
+            Check(
+                "annotation specs",
+                "warn",
+                "no annotation_specs: the platform cannot list what it returns",
+            )
+        )
     else:
         identifiers = [spec.identifier for spec in specs]
         duplicates = sorted({i for i in identifiers if identifiers.count(i) > 1})
-        checks.append(Check(
-            "annotation specs", "fail" if duplicates else "pass",
-            f"duplicate identifiers {duplicates}" if duplicates else ", ".join(identifiers),
-        ))
+        checks.append(
+            Check(
+                "annotation specs",
+                "fail" if duplicates else "pass",
+                f"duplicate identifiers {duplicates}" if duplicates else ", ".join(identifiers),
+            )
+        )
     return checks
 
 
-def _identifier_check(annotations: list[Annotation], specs: Sequence[AnnotationSpec] | None
-                      ) -> Check:
+def _identifier_check(
+    annotations: list[Annotation], specs: Sequence[AnnotationSpec] | None
+) -> Check:
     if specs is None:
         return Check("identifiers", "skip", "no annotation_specs to check against")
-    unmatched = sorted({
-        f"{a.identifier} ({a.type.value})" for a in annotations
-        if not any(spec.matches(a) for spec in specs)
-    })
+    unmatched = sorted(
+        {
+            f"{a.identifier} ({a.type.value})"
+            for a in annotations
+            if not any(spec.matches(a) for spec in specs)
+        }
+    )
     if unmatched:
         declared = ", ".join(f"{s.identifier} ({s.type.value})" for s in specs)
-        return Check("identifiers", "fail",
-                     f"not declared in annotation_specs: {unmatched}; declared: {declared}")
+        return Check(
+            "identifiers",
+            "fail",
+            f"not declared in annotation_specs: {unmatched}; declared: {declared}",
+        )
     return Check("identifiers", "pass", f"{len(annotations)} annotation(s) match the specs")
 
 
@@ -162,9 +196,11 @@ def _type_check(annotations: list[Annotation], task: TaskType | None) -> Check:
     expected = TASK_ANNOTATION_TYPES[TaskType.parse(task)]
     wrong = sorted({a.type.value for a in annotations if a.type not in expected})
     if wrong:
-        return Check("annotation types", "fail",
-                     f"a {task.value} model returned {wrong}; expected "
-                     f"{sorted(t.value for t in expected)}")
+        return Check(
+            "annotation types",
+            "fail",
+            f"a {task.value} model returned {wrong}; expected {sorted(t.value for t in expected)}",
+        )
     return Check("annotation types", "pass", f"all of {sorted(t.value for t in expected)}")
 
 

@@ -52,15 +52,26 @@ def log_and_register() -> int:
 def predict_in_this_process(model_uri: str, volume_path: str) -> None:
     """Step 2: runs in a fresh process, with nothing but the URI and a file."""
     model = datamint_core.load_model(model_uri)
-    volume = datamint_core.VolumeResource(path=volume_path, id="phantom-ct",
-                                          spacing=(2.5, 0.8, 0.8), modality="CT")
+    volume = datamint_core.VolumeResource(
+        path=volume_path, id="phantom-ct", spacing=(2.5, 0.8, 0.8), modality="CT"
+    )
     (annotations,) = model.predict([volume], params={"mode": "volume"})
-    print(json.dumps([
-        {"identifier": a.identifier, "scope": a.scope.value, "shape": list(a.mask.shape),
-         "voxels": a.voxel_count, "confidence": round(a.confidence, 3),
-         "spacing": list(a.spacing), "slices": int(a.mask.any(axis=(1, 2)).sum())}
-        for a in annotations
-    ]))
+    print(
+        json.dumps(
+            [
+                {
+                    "identifier": a.identifier,
+                    "scope": a.scope.value,
+                    "shape": list(a.mask.shape),
+                    "voxels": a.voxel_count,
+                    "confidence": round(a.confidence, 3),
+                    "spacing": list(a.spacing),
+                    "slices": int(a.mask.any(axis=(1, 2)).sum()),
+                }
+                for a in annotations
+            ]
+        )
+    )
 
 
 def main() -> int:
@@ -77,15 +88,21 @@ def main() -> int:
 
     completed = subprocess.run(
         [sys.executable, __file__, "--predict", model_uri, str(volume_path)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if completed.returncode != 0:
         print(completed.stderr, file=sys.stderr)
         return completed.returncode
     (found,) = json.loads(completed.stdout.strip().splitlines()[-1])
-    print(f"loaded {model_uri} in a fresh process; volume mode over {volume.shape[0]} slices found:")
-    print(f"  {found['identifier']}: {found['voxels']} voxels on {found['slices']} slices, "
-          f"confidence {found['confidence']}, mask {found['shape']}, spacing {found['spacing']}")
+    print(
+        f"loaded {model_uri} in a fresh process; volume mode over {volume.shape[0]} slices found:"
+    )
+    print(
+        f"  {found['identifier']}: {found['voxels']} voxels on {found['slices']} slices, "
+        f"confidence {found['confidence']}, mask {found['shape']}, spacing {found['spacing']}"
+    )
     print(f"  truth: {int(truth.sum())} voxels on {int(truth.any(axis=(1, 2)).sum())} slices")
     return 0 if found["voxels"] > 0 else 1
 

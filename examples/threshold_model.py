@@ -21,8 +21,11 @@ class ThresholdSegmenter(BaseDatamintModel):
     """Segments everything brighter than ``threshold`` (in the image's own units)."""
 
     task_type = TaskType.VOLUME_SEGMENTATION
-    annotation_specs = [AnnotationSpec("lesion", AnnotationType.SEGMENTATION,
-                                       description="voxels above the threshold")]
+    annotation_specs = [
+        AnnotationSpec(
+            "lesion", AnnotationType.SEGMENTATION, description="voxels above the threshold"
+        )
+    ]
     threshold = 0.5
 
     def predict_image(self, model_input, **kwargs):

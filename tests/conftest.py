@@ -38,15 +38,21 @@ def run_python(tmp_path: Path):
     def run(code: str, *, env: dict[str, str] | None = None, check: bool = True, cwd=None):
         full_env = {**os.environ, **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
+            filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")])
+        )
         completed = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(code)],
-            capture_output=True, text=True, env=full_env, cwd=cwd or tmp_path, timeout=240,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=cwd or tmp_path,
+            timeout=240,
         )
         if not check:
             return completed
         assert completed.returncode == 0, (
-            f"subprocess failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
+            f"subprocess failed ({completed.returncode}):\n{completed.stderr[-4000:]}"
+        )
         return completed.stdout
 
     return run

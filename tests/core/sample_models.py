@@ -46,8 +46,13 @@ class MeanClassifier(BaseDatamintModel):
 
     def predict_default(self, model_input, **kwargs):
         return [
-            [CategoryAnnotation("brightness", "bright" if r.pixels.mean() > 0.5 else "dark",
-                                confidence=float(r.pixels.mean().clip(0, 1)))]
+            [
+                CategoryAnnotation(
+                    "brightness",
+                    "bright" if r.pixels.mean() > 0.5 else "dark",
+                    confidence=float(r.pixels.mean().clip(0, 1)),
+                )
+            ]
             for r in model_input
         ]
 

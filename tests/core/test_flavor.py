@@ -50,8 +50,10 @@ def test_saved_model_has_the_datamint_block_and_a_pyfunc_flavor_we_load(tmp_path
     assert block["datamint_version"] == datamint_core.__version__
     assert block["task_type"] == "volume_segmentation"
     assert block["supported_modes"] == ["image", "frame", "all_frames", "slice", "volume"]
-    assert block["mode_params"]["slice"] == {"params": ["slice_index", "axis"],
-                                             "required": ["slice_index"]}
+    assert block["mode_params"]["slice"] == {
+        "params": ["slice_index", "axis"],
+        "required": ["slice_index"],
+    }
     assert block["model_settings"] == {"need_gpu": False}
     assert block["linked_models"] == {}
     assert block["annotation_specs"] == [{"identifier": "bright", "type": "segmentation"}]
@@ -71,7 +73,8 @@ def test_load_model_returns_the_model_and_predicts_what_it_did_before_saving(tmp
 
 
 def test_pyfunc_predict_takes_resource_records_and_params_and_returns_json_ready_dicts(
-        tmp_path, volume):
+    tmp_path, volume
+):
     model = ThresholdSegmenter()
     save_model(model, tmp_path / "m")
     pyfunc_model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
@@ -89,7 +92,8 @@ def test_pyfunc_predict_takes_resource_records_and_params_and_returns_json_ready
 def test_pyfunc_predict_accepts_a_list_of_resource_dicts_in_volume_mode(tmp_path, volume):
     save_model(ThresholdSegmenter(), tmp_path / "m")
     result = mlflow.pyfunc.load_model(str(tmp_path / "m")).predict(
-        [volume.to_dict()], params={"mode": "volume"})
+        [volume.to_dict()], params={"mode": "volume"}
+    )
     (annotation,) = result[0]
     assert annotation["scope"] == "volume"
     assert annotation["spacing"] == [3.0, 0.5, 0.5]
@@ -97,8 +101,9 @@ def test_pyfunc_predict_accepts_a_list_of_resource_dicts_in_volume_mode(tmp_path
 
 def test_task_type_and_annotation_specs_given_at_save_time_are_restored_at_load(tmp_path):
     specs = [AnnotationSpec.category("brightness", ["bright", "dark"])]
-    save_model(MeanClassifier(), tmp_path / "m", task_type="volume_classification",
-               annotation_specs=specs)
+    save_model(
+        MeanClassifier(), tmp_path / "m", task_type="volume_classification", annotation_specs=specs
+    )
 
     loaded = load_model(str(tmp_path / "m"))
 
@@ -124,17 +129,23 @@ def test_an_object_without_handlers_is_refused_at_save(tmp_path):
 def test_supported_modes_must_be_modes_the_model_serves(tmp_path):
     save_model(ThresholdSegmenter(), tmp_path / "ok", supported_modes=["volume", "slice"])
     assert read_mlmodel(tmp_path / "ok")["flavors"]["datamint"]["supported_modes"] == [
-        "volume", "slice"]
-    with pytest.raises(MlflowException, match=r"mode\(s\) \['frame_range'\] that "
-                                              r"ThresholdSegmenter does not serve"):
+        "volume",
+        "slice",
+    ]
+    with pytest.raises(
+        MlflowException,
+        match=r"mode\(s\) \['frame_range'\] that "
+        r"ThresholdSegmenter does not serve",
+    ):
         save_model(ThresholdSegmenter(), tmp_path / "bad", supported_modes=["frame_range"])
     with pytest.raises(MlflowException, match="Unknown prediction mode 'volumes'"):
         save_model(ThresholdSegmenter(), tmp_path / "bad2", supported_modes=["volumes"])
 
 
 def test_an_unknown_task_type_is_refused_with_the_valid_ones(tmp_path):
-    with pytest.raises(MlflowException, match="Unknown task type 'segmentation'.*"
-                                              "'image_segmentation'") as caught:
+    with pytest.raises(
+        MlflowException, match="Unknown task type 'segmentation'.*'image_segmentation'"
+    ) as caught:
         save_model(ThresholdSegmenter(), tmp_path / "m", task_type="segmentation")
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
 
@@ -178,10 +189,12 @@ def test_loading_a_model_without_the_datamint_flavor_names_its_flavors(tmp_path)
         def predict(self, context, model_input, params=None):
             return model_input
 
-    mlflow.pyfunc.save_model(tmp_path / "plain", python_model=Plain(),
-                             pip_requirements=["mlflow"])
-    with pytest.raises(MlflowException, match=r"no 'datamint' flavor \(flavors: "
-                                              r"\['python_function'\]\)"):
+    mlflow.pyfunc.save_model(tmp_path / "plain", python_model=Plain(), pip_requirements=["mlflow"])
+    with pytest.raises(
+        MlflowException,
+        match=r"no 'datamint' flavor \(flavors: "
+        r"\['python_function'\]\)",
+    ):
         load_model(str(tmp_path / "plain"))
 
 
@@ -201,7 +214,8 @@ def test_device_given_to_load_model_becomes_the_inference_device(tmp_path, monke
 
 
 def test_model_from_code_loads_and_predicts_with_pickle_deserialization_disabled(
-        tmp_path, run_python):
+    tmp_path, run_python
+):
     save_model(python_model=str(CODE_MODEL), path=tmp_path / "code")
     save_model(ThresholdSegmenter(), tmp_path / "pickled")
     assert not (tmp_path / "code" / "python_model.pkl").exists()
@@ -228,19 +242,23 @@ def test_model_from_code_loads_and_predicts_with_pickle_deserialization_disabled
         env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"},
     )
     summary = json.loads(out.splitlines()[0])
-    assert summary == {"voxels": int((phantom_volume() > 0.5).sum()),
-                       "cls": "CodeThresholdSegmenter"}
+    assert summary == {
+        "voxels": int((phantom_volume() > 0.5).sum()),
+        "cls": "CodeThresholdSegmenter",
+    }
     assert "REFUSED: Deserializing model using pickle is disallowed" in out
 
 
-def test_registry_round_trip_through_sqlite_in_a_new_process(sqlite_tracking_uri, run_python,
-                                                              tmp_path, volume):
+def test_registry_round_trip_through_sqlite_in_a_new_process(
+    sqlite_tracking_uri, run_python, tmp_path, volume
+):
     model = ThresholdSegmenter()
     with mlflow.start_run():
         info = log_model(model, name="segmenter", registered_model_name="phantom-segmenter")
     assert info.registered_model_version == 1
-    expected = [[a.to_dict() for a in entry]
-                for entry in model.predict([volume], params={"mode": "volume"})]
+    expected = [
+        [a.to_dict() for a in entry] for entry in model.predict([volume], params={"mode": "volume"})
+    ]
     np.save(tmp_path / "volume.npy", volume.pixels)
 
     out = run_python(
@@ -273,9 +291,14 @@ def test_log_model_without_registration_gives_a_loadable_runs_uri(sqlite_trackin
 
 def test_annotation_specs_given_as_dicts_are_validated(tmp_path):
     with pytest.raises(MlflowException, match="type"):
-        save_model(MeanClassifier(), tmp_path / "m",
-                   annotation_specs=[{"identifier": "x", "type": "blob"}])
-    save_model(MeanClassifier(), tmp_path / "ok",
-               annotation_specs=[{"identifier": "x", "type": "category", "values": ["a"]}])
+        save_model(
+            MeanClassifier(), tmp_path / "m", annotation_specs=[{"identifier": "x", "type": "blob"}]
+        )
+    save_model(
+        MeanClassifier(),
+        tmp_path / "ok",
+        annotation_specs=[{"identifier": "x", "type": "category", "values": ["a"]}],
+    )
     assert load_model(str(tmp_path / "ok")).annotation_specs == [
-        AnnotationSpec("x", AnnotationType.CATEGORY, values=("a",))]
+        AnnotationSpec("x", AnnotationType.CATEGORY, values=("a",))
+    ]

@@ -63,8 +63,12 @@ class DecoratedModel(BaseDatamintModel):
 
 
 def volume(depth: int = 40, size: int = 16) -> VolumeResource:
-    return VolumeResource(np.random.default_rng(1).random((depth, size, size)), id="vol",
-                          spacing=(2.5, 0.8, 0.8), affine=np.diag([2.5, 0.8, 0.8, 1.0]))
+    return VolumeResource(
+        np.random.default_rng(1).random((depth, size, size)),
+        id="vol",
+        spacing=(2.5, 0.8, 0.8),
+        affine=np.diag([2.5, 0.8, 0.8, 1.0]),
+    )
 
 
 def test_volume_mode_runs_every_axial_slice_through_predict_slice_on_views():
@@ -103,14 +107,18 @@ def test_slice_bridge_passes_the_chosen_slice_as_a_view_and_stamps_where_it_lies
     model = RecordingImageModel()
     vol = volume(depth=10)
 
-    ((annotation,),) = model.predict([vol], params={"mode": "slice", "slice_index": 3,
-                                                    "axis": "coronal"})
+    ((annotation,),) = model.predict(
+        [vol], params={"mode": "slice", "slice_index": 3, "axis": "coronal"}
+    )
 
     (view,) = model.calls[0]
     assert view.shape == (10, 16)
     assert np.shares_memory(view, vol.pixels)
     assert (annotation.scope, annotation.slice_index, annotation.slice_axis) == (
-        AnnotationScope.SLICE, 3, "coronal")
+        AnnotationScope.SLICE,
+        3,
+        "coronal",
+    )
 
 
 def test_frame_bridge_predicts_on_one_frame_view():
@@ -136,7 +144,12 @@ def test_all_frames_bridge_gives_one_annotation_per_frame_in_one_image_call():
 
 def test_bridges_are_advertised_only_when_their_prerequisite_is_implemented():
     assert RecordingImageModel().get_supported_modes() == [
-        "image", "frame", "all_frames", "slice", "volume"]
+        "image",
+        "frame",
+        "all_frames",
+        "slice",
+        "volume",
+    ]
     assert RecordingSliceModel().get_supported_modes() == ["slice", "volume"]
     assert MeanClassifier().get_supported_modes() == ["default"]
 
@@ -144,13 +157,15 @@ def test_bridges_are_advertised_only_when_their_prerequisite_is_implemented():
 def test_decorated_handler_gets_its_params_as_keyword_arguments():
     model = DecoratedModel()
     ((annotation,),) = model.predict(
-        [volume(4)], params={"mode": "slice", "slice_index": 2, "axis": "sagittal"})
+        [volume(4)], params={"mode": "slice", "slice_index": 2, "axis": "sagittal"}
+    )
     assert annotation.value == "sagittal-2"
 
 
 def test_decorated_handler_uses_its_own_default_for_an_optional_param():
-    ((annotation,),) = DecoratedModel().predict([volume(4)], params={"mode": "slice",
-                                                                      "slice_index": 1})
+    ((annotation,),) = DecoratedModel().predict(
+        [volume(4)], params={"mode": "slice", "slice_index": 1}
+    )
     assert annotation.value == "axial-1"
 
 
@@ -189,8 +204,10 @@ def test_reserved_params_never_reach_a_handler():
             seen.update(kwargs)
             return [[] for _ in model_input]
 
-    Spy().predict([ImageResource(np.zeros((2, 2)))],
-                  params={"mode": "default", "confidence_threshold": 0.3, "extra": 1})
+    Spy().predict(
+        [ImageResource(np.zeros((2, 2)))],
+        params={"mode": "default", "confidence_threshold": 0.3, "extra": 1},
+    )
     assert seen == {"extra": 1}
 
 
@@ -210,7 +227,8 @@ def test_default_mode_uses_predict_default_for_mixed_inputs():
 
 def test_unsupported_mode_falls_back_to_predict_default():
     ((annotation,),) = MeanClassifier().predict(
-        [ImageResource(np.ones((4, 4)))], params={"mode": "slice_range", "start_index": 0})
+        [ImageResource(np.ones((4, 4)))], params={"mode": "slice_range", "start_index": 0}
+    )
     assert annotation.value == "bright"
 
 
@@ -236,8 +254,9 @@ def test_handler_raising_not_implemented_falls_back_to_default_unless_it_opts_ou
 
 
 def test_unsupported_mode_without_default_lists_the_supported_modes():
-    with pytest.raises(NotImplementedError,
-                       match=r"mode 'frame'.*supported modes: \['slice', 'volume'\]"):
+    with pytest.raises(
+        NotImplementedError, match=r"mode 'frame'.*supported modes: \['slice', 'volume'\]"
+    ):
         RecordingSliceModel().predict([volume(2)], params={"mode": "frame", "frame_index": 0})
 
 
@@ -247,7 +266,9 @@ def test_unknown_mode_string_lists_the_valid_modes():
 
 
 def test_slice_mode_without_slice_index_names_the_missing_parameter():
-    with pytest.raises(ValueError, match=r"mode 'slice' needs the parameter\(s\) \['slice_index'\]"):
+    with pytest.raises(
+        ValueError, match=r"mode 'slice' needs the parameter\(s\) \['slice_index'\]"
+    ):
         RecordingImageModel().predict([volume(2)], params={"mode": "slice"})
     with pytest.raises(ValueError, match=r"\['x', 'y'\]"):
         DecoratedModel().predict([volume(2)], params={"mode": "interactive"})
@@ -255,8 +276,9 @@ def test_slice_mode_without_slice_index_names_the_missing_parameter():
 
 def test_a_param_the_handler_does_not_take_is_named():
     with pytest.raises(ValueError, match=r"does not take the parameter\(s\) \['slice_idx'\]"):
-        DecoratedModel().predict([volume(2)], params={"mode": "slice", "slice_index": 0,
-                                                      "slice_idx": 1})
+        DecoratedModel().predict(
+            [volume(2)], params={"mode": "slice", "slice_index": 0, "slice_idx": 1}
+        )
 
 
 def test_slice_index_outside_the_volume_says_the_valid_range():
@@ -265,9 +287,10 @@ def test_slice_index_outside_the_volume_says_the_valid_range():
 
 
 def test_slice_mode_on_an_image_says_it_needs_a_volume():
-    with pytest.raises(ValueError, match="needs volume resources.*is a image"):
-        RecordingImageModel().predict([ImageResource(np.ones((2, 2)))],
-                                      params={"mode": "slice", "slice_index": 0})
+    with pytest.raises(ValueError, match="needs volume resources.*is of kind 'image'"):
+        RecordingImageModel().predict(
+            [ImageResource(np.ones((2, 2)))], params={"mode": "slice", "slice_index": 0}
+        )
 
 
 @pytest.mark.parametrize(
@@ -291,12 +314,18 @@ def test_a_result_of_the_wrong_shape_is_refused(result, message):
 def test_confidence_threshold_drops_annotations_below_it_and_keeps_those_without_one():
     class Mixed(BaseDatamintModel):
         def predict_default(self, model_input, **kwargs):
-            return [[CategoryAnnotation("a", "x", confidence=0.2),
-                     CategoryAnnotation("b", "x", confidence=0.8),
-                     CategoryAnnotation("c", "x")] for _ in model_input]
+            return [
+                [
+                    CategoryAnnotation("a", "x", confidence=0.2),
+                    CategoryAnnotation("b", "x", confidence=0.8),
+                    CategoryAnnotation("c", "x"),
+                ]
+                for _ in model_input
+            ]
 
-    (kept,) = Mixed().predict([ImageResource(np.ones((2, 2)))],
-                              params={"confidence_threshold": 0.5})
+    (kept,) = Mixed().predict(
+        [ImageResource(np.ones((2, 2)))], params={"confidence_threshold": 0.5}
+    )
     assert [a.identifier for a in kept] == ["b", "c"]
 
 
@@ -318,10 +347,17 @@ def test_delegation_adds_another_objects_handlers_without_overriding_existing_on
 
     outer = MeanClassifier()
     outer.router.update_registry(Inner())
-    assert outer.get_supported_modes() == ["default", "image", "frame", "all_frames", "slice",
-                                           "volume"]
-    ((annotation,),) = outer.predict([VideoResource(np.ones((3, 2, 2)))],
-                                     params={"mode": "frame", "frame_index": 2})
+    assert outer.get_supported_modes() == [
+        "default",
+        "image",
+        "frame",
+        "all_frames",
+        "slice",
+        "volume",
+    ]
+    ((annotation,),) = outer.predict(
+        [VideoResource(np.ones((3, 2, 2)))], params={"mode": "frame", "frame_index": 2}
+    )
     assert annotation.value == "inner-frame-2"
 
     router = PredictionRouter(RecordingImageModel(), BaseDatamintModel)
@@ -337,8 +373,9 @@ def test_a_plain_object_is_wrapped_and_its_decorated_and_named_handlers_serve():
     model = WrappedModel(PlainObjectModel())
     assert model.get_supported_modes() == ["default", "frame"]
     assert model.task_type.value == "image_classification"
-    ((annotation,),) = model.predict([VideoResource(np.ones((2, 2, 2)))],
-                                     params={"mode": "frame", "frame_index": 1})
+    ((annotation,),) = model.predict(
+        [VideoResource(np.ones((2, 2, 2)))], params={"mode": "frame", "frame_index": 1}
+    )
     assert annotation.value == "frame-1"
 
 
@@ -349,6 +386,7 @@ def test_an_object_with_no_handlers_cannot_be_wrapped():
 
 def test_overriding_predict_is_refused_at_class_definition():
     with pytest.raises(TypeError, match=r"overrides predict\(\).*implement predict_default"):
+
         class Rogue(BaseDatamintModel):
             def predict(self, model_input, params=None):
                 return []

@@ -15,7 +15,11 @@ def test_quickstart_registers_the_model_and_a_fresh_process_finds_the_phantom_le
     env["PYTHONPATH"] = str(REPO_ROOT)
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "examples" / "quickstart.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -1,0 +1,94 @@
+"""What the package promises at import: its public names, and no torch."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+import datamint_core
+
+TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
+LIGHTNING_INSTALLED = importlib.util.find_spec("lightning") is not None
+
+
+def test_public_api_is_exactly_this():
+    assert sorted(datamint_core.__all__) == sorted(
+        [
+            "FLAVOR_NAME",
+            "Annotation",
+            "AnnotationScope",
+            "AnnotationSpec",
+            "AnnotationType",
+            "BaseDatamintModel",
+            "BaseResource",
+            "BoxAnnotation",
+            "CategoryAnnotation",
+            "ImageResource",
+            "LineAnnotation",
+            "ModeSpec",
+            "ModelSettings",
+            "NumericAnnotation",
+            "PointAnnotation",
+            "PredictionMode",
+            "PredictionRouter",
+            "ResourceError",
+            "SegmentationAnnotation",
+            "TaskType",
+            "TextAnnotation",
+            "ValidationReport",
+            "VideoResource",
+            "VolumeResource",
+            "WrappedModel",
+            "__version__",
+            "load_model",
+            "log_model",
+            "prediction_mode",
+            "save_model",
+            "validate_model",
+        ]
+    )
+    assert all(hasattr(datamint_core, name) for name in datamint_core.__all__)
+
+
+def test_importing_the_core_never_imports_torch_or_lightning(run_python):
+    # Meaningful in the full environment, where torch IS installed and importable.
+    out = run_python(
+        "import sys, datamint_core, datamint_core.flavor, datamint_core.validation\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'lightning', 'pytorch_lightning', 'datamint_torch', 'datamint_lightning')))"
+    )
+    assert out.strip() == "[]"
+
+
+def test_the_core_source_never_names_torch_or_the_extras_in_an_import():
+    import ast
+    from pathlib import Path
+
+    forbidden = {"torch", "lightning", "pytorch_lightning", "datamint_torch", "datamint_lightning"}
+    offenders = []
+    for path in Path(datamint_core.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in forbidden]
+    assert offenders == []
+
+
+@pytest.mark.skipif(TORCH_INSTALLED, reason="checks the message shown when torch is missing")
+def test_importing_the_torch_extra_without_torch_names_the_install_command():
+    with pytest.raises(ImportError, match=r'pip install "datamint\[torch\]"'):
+        import datamint_torch  # noqa: F401
+
+
+@pytest.mark.skipif(
+    LIGHTNING_INSTALLED, reason="checks the message shown when lightning is missing"
+)
+def test_importing_the_lightning_extra_without_lightning_names_the_install_command():
+    with pytest.raises(ImportError, match=r'pip install "datamint\[lightning\]"'):
+        import datamint_lightning  # noqa: F401
