@@ -12,6 +12,7 @@ A saved model is an ordinary MLflow model directory with two flavors:
         task_type: volume_segmentation
         supported_modes: [default, image, slice, volume]
         mode_params: {slice: {params: [slice_index, axis], required: [slice_index]}}
+                                                    # (modes not listed take no params)
         model_settings: {need_gpu: false}
         linked_models: {}
         annotation_specs: [{identifier: tumour, type: segmentation}]
@@ -37,7 +38,6 @@ from mlflow.models import Model, ModelInputExample, ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
-from mlflow.utils.model_utils import _get_flavor_configuration
 
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
@@ -238,15 +238,14 @@ def load_model(
         MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
     """
     local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
-    try:
-        _get_flavor_configuration(local_path, FLAVOR_NAME)
-    except MlflowException:
-        flavors = sorted(Model.load(local_path).flavors) if _has_mlmodel(local_path) else []
+    flavors = _read_mlmodel(local_path).get("flavors") or {}
+    if FLAVOR_NAME not in flavors:
         raise MlflowException(
-            f"The model at {model_uri!r} has no {FLAVOR_NAME!r} flavor (flavors: {flavors}). "
-            "Load it with mlflow.pyfunc.load_model, or save it with datamint_core.save_model.",
+            f"The model at {model_uri!r} has no {FLAVOR_NAME!r} flavor "
+            f"(flavors: {sorted(flavors)}). Load it with mlflow.pyfunc.load_model, or save it "
+            "with datamint_core.save_model.",
             RESOURCE_DOES_NOT_EXIST,
-        ) from None
+        )
     config = {"device": device} if device else None
     return mlflow.pyfunc.load_model(local_path, model_config=config).unwrap_python_model()
 
@@ -291,7 +290,7 @@ class _DatamintPyfuncModel:
 
 
 def _restore_saved_metadata(model: BaseDatamintModel, path: str) -> None:
-    conf = _get_flavor_configuration(path, FLAVOR_NAME)
+    conf = (_read_mlmodel(path).get("flavors") or {}).get(FLAVOR_NAME) or {}
     saved_version = conf.get("datamint_version")
     if saved_version != __version__:
         _logger.warning(
@@ -334,7 +333,8 @@ def _flavor_block(
         "datamint_version": __version__,
         "task_type": task.value if task else None,
         "supported_modes": modes,
-        "mode_params": {mode: mode_params[mode] for mode in modes},
+        # Only modes that take params: the block is parsed on every load, so keep it lean.
+        "mode_params": {mode: mode_params[mode] for mode in modes if mode_params[mode]["params"]},
         "model_settings": model.settings.to_dict(),
         "linked_models": {},
         "annotation_specs": [_spec(spec).to_dict() for spec in specs]
@@ -418,8 +418,23 @@ def _pinned(package: str) -> str:
         return package
 
 
-def _has_mlmodel(local_path: str) -> bool:
-    return os.path.isfile(os.path.join(local_path, "MLmodel"))
+def _read_mlmodel(local_path: str) -> dict[str, Any]:
+    """Parse a model directory's MLmodel with libyaml when available.
+
+    MLflow parses it several times per load with the pure-Python parser; our own reads
+    should not add to that.
+    """
+    import yaml
+
+    path = os.path.join(local_path, "MLmodel")
+    if not os.path.isfile(path):
+        raise MlflowException(
+            f"{local_path!r} is not an MLflow model directory: it has no MLmodel file.",
+            RESOURCE_DOES_NOT_EXIST,
+        )
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path, encoding="utf-8") as file:
+        return yaml.load(file, Loader=loader) or {}
 
 
 def _this_module() -> Any:

@@ -13,7 +13,7 @@ from datamint_core import _env, _extensions
 from datamint_core.annotations import Annotation, AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.resources import BaseResource, as_resources
-from datamint_core.routing import PredictionRouter, check_result
+from datamint_core.routing import PredictionRouter
 from datamint_core.settings import ModelSettings
 from datamint_core.version import __version__
 
@@ -131,15 +131,15 @@ class BaseDatamintModel(PythonModel):
             One list of annotations per input, in input order.
 
         Raises:
-            ValueError: an unknown mode, a missing or unexpected param, malformed input, or
-                a handler result with the wrong shape.
+            ValueError: an unknown mode, a missing or unexpected param, or malformed input
+                (:class:`~datamint_core.ResourceError`).
+            ResultShapeError: the handler did not return one list of annotations per input.
             NotImplementedError: the model supports neither the mode nor a default.
         """
         params = params or {}
         threshold = _checked_threshold(params.get("confidence_threshold"))
         resources = as_resources(model_input)
         result = self.router.dispatch(resources, params)
-        check_result(result, len(resources), params.get("mode") or "default")
         if threshold is not None:
             return [
                 [a for a in entry if a.confidence is None or a.confidence >= threshold]

@@ -28,6 +28,7 @@ import base64
 import io
 import os
 import sys
+import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -76,13 +77,17 @@ class BaseResource:
     ) -> None:
         if (pixels is None) == (path is None):
             raise ResourceError(
-                f"A {type(self).__name__} needs exactly one pixel source: "
+                f"{self._label()} needs exactly one pixel source: "
                 "an array (pixels=...) or a local .npy/.npz file (path=...)."
             )
         self.id = id
         self.filename = filename
         self.mimetype = mimetype
         self.modality = modality
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ResourceError(
+                f"metadata must be a JSON object (dict), got {type(metadata).__name__}."
+            )
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.path = os.fspath(path) if path is not None else None
         self._pixels: np.ndarray | None = None
@@ -107,15 +112,18 @@ class BaseResource:
         """Shape of the pixel array (loads it)."""
         return tuple(self.pixels.shape)
 
+    def _label(self) -> str:
+        return f"{type(self).__name__} {self.id!r}" if self.id is not None else type(self).__name__
+
     def _checked(self, array: np.ndarray) -> np.ndarray:
         if array.ndim not in self._accepted_ndims:
             raise ResourceError(
-                f"{type(self).__name__} {self.id or ''} has pixel data of shape {array.shape}; "
+                f"{self._label()} has pixel data of shape {array.shape}; "
                 f"expected {self._shape_text}."
             )
         if array.dtype == object or array.dtype.kind in "USV":
             raise ResourceError(
-                f"{type(self).__name__} {self.id or ''} has pixel data of dtype {array.dtype}; "
+                f"{self._label()} has pixel data of dtype {array.dtype}; "
                 "expected a numeric or boolean array."
             )
         return array
@@ -221,7 +229,7 @@ class VolumeResource(BaseResource):
         size = self.pixels.shape[array_axis]
         if not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < size:
             raise ValueError(
-                f"slice_index={slice_index!r} is outside volume {self.id or ''} "
+                f"slice_index={slice_index!r} is outside {self._label()} "
                 f"({size} {axis} slices); accepted: an integer from 0 to {size - 1}."
             )
         return ImageResource(
@@ -267,7 +275,7 @@ class VideoResource(BaseResource):
         """
         if not isinstance(frame_index, (int, np.integer)) or not 0 <= frame_index < self.num_frames:
             raise ValueError(
-                f"frame_index={frame_index!r} is outside video {self.id or ''} "
+                f"frame_index={frame_index!r} is outside {self._label()} "
                 f"({self.num_frames} frames); accepted: an integer from 0 to "
                 f"{self.num_frames - 1}."
             )
@@ -328,7 +336,7 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
                 f"Resource {data.get('id', '')!r} has {pixels.ndim}-D pixel data and no 'kind'; "
                 "2-D is an image, 3-D a volume, 4-D a video - or set 'kind' explicitly."
             )
-    cls = RESOURCE_KINDS.get(kind)
+    cls = RESOURCE_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ResourceError(
             f"Unknown resource kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}."
@@ -339,7 +347,8 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
         kwargs["affine"] = data.get("affine")
     elif data.get("spacing") is not None or data.get("affine") is not None:
         raise ResourceError(
-            f"'spacing' and 'affine' describe volumes; resource {data.get('id', '')!r} is a {kind}."
+            f"'spacing' and 'affine' describe volumes; resource {data.get('id', '')!r} "
+            f"is of kind {kind!r}."
         )
     return cls(pixels, path=data.get("path") if not has_pixels else None, **kwargs)
 
@@ -374,7 +383,7 @@ def as_resources(model_input: Any) -> list[BaseResource]:
         ]
     if not isinstance(model_input, (list, tuple)):
         raise ResourceError(
-            f"Cannot predict on a {type(model_input).__name__}; accepted inputs: resource "
+            f"Cannot predict on input of type {type(model_input).__name__}; accepted: resource "
             "objects, resource dicts, a list of them, or a pandas DataFrame of resource records."
         )
     resources: list[BaseResource] = []
@@ -384,7 +393,7 @@ def as_resources(model_input: Any) -> list[BaseResource]:
             continue
         try:
             resources.append(resource_from_dict(item))
-        except ResourceError as error:
+        except (ValueError, TypeError) as error:  # ResourceError is a ValueError
             raise ResourceError(f"Input #{position}: {error}") from None
     return resources
 
@@ -418,7 +427,7 @@ def _decode_pixel_data(pixel_data: Any, resource_id: Any) -> np.ndarray:
             return decode_npy_base64(pixel_data["data"])
         if encoding == "list":
             return np.asarray(pixel_data["data"], dtype=pixel_data.get("dtype"))
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, EOFError) as error:
         raise ResourceError(f"{label}: unreadable {encoding} pixel data ({error}).") from None
     raise ResourceError(
         f"{label}: unknown pixel encoding {encoding!r}; accepted: {list(_PIXEL_ENCODINGS)}."
@@ -433,8 +442,19 @@ def _read_array_file(path: str) -> np.ndarray:
         )
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ResourceError(f"Cannot read pixel data from {path!r}: {error}") from None
+    except FileNotFoundError:
+        raise ResourceError(f"Cannot read pixel data from {path!r}: no such file.") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        # numpy's own text for pickled content suggests allow_pickle=True; never do that.
+        reason = (
+            "it holds pickled Python objects, which are never loaded"
+            if "allow_pickle" in str(error)
+            else f"{type(error).__name__}: {error}"
+        )
+        raise ResourceError(
+            f"Cannot read pixel data from {path!r}: {reason}. Accepted: a numeric array "
+            "written by numpy.save (.npy) or numpy.savez (.npz with one array)."
+        ) from None
     if suffix == ".npy":
         return loaded
     with loaded:
@@ -464,8 +484,11 @@ def _slice_view(volume: np.ndarray, index: int, array_axis: int) -> np.ndarray:
 def _checked_spacing(spacing: Any) -> tuple[float, float, float] | None:
     if spacing is None:
         return None
-    values = tuple(float(v) for v in spacing)
-    if len(values) != 3 or not all(v > 0 for v in values):
+    try:
+        values = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
         raise ResourceError(
             f"spacing={spacing!r} is not valid; expected three positive numbers (D, H, W) in mm."
         )
@@ -475,9 +498,14 @@ def _checked_spacing(spacing: Any) -> tuple[float, float, float] | None:
 def _checked_affine(affine: Any) -> np.ndarray | None:
     if affine is None:
         return None
-    matrix = np.asarray(affine, dtype=float)
-    if matrix.shape != (4, 4):
-        raise ResourceError(f"affine has shape {matrix.shape}; expected a 4x4 matrix.")
+    try:
+        matrix = np.asarray(affine, dtype=float)
+    except (TypeError, ValueError):
+        raise ResourceError("affine is not valid; expected a 4x4 matrix of numbers.") from None
+    if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+        raise ResourceError(
+            f"affine of shape {matrix.shape} is not valid; expected a 4x4 matrix of finite numbers."
+        )
     return matrix
 
 

@@ -205,6 +205,7 @@ class PredictionRouter:
         Raises:
             ValueError: an unknown mode, a missing required param, or a param the mode's
                 handler does not take.
+            ResultShapeError: the handler did not return one list of annotations per input.
             NotImplementedError: the model supports neither the mode nor ``predict_default``.
         """
         params = dict(params) if params else {}
@@ -213,7 +214,7 @@ class PredictionRouter:
             del params[key]
         if mode is PredictionMode.DEFAULT:
             mode = self.resolve_default(model_input)
-        return self.call(mode, model_input, params)
+        return self._run(mode, model_input, params)
 
     def resolve_default(self, model_input: Sequence[BaseResource]) -> PredictionMode:
         """Pick ``image`` (all inputs images) or ``volume`` (all volumes) when supported."""
@@ -340,19 +341,24 @@ class PredictionRouter:
         return result
 
 
+class ResultShapeError(ValueError):
+    """A handler did not return one list of annotations per input."""
+
+
 def check_result(result: Any, expected: int, mode: str) -> None:
     """Check a handler returned one list of annotations per input.
 
     Raises:
-        ValueError: the wrong container, the wrong number of entries, or a non-annotation.
+        ResultShapeError: the wrong container, the wrong number of entries, or a
+            non-annotation.
     """
     if not isinstance(result, (list, tuple)):
-        raise ValueError(
+        raise ResultShapeError(
             f"The {mode!r} handler returned a {type(result).__name__}; it must return a list "
             f"with one list of annotations per input ({expected} inputs)."
         )
     if len(result) != expected:
-        raise ValueError(
+        raise ResultShapeError(
             f"The {mode!r} handler returned {len(result)} entries for {expected} inputs; it "
             "must return exactly one list of annotations per input (use [] for none)."
         )
@@ -360,7 +366,7 @@ def check_result(result: Any, expected: int, mode: str) -> None:
         if not isinstance(entry, (list, tuple)) or not all(
             isinstance(a, Annotation) for a in entry
         ):
-            raise ValueError(
+            raise ResultShapeError(
                 f"The {mode!r} handler's entry #{position} is not a list of Annotation objects "
                 f"(got {type(entry).__name__}); return e.g. [[SegmentationAnnotation(...)], []]."
             )

@@ -13,6 +13,7 @@ from datamint_core.annotations import Annotation, AnnotationSpec, AnnotationType
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.model import BaseDatamintModel, as_datamint_model
 from datamint_core.resources import BaseResource, ImageResource, VolumeResource, as_resources
+from datamint_core.routing import ResultShapeError
 
 Status = Literal["pass", "warn", "fail", "skip"]
 
@@ -104,6 +105,10 @@ def validate_model(
     started = time.perf_counter()
     try:
         result = model.predict(resources, params)
+    except ResultShapeError as error:
+        checks.append(Check("predict", "pass", "the handler ran"))
+        checks.append(Check("output length", "fail", str(error)))
+        return ValidationReport(checks)
     except Exception as error:  # the report is the point: say what broke, don't raise
         checks.append(Check("predict", "fail", f"{type(error).__name__}: {error}"))
         return ValidationReport(checks)
@@ -119,8 +124,8 @@ def validate_model(
     checks.append(
         Check(
             "output length",
-            "pass" if len(result) == len(resources) else "fail",
-            f"{len(result)} result(s) for {len(resources)} input(s)",
+            "pass",
+            f"one list of annotations for each of the {len(resources)} input(s)",
         )
     )
     annotations = [annotation for entry in result for annotation in entry]
@@ -173,20 +178,25 @@ def _identifier_check(
 ) -> Check:
     if specs is None:
         return Check("identifiers", "skip", "no annotation_specs to check against")
-    unmatched = sorted(
-        {
-            f"{a.identifier} ({a.type.value})"
-            for a in annotations
-            if not any(spec.matches(a) for spec in specs)
-        }
-    )
-    if unmatched:
-        declared = ", ".join(f"{s.identifier} ({s.type.value})" for s in specs)
-        return Check(
-            "identifiers",
-            "fail",
-            f"not declared in annotation_specs: {unmatched}; declared: {declared}",
-        )
+    declared = {spec.identifier: spec for spec in specs}
+    problems = set()
+    for annotation in annotations:
+        spec = declared.get(annotation.identifier)
+        if spec is None:
+            problems.add(f"{annotation.identifier!r} is not declared")
+        elif spec.type is not annotation.type:
+            problems.add(
+                f"{annotation.identifier!r} is declared as {spec.type.value!r} "
+                f"but returned as {annotation.type.value!r}"
+            )
+        elif not spec.matches(annotation):
+            problems.add(
+                f"{annotation.identifier!r} returned value {getattr(annotation, 'value', None)!r}, "
+                f"not one of {list(spec.values or ())}"
+            )
+    if problems:
+        listed = ", ".join(f"{s.identifier} ({s.type.value})" for s in specs)
+        return Check("identifiers", "fail", "; ".join(sorted(problems)) + f" (declared: {listed})")
     return Check("identifiers", "pass", f"{len(annotations)} annotation(s) match the specs")
 
 
@@ -199,7 +209,8 @@ def _type_check(annotations: list[Annotation], task: TaskType | None) -> Check:
         return Check(
             "annotation types",
             "fail",
-            f"a {task.value} model returned {wrong}; expected {sorted(t.value for t in expected)}",
+            f"task type {task.value!r} expects {sorted(t.value for t in expected)}; "
+            f"the model returned {wrong}",
         )
     return Check("annotation types", "pass", f"all of {sorted(t.value for t in expected)}")
 
