@@ -14,7 +14,8 @@ A saved model is an ordinary MLflow model directory with two flavors:
         mode_params: {slice: {params: [slice_index, axis], required: [slice_index]}}
                                                     # (modes not listed take no params)
         model_settings: {need_gpu: false}
-        linked_models: {}
+        linked_models: {detector: {uri: "models:/det@prod", resolved_uri: "models:/det/3", ...}}
+        linked_models_bundled: false
         annotation_specs: [{identifier: tumour, type: segmentation}]
         model_class: my_project.models.TumourSegmenter
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,12 @@ from mlflow.types import ParamSchema, ParamSpec
 
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.linked_models import (
+    BUNDLE_ARTIFACT,
+    LINKED_MODELS_CONFIG_KEY,
+    pin,
+    stage_bundle,
+)
 from datamint_core.model import BaseDatamintModel, as_datamint_model
 from datamint_core.version import __version__
 
@@ -95,6 +103,7 @@ def save_model(
     streamable: bool | None = None,
     *,
     python_model: Any = None,
+    bundle_linked_models: bool = False,
     **kwargs: Any,
 ) -> None:
     """Save a Datamint model to a local directory.
@@ -111,6 +120,8 @@ def save_model(
             restored at load.
         data_path: a file or directory bundled as the artifact ``data``.
         python_model: same as ``datamint_model``, under MLflow's name for it.
+        bundle_linked_models: copy every linked model into the saved model, so that it loads
+            with no tracking server and no network.
         signature: defaults to a params-only signature declaring ``mode``,
             ``confidence_threshold`` and every mode param, so ``params`` reach the model
             through ``mlflow.pyfunc``.
@@ -128,7 +139,10 @@ def save_model(
     code_path = _code_path(source)
     model = _load_code_model(code_path, model_config) if code_path else _as_model(source)
 
+    links = {key: pin(key, uri) for key, uri in model.mlflow_models_uri.items()}
     block = _flavor_block(model, task_type, supported_modes, annotation_specs)
+    block["linked_models"] = {key: link.to_dict() for key, link in links.items()}
+    block["linked_models_bundled"] = bool(bundle_linked_models and links)
     mlflow_model = mlflow_model or Model()
     mlflow_model.add_flavor(FLAVOR_NAME, **block)
 
@@ -136,6 +150,8 @@ def save_model(
     # device key is always saved: load_model(device=...) and MLFLOW_PYFUNC_INFERENCE_CONFIG
     # can then choose it.
     model_config = {"device": None, **(model_config or {})}
+    if links:
+        model_config[LINKED_MODELS_CONFIG_KEY] = block["linked_models"]
     if data_path is not None:
         artifacts = {**(artifacts or {}), "data": os.fspath(data_path)}
     if signature is None:
@@ -152,23 +168,29 @@ def save_model(
         pip_requirements += [r for r in extra if r not in pip_requirements]
         extra_pip_requirements = None
 
-    mlflow.pyfunc.save_model(
-        path=os.fspath(path),
-        python_model=os.fspath(code_path) if code_path else model,
-        artifacts=artifacts,
-        code_paths=code_paths,
-        infer_code_paths=infer_code_paths,
-        conda_env=conda_env,
-        mlflow_model=mlflow_model,
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=pip_requirements,
-        extra_pip_requirements=extra_pip_requirements,
-        metadata=metadata,
-        model_config=model_config,
-        streamable=streamable,
-        **kwargs,
-    )
+    with tempfile.TemporaryDirectory(prefix="datamint-bundle-") as staging:
+        if bundle_linked_models and links:
+            artifacts = {
+                **(artifacts or {}),
+                BUNDLE_ARTIFACT: os.fspath(stage_bundle(links, Path(staging))),
+            }
+        mlflow.pyfunc.save_model(
+            path=os.fspath(path),
+            python_model=os.fspath(code_path) if code_path else model,
+            artifacts=artifacts,
+            code_paths=code_paths,
+            infer_code_paths=infer_code_paths,
+            conda_env=conda_env,
+            mlflow_model=mlflow_model,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements,
+            extra_pip_requirements=extra_pip_requirements,
+            metadata=metadata,
+            model_config=model_config,
+            streamable=streamable,
+            **kwargs,
+        )
     # Route pyfunc loading through this module so that predictions come back JSON-ready.
     mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME][mlflow.pyfunc.MAIN] = __name__
     mlflow_model.save(os.path.join(os.fspath(path), "MLmodel"))
@@ -190,6 +212,7 @@ def log_model(
     extra_pip_requirements: list[str] | str | None = None,
     metadata: dict[str, Any] | None = None,
     model_config: dict[str, Any] | None = None,
+    bundle_linked_models: bool = False,
     **kwargs: Any,
 ) -> Any:
     """Log a Datamint model to the active run (starting one if needed).
@@ -218,6 +241,7 @@ def log_model(
         extra_pip_requirements=extra_pip_requirements,
         metadata=metadata,
         model_config=model_config,
+        bundle_linked_models=bundle_linked_models,
         **kwargs,
     )
 
@@ -336,7 +360,6 @@ def _flavor_block(
         # Only modes that take params: the block is parsed on every load, so keep it lean.
         "mode_params": {mode: mode_params[mode] for mode in modes if mode_params[mode]["params"]},
         "model_settings": model.settings.to_dict(),
-        "linked_models": {},
         "annotation_specs": [_spec(spec).to_dict() for spec in specs]
         if specs is not None
         else None,

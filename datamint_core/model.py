@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from mlflow.pyfunc import PythonModel
@@ -12,6 +13,14 @@ from mlflow.pyfunc import PythonModel
 from datamint_core import _env, _extensions
 from datamint_core.annotations import Annotation, AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.linked_models import (
+    BUNDLE_ARTIFACT,
+    LINKED_MODELS_CONFIG_KEY,
+    LinkedModel,
+    check_linked_uris,
+    load_linked_models,
+    pin,
+)
 from datamint_core.resources import BaseResource, as_resources
 from datamint_core.routing import PredictionRouter
 from datamint_core.settings import ModelSettings
@@ -39,6 +48,9 @@ class BaseDatamintModel(PythonModel):
 
     Args:
         settings: deployment settings, as :class:`ModelSettings` or a dict of its fields.
+        mlflow_models_uri: other MLflow models to load at serve time, as
+            ``{"detector": "models:/lung-detector@prod"}``; reach them with
+            :meth:`get_mlflow_models`. See :mod:`datamint_core.linked_models`.
     """
 
     #: Semantic task category; override in the class body.
@@ -53,6 +65,8 @@ class BaseDatamintModel(PythonModel):
     _settings: ModelSettings = ModelSettings()
     _inference_device: str | None = None
     _router: PredictionRouter | None = None
+    _mlflow_models_uri: Mapping[str, str] = MappingProxyType({})
+    _linked_models: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -64,8 +78,13 @@ class BaseDatamintModel(PythonModel):
         if cls.__dict__.get("task_type") is not None:
             cls.task_type = TaskType.parse(cls.task_type)  # type: ignore[arg-type]
 
-    def __init__(self, settings: ModelSettings | dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        mlflow_models_uri: Mapping[str, str] | None = None,
+    ) -> None:
         self._settings = ModelSettings.coerce(settings)
+        self._mlflow_models_uri = check_linked_uris(mlflow_models_uri)
 
     # -- what the model is ---------------------------------------------------------------
 
@@ -100,11 +119,30 @@ class BaseDatamintModel(PythonModel):
             return self._inference_device
         return _env.read_env(_env.DEFAULT_PREDICTION_DEVICE) or _extensions.detect_device()
 
+    @property
+    def mlflow_models_uri(self) -> dict[str, str]:
+        """The linked models, as ``{name: uri}`` (the URIs as given)."""
+        return dict(self._mlflow_models_uri)
+
+    def get_mlflow_models(self) -> dict[str, Any]:
+        """The loaded linked models (``mlflow.pyfunc`` models), by name.
+
+        Loaded in :meth:`load_context` when the model is loaded; on a model built in this
+        process, loaded on first call.
+        """
+        if self._linked_models is None:
+            self._linked_models = self._load_linked_models({}, bundle_dir=None)
+        return dict(self._linked_models)
+
     def load_context(self, context: Any) -> None:
-        """Decide the inference device; subclasses load what they own after calling this."""
+        """Decide the inference device, then load the linked models.
+
+        Subclasses that load more call ``super().load_context(context)`` first, so that
+        :attr:`inference_device` is decided before anything else is loaded.
+        """
         config = getattr(context, "model_config", None) or {}
-        device = config.get("device") if isinstance(config, dict) else None
-        self._inference_device = device or self.inference_device
+        config = config if isinstance(config, dict) else {}
+        self._inference_device = config.get("device") or self.inference_device
         if self.settings.need_gpu and self._inference_device == "cpu":
             warnings.warn(
                 f"{type(self).__name__} was saved with need_gpu=True but runs on the CPU here: "
@@ -113,6 +151,22 @@ class BaseDatamintModel(PythonModel):
                 UserWarning,
                 stacklevel=2,
             )
+        if self._mlflow_models_uri:
+            pinned = {
+                key: LinkedModel.from_dict(record)
+                for key, record in (config.get(LINKED_MODELS_CONFIG_KEY) or {}).items()
+            }
+            bundle_dir = (getattr(context, "artifacts", None) or {}).get(BUNDLE_ARTIFACT)
+            self._linked_models = self._load_linked_models(pinned, bundle_dir)
+
+    def _load_linked_models(
+        self, pinned: Mapping[str, LinkedModel], bundle_dir: str | None
+    ) -> dict[str, Any]:
+        links = {
+            key: pinned[key] if key in pinned else pin(key, uri)
+            for key, uri in self._mlflow_models_uri.items()
+        }
+        return load_linked_models(links, device=self.inference_device, bundle_dir=bundle_dir)
 
     # -- prediction ------------------------------------------------------------------------
 
@@ -183,10 +237,12 @@ class BaseDatamintModel(PythonModel):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        # The router holds bound methods and the device belongs to the machine that loads
-        # the model; both are rebuilt there.
+        # The router holds bound methods, the device belongs to the machine that loads the
+        # model, and linked models are saved on their own (pinned or bundled): all are
+        # rebuilt where the model is loaded.
         state.pop("_router", None)
         state.pop("_inference_device", None)
+        state.pop("_linked_models", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -75,12 +75,12 @@ class BaseResource:
         modality: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
+        self.id = id
         if (pixels is None) == (path is None):
             raise ResourceError(
                 f"{self._label()} needs exactly one pixel source: "
                 "an array (pixels=...) or a local .npy/.npz file (path=...)."
             )
-        self.id = id
         self.filename = filename
         self.mimetype = mimetype
         self.modality = modality
@@ -406,12 +406,20 @@ def encode_npy_base64(array: np.ndarray) -> str:
 
 
 def decode_npy_base64(text: str) -> np.ndarray:
-    """Decode what :func:`encode_npy_base64` wrote; never unpickles."""
-    return np.load(io.BytesIO(base64.b64decode(text, validate=True)), allow_pickle=False)
+    """Decode what :func:`encode_npy_base64` wrote; never unpickles.
+
+    Raises:
+        ResourceError: not base64, or not the bytes of a numeric ``.npy`` array.
+    """
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        raise ResourceError("pixel data is not valid base64.") from None
+    return _load_array(io.BytesIO(raw), "the base64 pixel data", ".npy")
 
 
 def _decode_pixel_data(pixel_data: Any, resource_id: Any) -> np.ndarray:
-    label = f"Resource {resource_id or ''!r}"
+    label = f"Resource {resource_id!r}" if resource_id is not None else "Resource"
     if (
         not isinstance(pixel_data, Mapping)
         or "encoding" not in pixel_data
@@ -427,7 +435,9 @@ def _decode_pixel_data(pixel_data: Any, resource_id: Any) -> np.ndarray:
             return decode_npy_base64(pixel_data["data"])
         if encoding == "list":
             return np.asarray(pixel_data["data"], dtype=pixel_data.get("dtype"))
-    except (ValueError, TypeError, OSError, EOFError) as error:
+    except ResourceError as error:
+        raise ResourceError(f"{label}: {error}") from None
+    except (ValueError, TypeError) as error:
         raise ResourceError(f"{label}: unreadable {encoding} pixel data ({error}).") from None
     raise ResourceError(
         f"{label}: unknown pixel encoding {encoding!r}; accepted: {list(_PIXEL_ENCODINGS)}."
@@ -440,30 +450,51 @@ def _read_array_file(path: str) -> np.ndarray:
         raise ResourceError(
             f"Cannot read pixel data from {path!r}: accepted local files are .npy and .npz."
         )
+    if not os.path.isfile(path):
+        raise ResourceError(f"Cannot read pixel data from {path!r}: no such file.")
+    with open(path, "rb") as file:
+        return _load_array(file, repr(path), suffix)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _load_array(file: Any, where: str, suffix: str) -> np.ndarray:
+    """Read one numeric array from an open ``.npy``/``.npz`` file; never unpickles."""
+    accepted = (
+        "Accepted: a numeric array written by numpy.save (.npy) or numpy.savez "
+        "(.npz with one array)."
+    )
+    magic = _NPY_MAGIC if suffix == ".npy" else _ZIP_MAGIC
+    if file.read(len(magic)) != magic:
+        raise ResourceError(
+            f"Cannot read pixel data from {where}: it is not a {suffix} file "
+            f"(its first bytes are wrong). {accepted}"
+        )
+    file.seek(0)
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ResourceError(f"Cannot read pixel data from {path!r}: no such file.") from None
+        loaded = np.load(file, allow_pickle=False)
+        if suffix == ".npy":
+            return loaded
+        with loaded:
+            names = loaded.files
+            if len(names) != 1:
+                raise ResourceError(
+                    f"Cannot read pixel data from {where}: it holds {len(names)} arrays "
+                    f"({names}); a resource file must hold one."
+                )
+            return loaded[names[0]]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        # numpy's own text for pickled content suggests allow_pickle=True; never do that.
+        if isinstance(error, ResourceError):
+            raise
+        # numpy's text for object arrays suggests allow_pickle=True; never repeat that.
         reason = (
             "it holds pickled Python objects, which are never loaded"
             if "allow_pickle" in str(error)
             else f"{type(error).__name__}: {error}"
         )
-        raise ResourceError(
-            f"Cannot read pixel data from {path!r}: {reason}. Accepted: a numeric array "
-            "written by numpy.save (.npy) or numpy.savez (.npz with one array)."
-        ) from None
-    if suffix == ".npy":
-        return loaded
-    with loaded:
-        names = loaded.files
-        if len(names) != 1:
-            raise ResourceError(
-                f"{path!r} holds {len(names)} arrays ({names}); a resource file must hold one."
-            )
-        return loaded[names[0]]
+        raise ResourceError(f"Cannot read pixel data from {where}: {reason}. {accepted}") from None
 
 
 def _array_axis(axis: str) -> int:

@@ -355,11 +355,11 @@ def check_result(result: Any, expected: int, mode: str) -> None:
     if not isinstance(result, (list, tuple)):
         raise ResultShapeError(
             f"The {mode!r} handler returned a {type(result).__name__}; it must return a list "
-            f"with one list of annotations per input ({expected} inputs)."
+            f"with one list of annotations per input ({expected} input(s))."
         )
     if len(result) != expected:
         raise ResultShapeError(
-            f"The {mode!r} handler returned {len(result)} entries for {expected} inputs; it "
+            f"The {mode!r} handler returned {len(result)} entries for {expected} input(s); it "
             "must return exactly one list of annotations per input (use [] for none)."
         )
     for position, entry in enumerate(result):

@@ -296,8 +296,8 @@ def test_slice_mode_on_an_image_says_it_needs_a_volume():
 @pytest.mark.parametrize(
     ("result", "message"),
     [
-        ([], r"returned 0 entries for 2 inputs"),
-        ([[], [], []], r"returned 3 entries for 2 inputs"),
+        ([], r"returned 0 entries for 2 input\(s\)"),
+        ([[], [], []], r"returned 3 entries for 2 input\(s\)"),
         (None, r"returned a NoneType"),
         ([[], ["not an annotation"]], r"entry #1 is not a list of Annotation"),
     ],

@@ -1,0 +1,426 @@
+"""Linked models: other MLflow models a Datamint model loads at serve time.
+
+A model names them as ``{"detector": "models:/lung-detector@prod", ...}``. Accepted URIs:
+``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``models:/<name>/latest``,
+``runs:/<run_id>/<path>`` and local paths.
+
+When the parent is saved, every reference is *pinned*: an alias or ``latest`` is resolved
+to the concrete version once, and both are written to the MLmodel ``linked_models`` block.
+At load time each pinned model is found, in this order:
+
+1. a copy bundled inside the parent's directory (``save_model(bundle_linked_models=True)``);
+2. the local artifact cache (:mod:`datamint_core.artifact_cache`), checksums verified;
+3. the tracking server, downloading into the cache (never in offline mode).
+
+Offline mode (``DATAMINT_OFFLINE=true``) makes no server call: a model missing from the
+bundle and the cache is an error naming it and the cache directory.
+``DATAMINT_ALWAYS_PULL_ARTIFACTS`` re-downloads even on a cache hit;
+``DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE`` lets offline mode download artifacts whose
+storage location was recorded at pinning time, without asking the registry anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from datamint_core import _env
+from datamint_core.artifact_cache import ArtifactCache, CacheError, CorruptedCacheEntryError
+
+OFFLINE_ENV = "DATAMINT_OFFLINE"
+ALWAYS_PULL_ENV = "DATAMINT_ALWAYS_PULL_ARTIFACTS"
+PULL_OFFLINE_ENV = "DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE"
+
+#: Name under which bundled linked models travel as an MLflow pyfunc artifact.
+BUNDLE_ARTIFACT = "datamint.linked_models"
+#: model_config key holding the pinned references, so that load_context can read them.
+LINKED_MODELS_CONFIG_KEY = "datamint_linked_models"
+
+_ACCEPTED = (
+    "models:/<name>/<version>, models:/<name>@<alias>, models:/<name>/latest, "
+    "runs:/<run_id>/<path>, or a local model directory"
+)
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
+_RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-zA-Z_-]+)/(?P<path>.+)$")
+
+
+class LinkedModelError(MlflowException):
+    """A linked model cannot be found or loaded."""
+
+
+class LinkedModelNotFoundError(LinkedModelError, LookupError):
+    """The registry (or the offline cache) does not have the linked model."""
+
+
+class TrackingServerUnreachableError(LinkedModelError, ConnectionError):
+    """The tracking server could not be reached to resolve or download a linked model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkSettings:
+    """How linked models are fetched; each field defaults to its environment variable."""
+
+    offline_mode: bool = False
+    always_pull_artifacts: bool = False
+    pull_artifacts_in_offline_mode: bool = False
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> LinkSettings:
+        """Read ``DATAMINT_OFFLINE`` & co.; explicit (non-None) ``overrides`` win."""
+        values = {
+            "offline_mode": _env.read_env_flag(OFFLINE_ENV),
+            "always_pull_artifacts": _env.read_env_flag(ALWAYS_PULL_ENV),
+            "pull_artifacts_in_offline_mode": _env.read_env_flag(PULL_OFFLINE_ENV),
+            "cache_dir": None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkedModel:
+    """A linked model reference, pinned: what the MLmodel ``linked_models`` block holds.
+
+    Attributes:
+        key: the name the parent uses (``get_mlflow_models()[key]``).
+        uri: the URI as written (``models:/seg@prod``).
+        resolved_uri: the concrete URI it was pinned to (``models:/seg/3``).
+        name, version: the registered model and version (registry URIs only).
+        run_id, artifact_path: for ``runs:/`` URIs.
+        download_uri: where the artifact is stored, when the registry said so.
+    """
+
+    key: str
+    uri: str
+    resolved_uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    artifact_path: str | None = None
+    download_uri: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.name is None and self.run_id is None
+
+    @property
+    def cache_key(self) -> tuple[str, ...]:
+        if self.name is not None:
+            return ("models", self.name, str(self.version))
+        if self.run_id is not None:
+            return ("runs", self.run_id, str(self.artifact_path))
+        raise ValueError(f"local linked model {self.key!r} is not cached")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LinkedModel:
+        return cls(**data)
+
+
+def check_linked_uris(uris: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate a ``{key: uri}`` mapping given to a model.
+
+    Raises:
+        MlflowException: ``INVALID_PARAMETER_VALUE`` for a non-string key or a malformed URI.
+    """
+    if uris is None:
+        return {}
+    if not isinstance(uris, Mapping):
+        raise MlflowException(
+            f"mlflow_models_uri must be a dict of name -> model URI, got {type(uris).__name__}.",
+            INVALID_PARAMETER_VALUE,
+        )
+    for key, uri in uris.items():
+        if not isinstance(key, str) or not key or "/" in key:
+            raise MlflowException(
+                f"Linked model name {key!r} is not valid: use a non-empty string without '/'.",
+                INVALID_PARAMETER_VALUE,
+            )
+        _parse(key, uri)
+    return dict(uris)
+
+
+def pin(key: str, uri: str, settings: LinkSettings | None = None) -> LinkedModel:
+    """Resolve ``uri`` to a concrete, reproducible reference (asks the registry once).
+
+    Raises:
+        LinkedModelNotFoundError: unknown model, version or alias.
+        TrackingServerUnreachableError: the server did not answer.
+        LinkedModelError: an alias or ``latest`` in offline mode (nothing to resolve it with).
+    """
+    settings = settings or LinkSettings.from_env()
+    parsed = _parse(key, uri)
+    if parsed["kind"] == "local":
+        return LinkedModel(key, uri, resolved_uri=parsed["path"])
+    if parsed["kind"] == "run":
+        resolved = f"runs:/{parsed['run_id']}/{parsed['path']}"
+        return LinkedModel(
+            key, uri, resolved, run_id=parsed["run_id"], artifact_path=parsed["path"]
+        )
+    name, version, alias = parsed["name"], parsed["version"], parsed["alias"]
+    concrete = version is not None and version.isdigit()
+    if settings.offline_mode:
+        if not concrete:
+            raise LinkedModelError(
+                f"Linked model {key!r} ({uri!r}) needs the registry to resolve "
+                f"{'alias ' + repr(alias) if alias else repr(version)}, but offline mode is on "
+                f"({OFFLINE_ENV}). Pin a version (models:/{name}/<n>) or save the parent online."
+            )
+        return LinkedModel(key, uri, f"models:/{name}/{version}", name=name, version=version)
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    with _registry_errors(key, uri, name):
+        if alias is not None:
+            found = client.get_model_version_by_alias(name, alias)
+        elif concrete:
+            found = client.get_model_version(name, version)
+        elif version == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise LinkedModelNotFoundError(
+                    f"Linked model {key!r} ({uri!r}): registered model {name!r} has no versions "
+                    f"on {_registry()}."
+                )
+            found = max(versions, key=lambda mv: int(mv.version))
+        else:
+            raise MlflowException(
+                f"Linked model {key!r}: {uri!r} names version {version!r}; accepted: {_ACCEPTED}.",
+                INVALID_PARAMETER_VALUE,
+            )
+        download_uri = client.get_model_version_download_uri(name, found.version)
+    return LinkedModel(
+        key,
+        uri,
+        f"models:/{name}/{found.version}",
+        name=name,
+        version=str(found.version),
+        run_id=found.run_id or None,
+        download_uri=download_uri,
+    )
+
+
+def locate(
+    linked: LinkedModel, *, bundle_dir: str | None = None, settings: LinkSettings | None = None
+) -> Path:
+    """Return a local directory holding ``linked``: bundled copy, else cache, else server."""
+    settings = settings or LinkSettings.from_env()
+    if bundle_dir is not None:
+        bundled = Path(bundle_dir) / linked.key
+        if bundled.is_dir():
+            return bundled
+    if linked.is_local:
+        path = Path(linked.resolved_uri).expanduser()
+        if not (path / "MLmodel").is_file():
+            raise LinkedModelNotFoundError(
+                f"Linked model {linked.key!r}: {linked.resolved_uri!r} is not an MLflow model "
+                "directory (no MLmodel file)."
+            )
+        return path
+
+    cache = ArtifactCache(settings.cache_dir)
+    offline = settings.offline_mode
+    source = linked.download_uri if offline else linked.resolved_uri
+    allow_download = not offline or (settings.pull_artifacts_in_offline_mode and source)
+    try:
+        return cache.fetch(
+            linked.cache_key,
+            lambda into: _download(linked, source or linked.resolved_uri, into),
+            source_uri=linked.resolved_uri,
+            refresh=settings.always_pull_artifacts and not offline,
+            allow_download=bool(allow_download),
+        )
+    except CorruptedCacheEntryError as error:
+        raise LinkedModelError(
+            f"Linked model {linked.key!r} ({linked.resolved_uri}): {error}. Offline mode is on, "
+            "so it cannot be downloaded again; turn offline mode off once, or restore the cache."
+        ) from error
+    except CacheError:
+        raise LinkedModelNotFoundError(
+            f"Linked model {linked.key!r} ({linked.resolved_uri}) is not in the artifact cache "
+            f"at {cache.root}, and offline mode ({OFFLINE_ENV}) forbids downloading it. Fill the "
+            "cache online first, export one (ArtifactCache.export), or bundle the linked models "
+            "into the parent (bundle_linked_models=True)."
+        ) from None
+
+
+def load_linked_models(
+    linked: Mapping[str, LinkedModel],
+    *,
+    device: str | None,
+    bundle_dir: str | None = None,
+    settings: LinkSettings | None = None,
+    loader: Callable[[Path, str | None], Any] | None = None,
+) -> dict[str, Any]:
+    """Locate and load every linked model; ``loader(path, device)`` defaults to pyfunc."""
+    settings = settings or LinkSettings.from_env()
+    load = loader or load_pyfunc_on_device
+    return {
+        key: load(locate(reference, bundle_dir=bundle_dir, settings=settings), device)
+        for key, reference in linked.items()
+    }
+
+
+def load_pyfunc_on_device(path: Path, device: str | None) -> Any:
+    """``mlflow.pyfunc.load_model``, passing the device to models that accept one."""
+    import mlflow
+
+    config = {"device": device} if device and _accepts_device(path) else None
+    return mlflow.pyfunc.load_model(os.fspath(path), model_config=config)
+
+
+def stage_bundle(
+    linked: Mapping[str, LinkedModel], staging_dir: Path, settings: LinkSettings | None = None
+) -> Path:
+    """Lay out every linked model under ``staging_dir/linked_models/<key>`` for bundling.
+
+    The entries are symbolic links to the located copies; MLflow copies the files they point
+    to into the saved model.
+    """
+    bundle = staging_dir / "linked_models"
+    bundle.mkdir(parents=True)
+    for key, reference in linked.items():
+        os.symlink(
+            locate(reference, settings=settings).resolve(), bundle / key, target_is_directory=True
+        )
+    return bundle
+
+
+def _download(linked: LinkedModel, source: str, into: Path) -> Path:
+    import mlflow
+
+    with _progress_bar_only_on_a_terminal(), _server_errors(linked.key, linked.resolved_uri):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(into)))
+
+
+def _parse(key: str, uri: Any) -> dict[str, Any]:
+    if not isinstance(uri, str) or not uri.strip():
+        raise MlflowException(
+            f"Linked model {key!r}: URI {uri!r} is not valid; accepted: {_ACCEPTED}.",
+            INVALID_PARAMETER_VALUE,
+        )
+    if uri.startswith("models:"):
+        match = _REGISTRY_URI.match(uri)
+        if match is None:
+            raise MlflowException(
+                f"Linked model {key!r}: {uri!r} is not a valid model URI; accepted: {_ACCEPTED}.",
+                INVALID_PARAMETER_VALUE,
+            )
+        version = match["version"]
+        if version is not None and not (version.isdigit() or version == "latest"):
+            raise MlflowException(
+                f"Linked model {key!r}: {uri!r} names version {version!r}; use a number, "
+                "'latest' or an alias (models:/<name>@<alias>). Stages are not supported.",
+                INVALID_PARAMETER_VALUE,
+            )
+        return {"kind": "registry", **match.groupdict()}
+    if uri.startswith("runs:"):
+        match = _RUNS_URI.match(uri)
+        if match is None:
+            raise MlflowException(
+                f"Linked model {key!r}: {uri!r} is not a valid runs URI; accepted: {_ACCEPTED}.",
+                INVALID_PARAMETER_VALUE,
+            )
+        return {"kind": "run", **match.groupdict()}
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri) and not uri.startswith("file://"):
+        raise MlflowException(
+            f"Linked model {key!r}: URI scheme of {uri!r} is not supported; accepted: {_ACCEPTED}.",
+            INVALID_PARAMETER_VALUE,
+        )
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return {"kind": "local", "path": os.path.abspath(os.path.expanduser(path))}
+
+
+def _accepts_device(path: Path) -> bool:
+    import yaml
+
+    mlmodel = (
+        yaml.load(
+            (path / "MLmodel").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
+        or {}
+    )
+    config = (mlmodel.get("flavors", {}).get("python_function", {}) or {}).get("config") or {}
+    return "device" in config
+
+
+def _registry() -> str:
+    import mlflow
+
+    return mlflow.get_registry_uri()
+
+
+@contextlib.contextmanager
+def _registry_errors(key: str, uri: str, name: str) -> Iterator[None]:
+    with _server_errors(key, uri):
+        try:
+            yield
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST" or isinstance(error, LinkedModelError):
+                raise
+            raise LinkedModelNotFoundError(
+                f"Linked model {key!r} ({uri!r}) does not exist on {_registry()}: {error.message}"
+            ) from None
+
+
+@contextlib.contextmanager
+def _server_errors(key: str, uri: str) -> Iterator[None]:
+    try:
+        yield
+    except LinkedModelError:
+        raise
+    except Exception as error:
+        if not _is_connection_error(error):
+            raise
+        raise TrackingServerUnreachableError(
+            f"Cannot reach the tracking server at {_registry()} for linked model {key!r} "
+            f"({uri!r}): {type(error).__name__}. Start the server, or run offline "
+            f"({OFFLINE_ENV}=true) with the model in the artifact cache, or save the parent "
+            "with bundle_linked_models=True."
+        ) from error
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    while error is not None:
+        if isinstance(error, ConnectionError) or type(error).__name__ in (
+            "ConnectionError",
+            "MaxRetryError",
+            "NewConnectionError",
+            "ConnectTimeout",
+            "ConnectTimeoutError",
+            "ReadTimeout",
+        ):
+            return True
+        text = str(error)
+        if "Max retries exceeded" in text or "Connection refused" in text:
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
+
+
+@contextlib.contextmanager
+def _progress_bar_only_on_a_terminal() -> Iterator[None]:
+    # MLflow draws its artifact progress bar whenever tqdm is importable; in a log file or
+    # CI output that is noise. The user's own setting always wins.
+    variable = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if variable in os.environ or sys.stderr.isatty():
+        yield
+        return
+    os.environ[variable] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(variable, None)
