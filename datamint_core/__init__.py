@@ -17,8 +17,15 @@ from datamint_core.annotations import (
     SegmentationAnnotation,
     TextAnnotation,
 )
+from datamint_core.artifact_cache import ArtifactCache
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.flavor import FLAVOR_NAME, load_model, log_model, save_model
+from datamint_core.linked_models import (
+    LinkedModelError,
+    LinkedModelNotFoundError,
+    LinkSettings,
+    TrackingServerUnreachableError,
+)
 from datamint_core.model import BaseDatamintModel, WrappedModel
 from datamint_core.resources import (
     BaseResource,
@@ -38,12 +45,16 @@ __all__ = [
     "AnnotationScope",
     "AnnotationSpec",
     "AnnotationType",
+    "ArtifactCache",
     "BaseDatamintModel",
     "BaseResource",
     "BoxAnnotation",
     "CategoryAnnotation",
     "ImageResource",
     "LineAnnotation",
+    "LinkSettings",
+    "LinkedModelError",
+    "LinkedModelNotFoundError",
     "ModeSpec",
     "ModelSettings",
     "NumericAnnotation",
@@ -54,6 +65,7 @@ __all__ = [
     "SegmentationAnnotation",
     "TaskType",
     "TextAnnotation",
+    "TrackingServerUnreachableError",
     "ValidationReport",
     "VideoResource",
     "VolumeResource",

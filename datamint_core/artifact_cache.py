@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from datamint_core import _env
 
@@ -278,11 +278,6 @@ def verify_manifest(directory: Path) -> None:
                 f"Cached artifact {directory} is corrupted: {file} does not match the "
                 "checksum recorded when it was downloaded"
             )
-
-
-def key_from_path(root: Path, path: Path) -> tuple[str, ...]:
-    """The key of the entry at ``path`` (inverse of :meth:`ArtifactCache.entry_path`)."""
-    return tuple(unquote(part) for part in path.relative_to(root).parts)
 
 
 def _sha256(path: Path) -> str:

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -185,7 +186,7 @@ def pin(key: str, uri: str, settings: LinkSettings | None = None) -> LinkedModel
     client = MlflowClient()
     with _registry_errors(key, uri, name):
         if alias is not None:
-            found = client.get_model_version_by_alias(name, alias)
+            found = _version_by_alias(client, key, uri, name, alias)
         elif concrete:
             found = client.get_model_version(name, version)
         elif version == "latest":
@@ -285,18 +286,39 @@ def load_pyfunc_on_device(path: Path, device: str | None) -> Any:
 def stage_bundle(
     linked: Mapping[str, LinkedModel], staging_dir: Path, settings: LinkSettings | None = None
 ) -> Path:
-    """Lay out every linked model under ``staging_dir/linked_models/<key>`` for bundling.
+    """Copy every linked model to ``staging_dir/linked_models/<key>`` for bundling.
 
-    The entries are symbolic links to the located copies; MLflow copies the files they point
-    to into the saved model.
+    MLflow then moves this directory into the saved model (``artifacts/linked_models``) and
+    hands its path to ``load_context``. Hard links are used where the file system allows,
+    since MLflow refuses symbolic links that point outside the directory.
     """
     bundle = staging_dir / "linked_models"
     bundle.mkdir(parents=True)
     for key, reference in linked.items():
-        os.symlink(
-            locate(reference, settings=settings).resolve(), bundle / key, target_is_directory=True
+        shutil.copytree(
+            locate(reference, settings=settings), bundle / key, copy_function=_link_or_copy
         )
     return bundle
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def _version_by_alias(client: Any, key: str, uri: str, name: str, alias: str) -> Any:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if "not found" not in error.message.lower():
+            raise
+    known = sorted(client.get_registered_model(name).aliases)  # the model itself exists?
+    raise LinkedModelNotFoundError(
+        f"Linked model {key!r} ({uri!r}): registered model {name!r} has no alias {alias!r} "
+        f"on {_registry()}; its aliases: {known}."
+    )
 
 
 def _download(linked: LinkedModel, source: str, into: Path) -> Path:

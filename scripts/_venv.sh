@@ -2,8 +2,9 @@
 PYTHON="${PYTHON:-python3}"
 
 # ensure_venv NAME: create .venv/NAME if missing and install what it needs.
-#   core: datamint with the test extra (which brings the SQLite store), no torch.
-#   full: torch first (pinned), then datamint[torch,lightning,test] and the full mlflow.
+#   core: datamint with the test extra (SQLite store, the full mlflow for `mlflow server`),
+#         and no torch.
+#   full: torch first (pinned), then datamint[torch,lightning,test].
 ensure_venv() {
     local name="$1" venv=".venv/$1"
     if [ ! -x "$venv/bin/python" ]; then
@@ -15,7 +16,7 @@ ensure_venv() {
         demo) "${pip[@]}" -e ".[sqlite]" ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch
-            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test]" mlflow
+            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test]"
             ;;
         *) echo "unknown environment $name" >&2; return 2 ;;
     esac

@@ -1,0 +1,192 @@
+"""The serving pieces in process: the FlavorBackend, the server config, the model lock."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.exceptions import MlflowException
+
+from datamint_core import BaseDatamintModel, CategoryAnnotation, save_model
+from datamint_core.serving import DatamintBackend, ServerConfig
+from datamint_core.serving.config import parse_size
+from datamint_core.serving.dockerfile import needs_torch
+from tests.core.sample_models import MeanClassifier, ThresholdSegmenter
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    path = tmp_path / "segmenter"
+    save_model(ThresholdSegmenter(), path)
+    return path
+
+
+def _docker_engine_runs() -> bool:
+    docker = shutil.which("docker")
+    return (
+        docker is not None and subprocess.run([docker, "info"], capture_output=True).returncode == 0
+    )
+
+
+@pytest.mark.skipif(_docker_engine_runs(), reason="a Docker engine runs here")
+def test_build_image_without_a_docker_engine_says_to_use_generate_dockerfile(model_path):
+    with pytest.raises(MlflowException) as raised:
+        DatamintBackend({}).build_image(str(model_path), "liver-seg:1")
+
+    message = raised.value.message
+    assert "no Docker engine is running here" in message
+    assert f"datamint generate-dockerfile -m {model_path} -o DIR" in message
+    assert "docker build -t liver-seg:1 DIR" in message
+
+
+def test_serving_with_mlserver_is_refused_with_the_alternative(model_path):
+    with pytest.raises(MlflowException, match="enable_mlserver=True is not supported"):
+        DatamintBackend({}).serve(str(model_path), 8080, "127.0.0.1", 60, enable_mlserver=True)
+
+
+def test_options_that_do_not_apply_to_the_image_are_refused_by_name(model_path, tmp_path):
+    with pytest.raises(MlflowException, match=r"\['install_java'\] not supported"):
+        DatamintBackend({}).generate_dockerfile(str(model_path), str(tmp_path), install_java=True)
+
+
+def test_a_numpy_model_can_be_scored_here(model_path):
+    from mlflow.models import Model
+
+    config = Model.load(str(model_path)).flavors["datamint"]
+
+    assert DatamintBackend(config).can_score_model() is True
+
+
+def test_a_torch_model_can_be_scored_only_where_torch_is_installed(caplog):
+    backend = DatamintBackend({"model_class": "datamint_torch.model.DatamintModel"})
+    torch_installed = importlib.util.find_spec("torch") is not None
+
+    assert backend.can_score_model() is torch_installed
+    if not torch_installed:
+        assert 'pip install "datamint[torch]"' in caplog.text
+
+
+def test_prepare_env_finds_nothing_missing_for_a_model_saved_here(model_path):
+    assert DatamintBackend({}).prepare_env(str(model_path)) == []
+
+
+def test_prepare_env_names_a_missing_requirement_and_the_command_that_installs_it(model_path):
+    requirements = model_path / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "\nno-such-package-for-datamint==1.0\n")
+
+    with pytest.raises(MlflowException) as raised:
+        DatamintBackend({}).prepare_env(str(model_path))
+
+    assert "['no-such-package-for-datamint==1.0']" in raised.value.message
+    assert 'pip install "no-such-package-for-datamint==1.0"' in raised.value.message
+
+
+def test_backend_predict_reads_an_npz_with_one_resource_per_array(model_path, tmp_path):
+    import json
+
+    pixels = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "batch.npz", left=pixels[0], right=pixels[1])
+    output = tmp_path / "out.json"
+
+    DatamintBackend({}).predict(str(model_path), str(tmp_path / "batch.npz"), str(output), "npz")
+
+    predictions = json.loads(output.read_text())["predictions"]
+    assert len(predictions) == 2
+    assert [p[0]["identifier"] for p in predictions] == ["bright", "bright"]
+
+
+def test_backend_predict_refuses_an_unknown_content_type(model_path):
+    with pytest.raises(MlflowException, match=r"content_type='csv' is not supported"):
+        DatamintBackend({}).predict(str(model_path), None, None, "csv")
+
+
+@pytest.mark.parametrize(
+    ("requirements", "expected"),
+    [
+        ("datamint==0.1.0\nnumpy==2.0\n", False),
+        ("datamint[torch]==0.1.0\nnumpy==2.0\n", True),
+        ("datamint==0.1.0\ntorch==2.13.0\n", True),
+    ],
+)
+def test_the_image_needs_torch_only_when_the_requirements_ask_for_it(requirements, expected):
+    assert needs_torch(requirements) is expected
+
+
+def test_explicit_server_settings_beat_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATAMINT_SERVE_MAX_REQUEST_SIZE", "1K")
+    monkeypatch.setenv("DATAMINT_SERVE_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("DATAMINT_SERVE_ALLOW_PATH_DIRS", str(tmp_path))
+
+    from_env = ServerConfig.resolve()
+    explicit = ServerConfig.resolve(max_request_size="2M", request_timeout=7, allow_path_dirs=[])
+
+    assert from_env == ServerConfig(1024, 5.0, (str(tmp_path.resolve()),))
+    assert explicit == ServerConfig(2 * 1024**2, 7.0, ())
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"max_request_size": "lots"}, "Request size 'lots' is not valid"),
+        ({"request_timeout": 0}, "request_timeout=0.0 is not valid"),
+        ({"allow_path_dirs": ["/no/such/dir"]}, "'/no/such/dir', which is not an existing"),
+    ],
+)
+def test_bad_server_settings_are_refused_with_what_is_accepted(setting, message):
+    with pytest.raises(ValueError, match=message):
+        ServerConfig.resolve(**setting)
+
+
+def test_sizes_read_with_binary_units():
+    assert [parse_size(s) for s in ("100", "512K", "1.5M", "1G", 7)] == [
+        100,
+        512 * 1024,
+        int(1.5 * 1024**2),
+        1024**3,
+        7,
+    ]
+
+
+class _SlowClassifier(MeanClassifier):
+    inside = 0
+    most_inside = 0
+
+    def predict_default(self, model_input, **kwargs):
+        cls = type(self)
+        cls.inside += 1
+        cls.most_inside = max(cls.most_inside, cls.inside)
+        time.sleep(0.05)
+        cls.inside -= 1
+        return [[CategoryAnnotation("brightness", "dark")] for _ in model_input]
+
+
+class _ThreadSafeSlowClassifier(_SlowClassifier):
+    thread_safe = True
+    inside = 0
+    most_inside = 0
+
+
+@pytest.mark.parametrize(
+    ("model_class", "most_inside"), [(_SlowClassifier, 1), (_ThreadSafeSlowClassifier, 4)]
+)
+def test_the_model_is_entered_by_one_thread_at_a_time_unless_it_says_it_is_thread_safe(
+    model_class: type[BaseDatamintModel], most_inside: int
+):
+    from datamint_core import ImageResource
+    from datamint_core.serving.app import ServedModel
+
+    served = ServedModel(model_class(), {})
+    image = [ImageResource(np.zeros((4, 4)))]
+    threads = [threading.Thread(target=served.predict, args=(image, {})) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert model_class.most_inside == most_inside

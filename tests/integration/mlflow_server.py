@@ -1,0 +1,103 @@
+"""A real ``mlflow server`` process on 127.0.0.1, for tests that need a tracking server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """``mlflow server`` with a SQLite backend and proxied artifacts (``--serve-artifacts``).
+
+    Its access log is kept, so tests can count the artifact downloads clients made.
+    """
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.log_path = root / "server.log"
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "a")  # the child keeps its own copy of the descriptor
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer in {timeout} s")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        except ProcessLookupError:
+            pass
+        self._process = None
+
+    def artifact_requests(self, fragment: str = "") -> list[str]:
+        """The paths of the artifact GETs (containing ``fragment``) answered so far."""
+        if not self.log_path.exists():
+            return []
+        marker = '"GET /api/2.0/mlflow-artifacts/artifacts/'
+        return [
+            line.split(marker, 1)[1].split(" ", 1)[0]
+            for line in self.log_path.read_text().splitlines()
+            if marker in line and fragment in line
+        ]
+
+    def artifact_downloads(self, fragment: str = "") -> int:
+        """How many artifact GETs (containing ``fragment``) the server has answered so far."""
+        return len(self.artifact_requests(fragment))
