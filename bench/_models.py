@@ -24,3 +24,26 @@ class ConstantClassifier(BaseDatamintModel):
     def predict_image(self, model_input: list[BaseResource], **kwargs: Any
                       ) -> list[list[CategoryAnnotation]]:
         return [_PER_IMAGE] * len(model_input)
+
+
+class ScaledMean(BaseDatamintModel):
+    """A child for the linked-model benchmark: the mean pixel value times ``factor``."""
+
+    task_type = TaskType.ANOMALY_DETECTION
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def predict_default(self, model_input: list[BaseResource], **kwargs: Any) -> list[list]:
+        from datamint_core import NumericAnnotation
+
+        return [[NumericAnnotation("score", float(r.pixels.mean()) * self.factor)]
+                for r in model_input]
+
+
+class Parent(BaseDatamintModel):
+    """A parent that only loads its linked models (the benchmark times loading)."""
+
+    def predict_default(self, model_input: list[BaseResource], **kwargs: Any) -> list[list]:
+        return [[] for _ in model_input]
