@@ -6,7 +6,10 @@ fall back to :func:`read_env` only when it is ``None``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from typing import overload
 
 #: Device used for inference when the model config names none (MLflow's own variable).
@@ -44,3 +47,21 @@ def read_env_flag(name: str, default: bool = False) -> bool:
         f"Environment variable {name}={raw!r} is not a boolean; "
         f"use one of {sorted(_TRUE | (_FALSE - {''}))}."
     )
+
+
+@contextlib.contextmanager
+def mlflow_progress_bar_only_on_a_terminal() -> Iterator[None]:
+    """Silence MLflow's artifact progress bar while stderr is not a terminal.
+
+    MLflow draws it whenever tqdm is importable; in a log file or CI output it is noise.
+    The user's own ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` always wins.
+    """
+    variable = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if variable in os.environ or sys.stderr.isatty():
+        yield
+        return
+    os.environ[variable] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(variable, None)

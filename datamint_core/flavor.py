@@ -41,6 +41,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
+from datamint_core import _env
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.linked_models import (
@@ -104,6 +105,7 @@ def save_model(
     *,
     python_model: Any = None,
     bundle_linked_models: bool = False,
+    weights_from: BaseDatamintModel | None = None,
     **kwargs: Any,
 ) -> None:
     """Save a Datamint model to a local directory.
@@ -122,6 +124,9 @@ def save_model(
         python_model: same as ``datamint_model``, under MLflow's name for it.
         bundle_linked_models: copy every linked model into the saved model, so that it loads
             with no tracking server and no network.
+        weights_from: for a model saved from code, a trained instance of the same class whose
+            state (torch weights, with the ``[torch]`` extra) is saved in place of the state
+            of the instance the code file builds.
         signature: defaults to a params-only signature declaring ``mode``,
             ``confidence_threshold`` and every mode param, so ``params`` reach the model
             through ``mlflow.pyfunc``.
@@ -138,8 +143,16 @@ def save_model(
     source = _one_model_argument(datamint_model, python_model)
     code_path = _code_path(source)
     model = _load_code_model(code_path, model_config) if code_path else _as_model(source)
+    if weights_from is not None and type(weights_from).__qualname__ != type(model).__qualname__:
+        raise MlflowException(
+            f"weights_from is a {type(weights_from).__name__} but the model is a "
+            f"{type(model).__name__}; give a trained instance of the model's own class.",
+            INVALID_PARAMETER_VALUE,
+        )
 
-    links = {key: pin(key, uri) for key, uri in model.mlflow_models_uri.items()}
+    links = {
+        key: pin(key, uri, flavor=flavor) for key, (uri, flavor) in model._linked_uris().items()
+    }
     block = _flavor_block(model, task_type, supported_modes, annotation_specs)
     block["linked_models"] = {key: link.to_dict() for key, link in links.items()}
     block["linked_models_bundled"] = bool(bundle_linked_models and links)
@@ -168,16 +181,17 @@ def save_model(
         pip_requirements += [r for r in extra if r not in pip_requirements]
         extra_pip_requirements = None
 
-    with tempfile.TemporaryDirectory(prefix="datamint-bundle-") as staging:
+    with (
+        tempfile.TemporaryDirectory(prefix="datamint-bundle-") as staging,
+        _env.mlflow_progress_bar_only_on_a_terminal(),
+    ):
+        artifacts = {**(artifacts or {}), **(weights_from or model)._save_artifacts(Path(staging))}
         if bundle_linked_models and links:
-            artifacts = {
-                **(artifacts or {}),
-                BUNDLE_ARTIFACT: os.fspath(stage_bundle(links, Path(staging))),
-            }
+            artifacts[BUNDLE_ARTIFACT] = os.fspath(stage_bundle(links, Path(staging)))
         mlflow.pyfunc.save_model(
             path=os.fspath(path),
             python_model=os.fspath(code_path) if code_path else model,
-            artifacts=artifacts,
+            artifacts=artifacts or None,
             code_paths=code_paths,
             infer_code_paths=infer_code_paths,
             conda_env=conda_env,
@@ -213,6 +227,7 @@ def log_model(
     metadata: dict[str, Any] | None = None,
     model_config: dict[str, Any] | None = None,
     bundle_linked_models: bool = False,
+    weights_from: BaseDatamintModel | None = None,
     **kwargs: Any,
 ) -> Any:
     """Log a Datamint model to the active run (starting one if needed).
@@ -242,6 +257,7 @@ def log_model(
         metadata=metadata,
         model_config=model_config,
         bundle_linked_models=bundle_linked_models,
+        weights_from=weights_from,
         **kwargs,
     )
 

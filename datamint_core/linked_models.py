@@ -26,7 +26,6 @@ import dataclasses
 import os
 import re
 import shutil
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,8 @@ from datamint_core.artifact_cache import ArtifactCache, CacheError, CorruptedCac
 OFFLINE_ENV = "DATAMINT_OFFLINE"
 ALWAYS_PULL_ENV = "DATAMINT_ALWAYS_PULL_ARTIFACTS"
 PULL_OFFLINE_ENV = "DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE"
+
+PYFUNC_FLAVOR = "python_function"
 
 #: Name under which bundled linked models travel as an MLflow pyfunc artifact.
 BUNDLE_ARTIFACT = "datamint.linked_models"
@@ -99,6 +100,8 @@ class LinkedModel:
         name, version: the registered model and version (registry URIs only).
         run_id, artifact_path: for ``runs:/`` URIs.
         download_uri: where the artifact is stored, when the registry said so.
+        flavor: the MLflow flavor it is loaded with (``python_function`` or, through the
+            torch extra, ``pytorch``).
     """
 
     key: str
@@ -109,6 +112,7 @@ class LinkedModel:
     run_id: str | None = None
     artifact_path: str | None = None
     download_uri: str | None = None
+    flavor: str = PYFUNC_FLAVOR
 
     @property
     def is_local(self) -> bool:
@@ -153,7 +157,9 @@ def check_linked_uris(uris: Mapping[str, str] | None) -> dict[str, str]:
     return dict(uris)
 
 
-def pin(key: str, uri: str, settings: LinkSettings | None = None) -> LinkedModel:
+def pin(
+    key: str, uri: str, settings: LinkSettings | None = None, flavor: str = PYFUNC_FLAVOR
+) -> LinkedModel:
     """Resolve ``uri`` to a concrete, reproducible reference (asks the registry once).
 
     Raises:
@@ -164,11 +170,16 @@ def pin(key: str, uri: str, settings: LinkSettings | None = None) -> LinkedModel
     settings = settings or LinkSettings.from_env()
     parsed = _parse(key, uri)
     if parsed["kind"] == "local":
-        return LinkedModel(key, uri, resolved_uri=parsed["path"])
+        return LinkedModel(key, uri, resolved_uri=parsed["path"], flavor=flavor)
     if parsed["kind"] == "run":
         resolved = f"runs:/{parsed['run_id']}/{parsed['path']}"
         return LinkedModel(
-            key, uri, resolved, run_id=parsed["run_id"], artifact_path=parsed["path"]
+            key,
+            uri,
+            resolved,
+            run_id=parsed["run_id"],
+            artifact_path=parsed["path"],
+            flavor=flavor,
         )
     name, version, alias = parsed["name"], parsed["version"], parsed["alias"]
     concrete = version is not None and version.isdigit()
@@ -179,7 +190,9 @@ def pin(key: str, uri: str, settings: LinkSettings | None = None) -> LinkedModel
                 f"{'alias ' + repr(alias) if alias else repr(version)}, but offline mode is on "
                 f"({OFFLINE_ENV}). Pin a version (models:/{name}/<n>) or save the parent online."
             )
-        return LinkedModel(key, uri, f"models:/{name}/{version}", name=name, version=version)
+        return LinkedModel(
+            key, uri, f"models:/{name}/{version}", name=name, version=version, flavor=flavor
+        )
 
     from mlflow import MlflowClient
 
@@ -211,6 +224,7 @@ def pin(key: str, uri: str, settings: LinkSettings | None = None) -> LinkedModel
         version=str(found.version),
         run_id=found.run_id or None,
         download_uri=download_uri,
+        flavor=flavor,
     )
 
 
@@ -264,15 +278,35 @@ def load_linked_models(
     device: str | None,
     bundle_dir: str | None = None,
     settings: LinkSettings | None = None,
-    loader: Callable[[Path, str | None], Any] | None = None,
+    loaders: Mapping[str, Callable[[Path, str | None], Any]] | None = None,
 ) -> dict[str, Any]:
-    """Locate and load every linked model; ``loader(path, device)`` defaults to pyfunc."""
+    """Locate and load every linked model with the loader of its flavor.
+
+    Args:
+        loaders: ``{flavor: loader(path, device)}``; ``python_function`` is always known.
+
+    Raises:
+        LinkedModelError: a linked model of a flavor no loader handles, or a located model
+            that does not have the flavor it was linked as.
+    """
     settings = settings or LinkSettings.from_env()
-    load = loader or load_pyfunc_on_device
-    return {
-        key: load(locate(reference, bundle_dir=bundle_dir, settings=settings), device)
-        for key, reference in linked.items()
-    }
+    known = {PYFUNC_FLAVOR: load_pyfunc_on_device, **(loaders or {})}
+    loaded = {}
+    for key, reference in linked.items():
+        if reference.flavor not in known:
+            raise LinkedModelError(
+                f"Linked model {key!r} is a {reference.flavor!r} model; loading it needs an "
+                f"extra (known flavors here: {sorted(known)})."
+            )
+        path = locate(reference, bundle_dir=bundle_dir, settings=settings)
+        flavors = _flavors(path)
+        if reference.flavor not in flavors:
+            raise LinkedModelError(
+                f"Linked model {key!r} ({reference.uri!r}) is not a {reference.flavor} model: "
+                f"its flavors are {sorted(flavors)}."
+            )
+        loaded[key] = known[reference.flavor](path, device)
+    return loaded
 
 
 def load_pyfunc_on_device(path: Path, device: str | None) -> Any:
@@ -324,7 +358,10 @@ def _version_by_alias(client: Any, key: str, uri: str, name: str, alias: str) ->
 def _download(linked: LinkedModel, source: str, into: Path) -> Path:
     import mlflow
 
-    with _progress_bar_only_on_a_terminal(), _server_errors(linked.key, linked.resolved_uri):
+    with (
+        _env.mlflow_progress_bar_only_on_a_terminal(),
+        _server_errors(linked.key, linked.resolved_uri),
+    ):
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(into)))
 
 
@@ -367,6 +404,11 @@ def _parse(key: str, uri: Any) -> dict[str, Any]:
 
 
 def _accepts_device(path: Path) -> bool:
+    config = _flavors(path).get(PYFUNC_FLAVOR, {}).get("config") or {}
+    return "device" in config
+
+
+def _flavors(path: Path) -> dict[str, Any]:
     import yaml
 
     mlmodel = (
@@ -375,8 +417,7 @@ def _accepts_device(path: Path) -> bool:
         )
         or {}
     )
-    config = (mlmodel.get("flavors", {}).get("python_function", {}) or {}).get("config") or {}
-    return "device" in config
+    return {name: conf or {} for name, conf in (mlmodel.get("flavors") or {}).items()}
 
 
 def _registry() -> str:
@@ -431,18 +472,3 @@ def _is_connection_error(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     return False
-
-
-@contextlib.contextmanager
-def _progress_bar_only_on_a_terminal() -> Iterator[None]:
-    # MLflow draws its artifact progress bar whenever tqdm is importable; in a log file or
-    # CI output that is noise. The user's own setting always wins.
-    variable = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    if variable in os.environ or sys.stderr.isatty():
-        yield
-        return
-    os.environ[variable] = "false"
-    try:
-        yield
-    finally:
-        os.environ.pop(variable, None)

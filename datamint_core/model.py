@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -16,6 +18,7 @@ from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.linked_models import (
     BUNDLE_ARTIFACT,
     LINKED_MODELS_CONFIG_KEY,
+    PYFUNC_FLAVOR,
     LinkedModel,
     check_linked_uris,
     load_linked_models,
@@ -130,9 +133,35 @@ class BaseDatamintModel(PythonModel):
         Loaded in :meth:`load_context` when the model is loaded; on a model built in this
         process, loaded on first call.
         """
+        return self._linked_models_of_flavor(PYFUNC_FLAVOR)
+
+    def _linked_models_of_flavor(self, flavor: str) -> dict[str, Any]:
         if self._linked_models is None:
             self._linked_models = self._load_linked_models({}, bundle_dir=None)
-        return dict(self._linked_models)
+        uris = self._linked_uris()
+        return {k: m for k, m in self._linked_models.items() if uris[k][1] == flavor}
+
+    # -- hooks the extras fill (the core never imports them) ------------------------------
+
+    def _linked_uris(self) -> dict[str, tuple[str, str]]:
+        """Every linked model as ``{key: (uri, flavor)}``."""
+        return {key: (uri, PYFUNC_FLAVOR) for key, uri in self._mlflow_models_uri.items()}
+
+    def _linked_model_loaders(self) -> dict[str, Any]:
+        """Loaders for linked flavors beyond ``python_function``: ``{flavor: loader}``."""
+        return {}
+
+    def _checked_device(self, device: str) -> str:
+        """The device to use when ``device`` was asked for (extras check the hardware)."""
+        return device
+
+    def _inference_context(self) -> contextlib.AbstractContextManager[Any]:
+        """What every prediction runs inside (the torch extra: ``torch.inference_mode``)."""
+        return contextlib.nullcontext()
+
+    def _save_artifacts(self, staging_dir: Path) -> dict[str, str]:
+        """Write what must travel beside the python model; return ``{name: path}``."""
+        return {}
 
     def load_context(self, context: Any) -> None:
         """Decide the inference device, then load the linked models.
@@ -142,7 +171,7 @@ class BaseDatamintModel(PythonModel):
         """
         config = getattr(context, "model_config", None) or {}
         config = config if isinstance(config, dict) else {}
-        self._inference_device = config.get("device") or self.inference_device
+        self._inference_device = self._checked_device(config.get("device") or self.inference_device)
         if self.settings.need_gpu and self._inference_device == "cpu":
             warnings.warn(
                 f"{type(self).__name__} was saved with need_gpu=True but runs on the CPU here: "
@@ -151,7 +180,7 @@ class BaseDatamintModel(PythonModel):
                 UserWarning,
                 stacklevel=2,
             )
-        if self._mlflow_models_uri:
+        if self._linked_uris():
             pinned = {
                 key: LinkedModel.from_dict(record)
                 for key, record in (config.get(LINKED_MODELS_CONFIG_KEY) or {}).items()
@@ -163,10 +192,15 @@ class BaseDatamintModel(PythonModel):
         self, pinned: Mapping[str, LinkedModel], bundle_dir: str | None
     ) -> dict[str, Any]:
         links = {
-            key: pinned[key] if key in pinned else pin(key, uri)
-            for key, uri in self._mlflow_models_uri.items()
+            key: pinned[key] if key in pinned else pin(key, uri, flavor=flavor)
+            for key, (uri, flavor) in self._linked_uris().items()
         }
-        return load_linked_models(links, device=self.inference_device, bundle_dir=bundle_dir)
+        return load_linked_models(
+            links,
+            device=self.inference_device,
+            bundle_dir=bundle_dir,
+            loaders=self._linked_model_loaders(),
+        )
 
     # -- prediction ------------------------------------------------------------------------
 
@@ -193,7 +227,8 @@ class BaseDatamintModel(PythonModel):
         params = params or {}
         threshold = _checked_threshold(params.get("confidence_threshold"))
         resources = as_resources(model_input)
-        result = self.router.dispatch(resources, params)
+        with self._inference_context():
+            result = self.router.dispatch(resources, params)
         if threshold is not None:
             return [
                 [a for a in entry if a.confidence is None or a.confidence >= threshold]

@@ -391,6 +391,10 @@ def as_resources(model_input: Any) -> list[BaseResource]:
         if isinstance(item, BaseResource):
             resources.append(item)
             continue
+        if isinstance(item, Mapping):
+            # MLflow's scoring server hands `inputs` records over with every value wrapped in
+            # a numpy array (0-d for scalars and objects).
+            item = {key: _unwrap_numpy(value) for key, value in item.items()}
         try:
             resources.append(resource_from_dict(item))
         except (ValueError, TypeError) as error:  # ResourceError is a ValueError
@@ -550,6 +554,12 @@ def _is_dataframe(value: Any) -> bool:
     # Whoever built a DataFrame imported pandas; never import it here just for a check.
     pandas = sys.modules.get("pandas")
     return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _unwrap_numpy(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else value.tolist()
+    return value
 
 
 def _is_missing(value: Any) -> bool:

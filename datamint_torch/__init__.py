@@ -1,4 +1,10 @@
-"""datamint_torch: the ``[torch]`` extra (device detection, ``DatamintModel`` with torch modules).
+"""datamint_torch: the ``[torch]`` extra.
+
+- :class:`DatamintModel`: a Datamint model that holds torch modules (an attached
+  ``torch_model``, module attributes, linked ``mlflow.pytorch`` models), saves their weights
+  beside the python model as CPU state dicts, and moves them to the inference device on load.
+- Hardware detection for :attr:`~datamint_core.BaseDatamintModel.inference_device`
+  (CUDA, then Apple MPS, then CPU), registered with the core when this package is imported.
 
 Importing it without torch fails at once with the command that installs it.
 """
@@ -7,10 +13,14 @@ try:
     import torch  # noqa: F401
 except ImportError:
     raise ImportError(
-        "datamint_torch needs PyTorch, which is not installed; run: pip install \"datamint[torch]\""
+        'datamint_torch needs PyTorch, which is not installed; run: pip install "datamint[torch]"'
     ) from None
 
-raise ImportError(
-    "datamint_torch is not built yet in this version of datamint (tracked in issue #4); "
-    "use datamint_core.BaseDatamintModel for numpy models."
-)
+from datamint_core import _extensions
+from datamint_torch.device import detect_device, resolve_device
+from datamint_torch.model import ATTACHED_MODEL_KEY, DatamintModel
+from datamint_torch.tensors import as_tensor
+
+_extensions.register_device_detector(detect_device)
+
+__all__ = ["ATTACHED_MODEL_KEY", "DatamintModel", "as_tensor", "detect_device", "resolve_device"]

@@ -1,0 +1,302 @@
+"""The ``datamint`` command: predict, serve, inspect, validate and package Datamint models.
+
+Examples::
+
+    datamint info -m models:/liver-seg/3
+    datamint predict -m ./model -i ct.npy -o out.json --mode slice --param slice_index=3
+    datamint serve -m models:/liver-seg/3 --port 8080 --timeout 30 --max-request-size 1G
+    datamint validate -m ./model -i sample.json
+    datamint generate-dockerfile -m models:/liver-seg/3 -o build/
+
+Exit codes: 0 success, 1 a runtime failure (the model cannot load, the input cannot be
+served, validation failed), 2 a usage error (bad arguments). Errors are one line on stderr.
+Heavy modules (mlflow, FastAPI) are imported only by the subcommand that needs them, so
+``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PROG = "datamint"
+_INPUT_TYPES = {".json": "json", ".npy": "npy", ".npz": "npz"}
+
+
+class _RuntimeFailure(Exception):
+    """A failure to report in one line and exit 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``datamint`` command line; return its exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        params = _params(args, parser) if hasattr(args, "param") else {}
+        return int(args.run(args, params) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # every failure becomes one readable line and exit code 1
+        message = getattr(error, "message", None) or str(error) or type(error).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    from datamint_core.version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Predict with, serve, inspect, validate and package Datamint MLflow models.",
+        epilog="Exit codes: 0 success, 1 runtime failure, 2 usage error.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict on a file and write the annotations as JSON",
+        description="Predict on a JSON request (any body POST /invocations accepts) or on "
+        'an .npy/.npz file of pixel data, and write {"predictions": ...}.',
+    )
+    _model_argument(predict)
+    predict.add_argument(
+        "-i", "--input", help="input file (.json, .npy or .npz); stdin when left out"
+    )
+    predict.add_argument("-o", "--output", help="output JSON file; stdout when left out")
+    predict.add_argument(
+        "-t",
+        "--content-type",
+        choices=sorted(set(_INPUT_TYPES.values())),
+        help="input format; by default from the input's suffix (json for stdin)",
+    )
+    _mode_arguments(predict)
+    predict.set_defaults(run=_predict)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the model over HTTP",
+        description="Serve the model: GET /ping /health /version /metadata, POST /invocations. "
+        "SIGTERM stops accepting connections, finishes in-flight requests and exits 0.",
+    )
+    _model_argument(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    serve.add_argument("-p", "--port", type=int, default=8080, help="port (default: 8080)")
+    serve.add_argument("-w", "--workers", type=_positive_int, default=1, help="processes")
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds a request may take (env DATAMINT_SERVE_REQUEST_TIMEOUT; default 60)",
+    )
+    serve.add_argument(
+        "--max-request-size",
+        help="largest request body, e.g. 512M (env DATAMINT_SERVE_MAX_REQUEST_SIZE; default 512M)",
+    )
+    serve.add_argument(
+        "--allow-path-dir",
+        action="append",
+        metavar="DIR",
+        help="let requests name local files under DIR (repeatable; env "
+        "DATAMINT_SERVE_ALLOW_PATH_DIRS); by default the server reads no local files",
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(run=_serve)
+
+    info = commands.add_parser(
+        "info",
+        help="show the model's datamint metadata",
+        description="Show the task type, prediction modes and their params, settings, "
+        "annotation specs and linked models recorded in the model's MLmodel file.",
+    )
+    _model_argument(info)
+    info.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
+    info.set_defaults(run=_info)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check the model's metadata and run a smoke prediction",
+        description="Check metadata and run one prediction (on a synthetic input unless -i "
+        "is given). Exits 1 when a check fails.",
+    )
+    _model_argument(validate)
+    validate.add_argument("-i", "--input", help="sample input (.json, .npy or .npz)")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
+    _mode_arguments(validate)
+    validate.set_defaults(run=_validate)
+
+    dockerfile = commands.add_parser(
+        "generate-dockerfile",
+        help="write a Dockerfile that serves the model",
+        description="Copy the model into DIR and write a Dockerfile beside it: the model's "
+        "requirements only (no torch unless the model needs it), non-root, with a health check.",
+    )
+    _model_argument(dockerfile)
+    dockerfile.add_argument("-o", "--output-dir", required=True, help="build context to write")
+    dockerfile.add_argument("--base-image", help="default: python:<model's version>-slim")
+    dockerfile.set_defaults(run=_generate_dockerfile)
+    return parser
+
+
+def _model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-m",
+        "--model-uri",
+        required=True,
+        help="model URI: a local directory, runs:/..., models:/name/1, models:/name@alias",
+    )
+
+
+def _mode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", help="prediction mode (image, slice, volume, ...)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a mode param, repeatable; VALUE is read as JSON when it parses (3, 0.5, true)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _params(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--param {item!r} is not KEY=VALUE (e.g. --param slice_index=3)")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    if args.mode:
+        params["mode"] = args.mode
+    return params
+
+
+def _content_type(path: str | None, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if path is None:
+        return "json"
+    suffix = Path(path).suffix.lower()
+    if suffix not in _INPUT_TYPES:
+        raise _RuntimeFailure(
+            f"Cannot tell the format of {path!r} from its suffix; use .json, .npy or .npz, "
+            "or give --content-type."
+        )
+    return _INPUT_TYPES[suffix]
+
+
+def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from datamint_core.serving.backend import DatamintBackend
+
+    content_type = _content_type(args.input, args.content_type)
+    DatamintBackend({}).predict(args.model_uri, args.input, args.output, content_type, params)
+    return 0
+
+
+def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    import os
+
+    import uvicorn
+
+    from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
+
+    config = ServerConfig.resolve(args.max_request_size, args.timeout, args.allow_path_dir)
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "access_log": args.access_log,
+        "log_level": "info",
+    }
+    # uvicorn drains in-flight requests on SIGTERM, then raises the signal again to end the
+    # process; this handler turns that into a clean return (exit code 0).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    if args.workers == 1:
+        from datamint_core.serving.app import create_app
+
+        uvicorn.run(create_app(args.model_uri, config), **options)
+    else:
+        os.environ.update({MODEL_URI_ENV: args.model_uri, **config.to_env()})
+        uvicorn.run(
+            "datamint_core.serving.app:create_app_from_env",
+            factory=True,
+            workers=args.workers,
+            **options,
+        )
+    return 0
+
+
+def _info(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from datamint_core.serving.backend import flavor_config
+
+    block = flavor_config(args.model_uri)
+    if args.json:
+        print(json.dumps(block, indent=2, sort_keys=True))
+        return 0
+    print(f"model:           {args.model_uri}")
+    print(f"class:           {block.get('model_class')}")
+    print(f"datamint:        {block.get('datamint_version')}")
+    print(f"task type:       {block.get('task_type') or '(not set)'}")
+    print("modes:")
+    mode_params = block.get("mode_params") or {}
+    for mode in block.get("supported_modes") or []:
+        info = mode_params.get(mode) or {}
+        required = set(info.get("required") or [])
+        names = [f"{name}{'' if name in required else '?'}" for name in info.get("params") or []]
+        print(f"  {mode:<14} {', '.join(names) if names else '(no params)'}")
+    settings = block.get("model_settings") or {}
+    print("settings:        " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "(none)"))
+    specs = block.get("annotation_specs")
+    print("annotations:" + ("" if specs else "     (not declared)"))
+    for spec in specs or []:
+        print(f"  {spec.get('identifier')}: {spec.get('type')}")
+    linked = block.get("linked_models") or {}
+    print("linked models:   " + (", ".join(f"{k} -> {v}" for k, v in linked.items()) or "(none)"))
+    return 0
+
+
+def _validate(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from datamint_core.validation import validate_model
+
+    sample = None
+    if args.input is not None:
+        from datamint_core.serving.payload import arrays_to_records, parse_json_envelope
+
+        content_type = _content_type(args.input, None)
+        if content_type == "json":
+            sample, request_params = parse_json_envelope(Path(args.input).read_text())
+            params = {**request_params, **params}
+        else:
+            sample = arrays_to_records(args.input, content_type)
+    report = validate_model(args.model_uri, sample, params or None)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
+    return 0 if report.ok else 1
+
+
+def _generate_dockerfile(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from datamint_core.serving.backend import DatamintBackend
+
+    DatamintBackend({}).generate_dockerfile(
+        args.model_uri, args.output_dir, base_image=args.base_image
+    )
+    print(f"wrote {Path(args.output_dir) / 'Dockerfile'} and the model beside it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Models for the serving tests, in an importable module so a server process can unpickle them."""
+
+from __future__ import annotations
+
+import time
+
+from datamint_core import NumericAnnotation
+from tests.core.sample_models import ThresholdSegmenter
+
+
+class ProbeSegmenter(ThresholdSegmenter):
+    """A threshold segmenter the client can make fail or wait, that counts callers inside it.
+
+    Params (image mode): ``fail`` raises a RuntimeError, ``sleep_seconds`` waits first,
+    ``report_concurrency`` adds the most calls ever seen inside ``predict_image`` at once,
+    ``drop_results`` returns no entry at all (breaking the one-list-per-input contract).
+    """
+
+    active_calls = 0
+    max_active_calls = 0
+
+    def predict_image(
+        self,
+        model_input,
+        fail=False,
+        sleep_seconds=0.0,
+        report_concurrency=False,
+        drop_results=False,
+        **kwargs,
+    ):
+        cls = type(self)
+        cls.active_calls += 1
+        cls.max_active_calls = max(cls.max_active_calls, cls.active_calls)
+        try:
+            if fail:
+                raise RuntimeError("the probe model was asked to fail")
+            time.sleep(float(sleep_seconds))
+            result = super().predict_image(model_input)
+        finally:
+            cls.active_calls -= 1
+        if drop_results:
+            return []
+        if report_concurrency:
+            result = [
+                [*entry, NumericAnnotation("max_concurrent_calls", float(cls.max_active_calls))]
+                for entry in result
+            ]
+        return result
