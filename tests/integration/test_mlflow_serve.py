@@ -13,7 +13,8 @@ from tests.core.sample_models import ThresholdSegmenter, phantom_volume
 from tests.integration._server import Server, call, free_port
 
 
-def test_mlflow_models_serve_answers_dataframe_records_with_params_with_our_masks(tmp_path):
+def test_mlflow_models_serve_answers_records_split_and_inputs_with_params_with_our_masks(
+        tmp_path):
     mlflow_command = Path(sys.executable).with_name("mlflow")
     if not mlflow_command.exists() and shutil.which("mlflow") is None:
         pytest.fail("the mlflow command is not installed next to this Python")
@@ -43,9 +44,12 @@ def test_mlflow_models_serve_answers_dataframe_records_with_params_with_our_mask
                 "params": params,
             },
         )
+        inputs = call(server.url + "/invocations",
+                      {"inputs": [volume.to_dict()], "params": params})
     finally:
         server.stop()
 
     assert records == (200, {"predictions": expected}), server.log()
     assert split == (200, {"predictions": expected})
+    assert inputs == (200, {"predictions": expected}), server.log()
     assert expected[0][0]["slice_index"] == 6
