@@ -83,7 +83,7 @@ class ArtifactCache:
 
     def entry_path(self, key: tuple[str, ...]) -> Path:
         """Where the entry for ``key`` lives (whether or not it exists)."""
-        return self.root.joinpath(*(quote(part, safe="") for part in key))
+        return self.root.joinpath(*(_path_part(part) for part in key))
 
     def get(self, key: tuple[str, ...]) -> Path | None:
         """Return the verified entry for ``key``, or ``None`` when it is not cached.
@@ -119,6 +119,15 @@ class ArtifactCache:
             CorruptedCacheEntryError: a corrupted entry while ``allow_download`` is False.
             CacheError: a missing entry while ``allow_download`` is False.
         """
+        if not refresh:
+            # An entry never changes once renamed into place, so a hit needs no lock: many
+            # processes can verify one large model at the same time.
+            try:
+                cached = self.get(key)
+            except CorruptedCacheEntryError:
+                cached = None  # handled under the lock below
+            if cached is not None:
+                return cached
         with self._lock(key):
             path = self.entry_path(key)
             if not refresh:
@@ -145,7 +154,11 @@ class ArtifactCache:
         for manifest_path in sorted(self.root.glob(f"*/**/{MANIFEST_NAME}")):
             if ".incomplete" in manifest_path.relative_to(self.root).parts:
                 continue
-            manifest = json.loads(manifest_path.read_text())
+            try:
+                manifest = _read_manifest(manifest_path.parent)
+            except CorruptedCacheEntryError as error:
+                _logger.warning("%s; skipping it (remove it with ArtifactCache.remove).", error)
+                continue
             entries.append(
                 CacheEntry(
                     key=tuple(manifest["key"]),
@@ -266,7 +279,7 @@ def verify_manifest(directory: Path) -> None:
     Raises:
         CorruptedCacheEntryError: a file is missing or its content changed; names it.
     """
-    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    manifest = _read_manifest(directory)
     for relative, expected in manifest["sha256"].items():
         file = directory / relative
         if not file.is_file():
@@ -278,6 +291,25 @@ def verify_manifest(directory: Path) -> None:
                 f"Cached artifact {directory} is corrupted: {file} does not match the "
                 "checksum recorded when it was downloaded"
             )
+
+
+def _path_part(part: str) -> str:
+    # Percent-encode everything but letters, digits and "_.-~", and a leading dot too, so
+    # that no key part is "." or ".." or a hidden name.
+    encoded = quote(part, safe="")
+    return "%2E" + encoded[1:] if encoded.startswith(".") else encoded
+
+
+def _read_manifest(directory: Path) -> dict:
+    try:
+        manifest = json.loads((directory / MANIFEST_NAME).read_text())
+        manifest["sha256"], manifest["sizes"], manifest["key"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CorruptedCacheEntryError(
+            f"Cached artifact {directory} is corrupted: its manifest {MANIFEST_NAME} is "
+            f"unreadable ({type(error).__name__})"
+        ) from None
+    return manifest
 
 
 def _sha256(path: Path) -> str:

@@ -224,13 +224,16 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         "log_level": "info",
     }
     # uvicorn drains in-flight requests on SIGTERM, then raises the signal again to end the
-    # process; this handler turns that into a clean return (exit code 0).
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # process; this handler turns that into a clean return (exit code 0). It is installed
+    # once the model is loaded, so that SIGTERM during a long load still stops the process.
     if args.workers == 1:
         from datamint_core.serving.app import create_app
 
-        uvicorn.run(create_app(args.model_uri, config), **options)
+        app = create_app(args.model_uri, config)
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        uvicorn.run(app, **options)
     else:
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
         os.environ.update({MODEL_URI_ENV: args.model_uri, **config.to_env()})
         uvicorn.run(
             "datamint_core.serving.app:create_app_from_env",

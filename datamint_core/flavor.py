@@ -29,12 +29,14 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import sys
 import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelInputExample, ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
@@ -322,8 +324,52 @@ class _DatamintPyfuncModel:
     def predict(
         self, model_input: Any, params: dict[str, Any] | None = None
     ) -> list[list[dict[str, Any]]]:
+        _refuse_request_paths(model_input)
         result = self.python_model.predict(model_input, params)
         return [[annotation.to_dict() for annotation in entry] for entry in result]
+
+
+def _refuse_request_paths(model_input: Any) -> None:
+    """Resource dicts may come from a client (``mlflow models serve``): like ``datamint
+    serve``, read a local file they name only under ``DATAMINT_SERVE_ALLOW_PATH_DIRS``.
+    Resource objects built in this process are the caller's own and are trusted.
+    """
+    records = _raw_records(model_input)
+    if not any(isinstance(r, dict) and r.get("path") is not None for r in records):
+        return
+    from datamint_core.serving.config import ServerConfig
+    from datamint_core.serving.payload import RequestError, check_paths
+
+    try:
+        check_paths(records, ServerConfig.resolve().allow_path_dirs)
+    except RequestError as error:
+        raise MlflowException(error.message, INVALID_PARAMETER_VALUE) from None
+
+
+def _raw_records(model_input: Any) -> list[Any]:
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(model_input, pandas.DataFrame):
+        if "path" not in model_input.columns:
+            return []
+        records = model_input.to_dict(orient="records")
+    elif isinstance(model_input, dict):
+        records = model_input.get("resources", [model_input])
+    elif isinstance(model_input, (list, tuple)):
+        records = list(model_input)
+    elif isinstance(model_input, np.ndarray) and model_input.dtype == object:
+        records = model_input.ravel().tolist()
+    else:
+        return []
+    return [_plain_record(r) for r in records if isinstance(r, dict)]
+
+
+def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
+    path = record.get("path")
+    if isinstance(path, np.ndarray):  # MLflow's `inputs` wraps values in numpy arrays
+        path = path.item() if path.ndim == 0 else path.tolist()
+    if isinstance(path, float) and path != path:  # NaN: a DataFrame row without a path
+        path = None
+    return {**record, "path": path}
 
     def get_raw_model(self) -> BaseDatamintModel:
         return self.python_model

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -35,6 +36,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from datamint_core import _env
 from datamint_core.artifact_cache import ArtifactCache, CacheError, CorruptedCacheEntryError
+
+_logger = logging.getLogger(__name__)
 
 OFFLINE_ENV = "DATAMINT_OFFLINE"
 ALWAYS_PULL_ENV = "DATAMINT_ALWAYS_PULL_ARTIFACTS"
@@ -131,7 +134,26 @@ class LinkedModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LinkedModel:
-        return cls(**data)
+        """Read a pinned record; fields a newer datamint added are ignored with a warning."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            _logger.warning(
+                "Linked model %r: ignoring field(s) %s written by a newer datamint.",
+                data.get("key"),
+                unknown,
+            )
+        _check_key(data.get("key"))
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str) or not key or "/" in key or "\\" in key or key.startswith("."):
+        raise MlflowException(
+            f"Linked model name {key!r} is not valid: use a non-empty string without '/' or "
+            "'\\' that does not start with '.'.",
+            INVALID_PARAMETER_VALUE,
+        )
 
 
 def check_linked_uris(uris: Mapping[str, str] | None) -> dict[str, str]:
@@ -148,11 +170,7 @@ def check_linked_uris(uris: Mapping[str, str] | None) -> dict[str, str]:
             INVALID_PARAMETER_VALUE,
         )
     for key, uri in uris.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise MlflowException(
-                f"Linked model name {key!r} is not valid: use a non-empty string without '/'.",
-                INVALID_PARAMETER_VALUE,
-            )
+        _check_key(key)
         _parse(key, uri)
     return dict(uris)
 

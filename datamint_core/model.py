@@ -25,7 +25,7 @@ from datamint_core.linked_models import (
     pin,
 )
 from datamint_core.resources import BaseResource, as_resources
-from datamint_core.routing import PredictionRouter
+from datamint_core.routing import InvalidRequestError, PredictionRouter
 from datamint_core.settings import ModelSettings
 from datamint_core.version import __version__
 
@@ -329,7 +329,7 @@ def _checked_threshold(threshold: Any) -> float | None:
         or not isinstance(threshold, (int, float))
         or not (0.0 <= threshold <= 1.0)
     ):
-        raise ValueError(
+        raise InvalidRequestError(
             f"confidence_threshold={threshold!r} is not valid; accepted: a number from 0 to 1."
         )
     return float(threshold)

@@ -228,7 +228,7 @@ class VolumeResource(BaseResource):
         array_axis = _array_axis(axis)
         size = self.pixels.shape[array_axis]
         if not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < size:
-            raise ValueError(
+            raise ResourceError(
                 f"slice_index={slice_index!r} is outside {self._label()} "
                 f"({size} {axis} slices); accepted: an integer from 0 to {size - 1}."
             )
@@ -274,7 +274,7 @@ class VideoResource(BaseResource):
             ValueError: an index outside the video.
         """
         if not isinstance(frame_index, (int, np.integer)) or not 0 <= frame_index < self.num_frames:
-            raise ValueError(
+            raise ResourceError(
                 f"frame_index={frame_index!r} is outside {self._label()} "
                 f"({self.num_frames} frames); accepted: an integer from 0 to "
                 f"{self.num_frames - 1}."
@@ -458,6 +458,15 @@ def _read_array_file(path: str) -> np.ndarray:
         raise ResourceError(f"Cannot read pixel data from {path!r}: no such file.")
     with open(path, "rb") as file:
         return _load_array(file, repr(path), suffix)
+
+
+def load_npy(file: Any, where: str) -> np.ndarray:
+    """Read one numeric array from an open ``.npy`` file object; never unpickles.
+
+    Raises:
+        ResourceError: not ``.npy`` bytes, or an array of Python objects.
+    """
+    return _load_array(file, where, ".npy")
 
 
 _NPY_MAGIC = b"\x93NUMPY"

@@ -203,13 +203,17 @@ class PredictionRouter:
         """Run the handler for ``params['mode']`` (``default`` when absent).
 
         Raises:
-            ValueError: an unknown mode, a missing required param, or a param the mode's
-                handler does not take.
+            InvalidRequestError: an unknown mode, a missing required param, or a param the
+                mode's handler does not take.
             ResultShapeError: the handler did not return one list of annotations per input.
-            NotImplementedError: the model supports neither the mode nor ``predict_default``.
+            UnsupportedModeError: the model supports neither the mode nor ``predict_default``
+                (also a ``NotImplementedError``).
         """
         params = dict(params) if params else {}
-        mode = PredictionMode.parse(params.pop("mode", None) or PredictionMode.DEFAULT)
+        try:
+            mode = PredictionMode.parse(params.pop("mode", None) or PredictionMode.DEFAULT)
+        except ValueError as error:
+            raise InvalidRequestError(str(error)) from None
         for key in RESERVED_PARAMS.intersection(params):
             del params[key]
         if mode is PredictionMode.DEFAULT:
@@ -237,7 +241,7 @@ class PredictionRouter:
         default = self._routes.get(PredictionMode.DEFAULT)
         if route is None:
             if default is None:
-                raise NotImplementedError(
+                raise UnsupportedModeError(
                     f"This model does not support prediction mode {mode.value!r} and has no "
                     f"predict_default to fall back to; supported modes: {self.supported_modes()}."
                 )
@@ -341,6 +345,16 @@ class PredictionRouter:
         return result
 
 
+class InvalidRequestError(ValueError):
+    """A request the model cannot serve as asked: an unknown mode, a missing or unexpected
+    param, or the wrong kind of resource for the mode. The caller's fault, never the model's.
+    """
+
+
+class UnsupportedModeError(InvalidRequestError, NotImplementedError):
+    """The model serves neither the requested mode nor a ``predict_default``."""
+
+
 class ResultShapeError(ValueError):
     """A handler did not return one list of annotations per input."""
 
@@ -376,7 +390,7 @@ def _invoke(route: _Route, model_input: list[BaseResource], params: dict[str, An
     mode = route.spec.mode.value
     missing = [key for key in route.required if params.get(key) is None]
     if missing:
-        raise ValueError(
+        raise InvalidRequestError(
             f"Prediction mode {mode!r} needs the parameter(s) {sorted(missing)} in params; "
             f"it takes {list(route.spec.param_keys)}."
         )
@@ -385,7 +399,7 @@ def _invoke(route: _Route, model_input: list[BaseResource], params: dict[str, An
     else:
         unexpected = sorted(key for key in params if key not in route.spec.param_keys)
         if unexpected:
-            raise ValueError(
+            raise InvalidRequestError(
                 f"Prediction mode {mode!r} does not take the parameter(s) {unexpected}; "
                 f"it takes {list(route.spec.param_keys)} (plus the reserved "
                 f"{sorted(RESERVED_PARAMS)})."
@@ -426,7 +440,7 @@ _R = TypeVar("_R", bound=BaseResource)
 
 def _require(kind: type[_R], resource: BaseResource, mode: str) -> _R:
     if not isinstance(resource, kind):
-        raise ValueError(
+        raise InvalidRequestError(
             f"Prediction mode {mode!r} needs {kind.kind} resources, but resource "
             f"{resource.id or ''!r} is of kind {resource.kind!r}."
         )

@@ -191,25 +191,43 @@ class DatamintModel(BaseDatamintModel):
 
 
 def _load_weights(module: nn.Module, slot: str, weights_dir: str | None, device: str) -> None:
-    path = Path(weights_dir, f"{slot}.pt") if weights_dir else None
-    if path is None or not path.is_file():
+    if weights_dir is None:
         if _has_meta_tensors(module):
             raise MlflowException(
-                f"The weights of torch module {slot!r} are missing from the model directory "
-                f"(expected {path or 'artifacts/torch_weights/' + slot + '.pt'}); the model "
-                "directory is incomplete, save or download it again."
+                f"The weights of torch module {slot!r} are missing: the model directory has no "
+                "artifacts/torch_weights; it is incomplete, save or download it again."
             )
-        return
+        return  # a model built in this process, never saved
+    path = Path(weights_dir, f"{slot}.pt")
+    if not path.is_file():
+        raise MlflowException(
+            f"The weights of torch module {slot!r} are missing from the model directory "
+            f"(expected {path}); it is incomplete, or the model's code now holds a module it "
+            "did not hold when it was saved."
+        )
     state = torch.load(path, map_location=device, weights_only=True)
-    if _has_meta_tensors(module):
-        module.to_empty(device=device)
+    weightless = _has_meta_tensors(module)
+    tied = _tied_names(module) if weightless else []
     try:
-        module.load_state_dict(state, strict=True)
+        # assign=True puts the loaded tensors in place of the weightless (meta) ones.
+        module.load_state_dict(state, strict=True, assign=weightless)
     except RuntimeError as error:
         raise MlflowException(
             f"The saved weights of torch module {slot!r} do not fit it: {error}. Was the "
             "model's code changed since it was saved?"
         ) from None
+    for first, *others in tied:  # assigning gave tied weights one tensor each; tie them again
+        shared = module.get_parameter(first)
+        for name in others:
+            owner, _, attribute = name.rpartition(".")
+            setattr(module.get_submodule(owner), attribute, shared)
+
+
+def _tied_names(module: nn.Module) -> list[list[str]]:
+    groups: dict[int, list[str]] = {}
+    for name, parameter in module.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(parameter), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def _load_pytorch_on_device(path: Path, device: str | None) -> nn.Module:
@@ -250,7 +268,11 @@ def _meta_copy(module: nn.Module) -> nn.Module:
     copying the weights.
     """
     memo: dict[int, Any] = {}
-    for tensor in itertools.chain(module.parameters(), module.buffers()):
+    # Only what the state dict saves is emptied: non-persistent buffers keep their values,
+    # since no weights file will bring them back.
+    for tensor in module.state_dict(keep_vars=True).values():
+        if id(tensor) in memo:
+            continue  # tied weights appear twice
         meta = torch.empty_like(tensor, device="meta")
         memo[id(tensor)] = (
             nn.Parameter(meta, requires_grad=tensor.requires_grad)

@@ -25,8 +25,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,8 +39,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from datamint_core.model import BaseDatamintModel
-from datamint_core.resources import BaseResource
-from datamint_core.routing import ResultShapeError
+from datamint_core.resources import BaseResource, ResourceError
+from datamint_core.routing import InvalidRequestError, UnsupportedModeError
 from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 from datamint_core.serving.payload import (
     REQUEST_PART,
@@ -83,12 +85,24 @@ class ServedModel:
         return cls(model, metadata)
 
     def predict(self, resources: list[BaseResource], params: dict[str, Any]) -> bytes:
-        """Predict and return the response body; model errors propagate."""
+        """Predict and return the response body; model errors propagate.
+
+        A request whose deadline passes while it waits for the model is dropped unrun: its
+        client already got a 504, and running it would only delay the requests behind it.
+        """
         if self.thread_safe:
             result = self.model.predict(resources, params)
         else:
-            with self._lock:
+            deadline = _deadline.get()
+            wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._lock.acquire(timeout=wait):
+                raise _DeadlinePassed
+            try:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise _DeadlinePassed
                 result = self.model.predict(resources, params)
+            finally:
+                self._lock.release()
         return predictions_to_json(result)
 
 
@@ -101,7 +115,7 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     served = ServedModel.load(model) if isinstance(model, str) else model
     config = config or ServerConfig.resolve()
     versions = _json({"datamint": __version__, "mlflow": mlflow.__version__})
-    metadata = _json(served.metadata)
+    metadata = _json(_public_metadata(served.metadata))
     app = FastAPI(title="datamint scoring server", docs_url=None, redoc_url=None)
 
     @app.exception_handler(StarletteHTTPException)
@@ -129,10 +143,12 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     async def invocations(request: Request) -> Response:
         try:
             handle = await _read_request(request, config)
+            # asyncio.to_thread copies this context, so the worker thread sees the deadline.
+            _deadline.set(time.monotonic() + config.request_timeout)
             body = await asyncio.wait_for(asyncio.to_thread(handle, served), config.request_timeout)
         except RequestError as error:
             return _error(error)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, _DeadlinePassed):
             return _error(
                 RequestError(
                     504,
@@ -218,17 +234,37 @@ async def _read_request(request: Request, config: ServerConfig) -> Callable[[Ser
 def _predict(served: ServedModel, resources: list[BaseResource], params: dict[str, Any]) -> bytes:
     try:
         return served.predict(resources, params)
-    except NotImplementedError as error:
+    except UnsupportedModeError as error:
         raise RequestError(422, "UNSUPPORTED_MODE", str(error)) from None
-    except ResultShapeError as error:  # the model broke its contract: not the client's fault
-        raise RequestError(500, "MODEL_ERROR", f"The model failed: {error}"[:500]) from None
-    except ValueError as error:
+    except ResourceError as error:
+        raise RequestError(422, "INVALID_RESOURCE", str(error)) from None
+    except InvalidRequestError as error:
         raise RequestError(422, "INVALID_PARAMETER_VALUE", str(error)) from None
-    except Exception as error:
+    except _DeadlinePassed:
+        raise  # the client already has its 504; nothing was run
+    except Exception as error:  # the model's own failure, ResultShapeError included
         _logger.exception("The model failed on a request")
         raise RequestError(
             500, "MODEL_ERROR", f"The model failed: {type(error).__name__}: {error}"[:500]
         ) from None
+
+
+class _DeadlinePassed(Exception):
+    """The request timed out before the model was free; it was not run."""
+
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "datamint_request_deadline", default=None
+)
+
+
+def _public_metadata(block: dict[str, Any]) -> dict[str, Any]:
+    """The datamint block without where linked models are stored (internal storage URIs)."""
+    linked = {
+        key: {field: value for field, value in record.items() if field != "download_uri"}
+        for key, record in (block.get("linked_models") or {}).items()
+    }
+    return {**block, "linked_models": linked}
 
 
 async def _capped_stream(request: Request, config: ServerConfig) -> AsyncIterator[bytes]:

@@ -114,7 +114,7 @@ class DatamintBackend(FlavorBackend):
         port: int,
         host: str,
         timeout: int | None,
-        enable_mlserver: bool,
+        enable_mlserver: bool = False,
         synchronous: bool = True,
         stdout: Any = None,
         stderr: Any = None,

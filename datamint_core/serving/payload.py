@@ -39,11 +39,13 @@ each annotation is ``Annotation.to_dict()`` (masks run-length encoded).
 - 422 ``INVALID_RESOURCE``: a resource that cannot be built (unknown fields, unreadable
   pixels, a wrong dtype or shape);
 - 422 ``INVALID_PARAMETER_VALUE``: well-formed input the model cannot serve as asked: an
-  unknown mode, a missing or unexpected param, an index out of range (any ``ValueError``
-  raised while predicting, so a model can refuse an input as the client's fault);
+  unknown mode, a missing or unexpected param, a slice or frame index out of range
+  (``datamint_core.routing.InvalidRequestError``, which a model may raise itself to refuse
+  an input as the client's fault);
 - 422 ``UNSUPPORTED_MODE``: the model serves neither the mode nor a default;
-- 500 ``MODEL_ERROR``: the model itself failed (any other exception, or a result that is not
-  one list of annotations per input); the server keeps serving;
+- 500 ``MODEL_ERROR``: the model itself failed (any other exception, a ``ValueError`` of its
+  own included, or a result that is not one list of annotations per input); the server
+  logs it and keeps serving;
 - 504 ``REQUEST_TIMEOUT``: the request took longer than the server's timeout.
 """
 
@@ -58,7 +60,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from datamint_core.annotations import Annotation
-from datamint_core.resources import BaseResource, ResourceError, as_resources
+from datamint_core.resources import BaseResource, ResourceError, as_resources, load_npy
 
 #: Envelope keys that hold the resources, ours first.
 INPUT_KEYS = ("resources", "inputs", "instances", "dataframe_records", "dataframe_split")
@@ -240,14 +242,9 @@ def _with_part_arrays(records: list[Any], arrays: Mapping[str, BinaryIO]) -> lis
 def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:
     stream.seek(0)
     try:
-        return np.load(stream, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise RequestError(
-            422,
-            "INVALID_RESOURCE",
-            f"Input #{position}: the multipart part {name!r} is not a readable .npy array "
-            f"({error}); send the bytes numpy.save writes.",
-        ) from None
+        return load_npy(stream, f"the multipart part {name!r}")
+    except ResourceError as error:
+        raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
 
 
 def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:

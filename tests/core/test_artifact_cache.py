@@ -127,3 +127,24 @@ def test_the_cache_directory_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("DATAMINT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "datamint"
+
+
+def test_an_unreadable_manifest_is_a_corrupted_entry_that_is_fetched_again(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    path = cache.fetch(("models", "seg", "1"), fake_download([]), source_uri="u")
+    (path / MANIFEST_NAME).write_text('{"sha256": ')
+    with pytest.raises(CorruptedCacheEntryError, match="manifest .* is unreadable"):
+        cache.get(("models", "seg", "1"))
+    assert cache.list() == []
+    calls: list[Path] = []
+    cache.fetch(("models", "seg", "1"), fake_download(calls), source_uri="u")
+    assert len(calls) == 1 and cache.get(("models", "seg", "1")) is not None
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_dot_names_never_leave_or_hide_in_the_cache(tmp_path, name):
+    cache = ArtifactCache(tmp_path / "cache")
+    path = cache.fetch(("models", name, "1"), fake_download([]), source_uri="u")
+    assert path.resolve().is_relative_to((tmp_path / "cache" / "models").resolve())
+    assert not path.parent.name.startswith(".")
+    assert [e.key for e in cache.list()] == [("models", name, "1")]

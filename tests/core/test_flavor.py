@@ -265,8 +265,7 @@ def test_registry_round_trip_through_sqlite_in_a_new_process(
         """
         import json, mlflow
         from datamint_core import VolumeResource, load_model
-        volume = {"kind": "volume", "id": "phantom", "spacing": [3.0, 0.5, 0.5],
-                  "path": "volume.npy"}
+        volume = VolumeResource(path="volume.npy", id="phantom", spacing=(3.0, 0.5, 0.5))
         native = load_model("models:/phantom-segmenter/1").predict(
             [volume], params={"mode": "volume"})
         pyfunc = mlflow.pyfunc.load_model("models:/phantom-segmenter/1").predict(
@@ -302,3 +301,27 @@ def test_annotation_specs_given_as_dicts_are_validated(tmp_path):
     assert load_model(str(tmp_path / "ok")).annotation_specs == [
         AnnotationSpec("x", AnnotationType.CATEGORY, values=("a",))
     ]
+
+
+def test_pyfunc_reads_a_local_path_from_resource_dicts_only_under_the_allowed_directories(
+    tmp_path, monkeypatch, volume
+):
+    save_model(ThresholdSegmenter(), tmp_path / "m")
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "ct.npy", volume.pixels)
+    request = [{"kind": "volume", "path": str(data / "ct.npy")}]
+    pyfunc_model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+
+    monkeypatch.delenv("DATAMINT_SERVE_ALLOW_PATH_DIRS", raising=False)
+    with pytest.raises(MlflowException, match=r"names the local path .*ct\.npy.*--allow-path-dir"):
+        pyfunc_model.predict(request, params={"mode": "volume"})
+    with pytest.raises(MlflowException, match="outside"):
+        pyfunc_model.predict(pd.DataFrame(request), params={"mode": "volume"})
+
+    monkeypatch.setenv("DATAMINT_SERVE_ALLOW_PATH_DIRS", str(data))
+    assert pyfunc_model.predict(request, params={"mode": "volume"})[0][0]["scope"] == "volume"
+    # resource objects built by the caller are the caller's own files
+    monkeypatch.delenv("DATAMINT_SERVE_ALLOW_PATH_DIRS")
+    own = VolumeResource(path=str(data / "ct.npy"))
+    assert pyfunc_model.predict([own], params={"mode": "volume"})[0][0]["scope"] == "volume"

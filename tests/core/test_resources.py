@@ -148,16 +148,22 @@ def test_a_file_with_the_wrong_number_of_dimensions_is_rejected_when_it_is_read(
     np.save(path, np.zeros((8, 9)))
     volume = VolumeResource(path=path, id="ct-1")
 
-    with pytest.raises(ResourceError, match=re.escape(
-        "VolumeResource 'ct-1' has pixel data of shape (8, 9); expected (D, H, W)"
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape("VolumeResource 'ct-1' has pixel data of shape (8, 9); expected (D, H, W)"),
+    ):
         _ = volume.pixels
 
 
 def test_a_resource_without_an_id_is_named_by_its_class_alone() -> None:
-    with pytest.raises(ResourceError, match="^" + re.escape(
-        "VolumeResource has pixel data of shape (8, 9); expected (D, H, W) with D the axial axis."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match="^"
+        + re.escape(
+            "VolumeResource has pixel data of shape (8, 9); "
+            "expected (D, H, W) with D the axial axis."
+        ),
+    ):
         VolumeResource(np.zeros((8, 9)))
 
 
@@ -167,9 +173,12 @@ def test_a_resource_without_an_id_is_named_by_its_class_alone() -> None:
     ids=["object", "unicode", "bytes"],
 )
 def test_pixels_that_are_not_numbers_are_rejected(array: np.ndarray) -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        f"has pixel data of dtype {array.dtype}; expected a numeric or boolean array."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            f"has pixel data of dtype {array.dtype}; expected a numeric or boolean array."
+        ),
+    ):
         ImageResource(array)
 
 
@@ -177,26 +186,35 @@ def test_pixels_that_are_not_numbers_are_rejected(array: np.ndarray) -> None:
     "sources", [{}, {"pixels": np.zeros((2, 2)), "path": "image.npy"}], ids=["neither", "both"]
 )
 def test_a_resource_needs_exactly_one_pixel_source(sources: dict) -> None:
-    with pytest.raises(ResourceError, match="^" + re.escape(
-        "ImageResource needs exactly one pixel source: an array (pixels=...) "
-        "or a local .npy/.npz file (path=...)."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match="^"
+        + re.escape(
+            "ImageResource needs exactly one pixel source: an array (pixels=...) "
+            "or a local .npy/.npz file (path=...)."
+        ),
+    ):
         ImageResource(**sources)
 
 
 def test_a_resource_with_an_id_and_no_pixel_source_is_named_by_its_id() -> None:
-    with pytest.raises(ResourceError, match="^" + re.escape(
-        "ImageResource 'xr-1' needs exactly one pixel source: an array (pixels=...) "
-        "or a local .npy/.npz file (path=...)."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match="^"
+        + re.escape(
+            "ImageResource 'xr-1' needs exactly one pixel source: an array (pixels=...) "
+            "or a local .npy/.npz file (path=...)."
+        ),
+    ):
         ImageResource(id="xr-1")
 
 
 @pytest.mark.parametrize("metadata", ["chest", ["PA"]], ids=["text", "list"])
 def test_metadata_that_is_not_an_object_is_rejected(metadata) -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        f"metadata must be a JSON object (dict), got {type(metadata).__name__}."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(f"metadata must be a JSON object (dict), got {type(metadata).__name__}."),
+    ):
         ImageResource(np.zeros((2, 2)), metadata=metadata)
 
 
@@ -204,9 +222,10 @@ def test_a_npz_file_holding_two_arrays_is_rejected_naming_them(tmp_path) -> None
     path = tmp_path / "two.npz"
     np.savez(path, image=np.zeros((2, 2)), mask=np.ones((2, 2)))
 
-    with pytest.raises(ResourceError, match=re.escape(
-        "holds 2 arrays (['image', 'mask']); a resource file must hold one."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape("holds 2 arrays (['image', 'mask']); a resource file must hold one."),
+    ):
         _ = ImageResource(path=path).pixels
 
 
@@ -215,9 +234,12 @@ def test_a_png_file_is_rejected_with_the_accepted_file_types(tmp_path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n")
     image = ImageResource(path=path)
 
-    with pytest.raises(ResourceError, match=re.escape(
-        f"Cannot read pixel data from {str(path)!r}: accepted local files are .npy and .npz."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            f"Cannot read pixel data from {str(path)!r}: accepted local files are .npy and .npz."
+        ),
+    ):
         _ = image.pixels
     assert not image.is_loaded
 
@@ -225,9 +247,10 @@ def test_a_png_file_is_rejected_with_the_accepted_file_types(tmp_path) -> None:
 def test_a_missing_file_is_a_resource_error_naming_the_path(tmp_path) -> None:
     path = tmp_path / "missing.npy"
 
-    with pytest.raises(ResourceError, match="^" + re.escape(
-        f"Cannot read pixel data from {str(path)!r}: no such file."
-    ) + "$"):
+    with pytest.raises(
+        ResourceError,
+        match="^" + re.escape(f"Cannot read pixel data from {str(path)!r}: no such file.") + "$",
+    ):
         _ = ImageResource(path=path).pixels
 
 
@@ -251,9 +274,12 @@ def test_a_npy_file_holding_pickled_objects_is_refused_without_advising_allow_pi
     path = tmp_path / "objects.npy"
     np.save(path, np.array([[{"evil": 1}]], dtype=object), allow_pickle=True)
 
-    with pytest.raises(ResourceError, match=unreadable_file_error(
-        path, re.escape("it holds pickled Python objects, which are never loaded")
-    )) as raised:
+    with pytest.raises(
+        ResourceError,
+        match=unreadable_file_error(
+            path, re.escape("it holds pickled Python objects, which are never loaded")
+        ),
+    ) as raised:
         _ = ImageResource(path=path).pixels
     assert "allow_pickle" not in str(raised.value)
 
@@ -264,9 +290,12 @@ def test_a_npz_file_holding_pickled_objects_is_refused_without_advising_allow_pi
     path = tmp_path / "objects.npz"
     np.savez(path, pixels=np.array([[{"evil": 1}]], dtype=object))
 
-    with pytest.raises(ResourceError, match=unreadable_file_error(
-        path, re.escape("it holds pickled Python objects, which are never loaded")
-    )) as raised:
+    with pytest.raises(
+        ResourceError,
+        match=unreadable_file_error(
+            path, re.escape("it holds pickled Python objects, which are never loaded")
+        ),
+    ) as raised:
         _ = ImageResource(path=path).pixels
     assert "allow_pickle" not in str(raised.value)
 
@@ -277,9 +306,7 @@ def test_a_truncated_npy_file_is_a_resource_error_saying_it_is_incomplete(tmp_pa
     path = tmp_path / "partial.npy"
     path.write_bytes(whole.getvalue()[:300])
 
-    with pytest.raises(
-        ResourceError, match=unreadable_file_error(path, ".*not fully written.*")
-    ):
+    with pytest.raises(ResourceError, match=unreadable_file_error(path, ".*not fully written.*")):
         _ = ImageResource(path=path).pixels
 
 
@@ -287,8 +314,12 @@ def test_an_empty_npy_file_is_a_resource_error(tmp_path) -> None:
     path = tmp_path / "empty.npy"
     path.write_bytes(b"")
 
-    with pytest.raises(ResourceError, match=unreadable_file_error(
-            path, re.escape("it is not a .npy file (its first bytes are wrong)"))):
+    with pytest.raises(
+        ResourceError,
+        match=unreadable_file_error(
+            path, re.escape("it is not a .npy file (its first bytes are wrong)")
+        ),
+    ):
         _ = ImageResource(path=path).pixels
 
 
@@ -364,25 +395,34 @@ def test_a_slice_index_outside_the_volume_names_the_valid_range(
 ) -> None:
     volume = VolumeResource(ct_volume(), id="ct-1")
 
-    with pytest.raises(ValueError, match=re.escape(
-        f"slice_index={index} is outside VolumeResource 'ct-1' ({count} {axis} slices); "
-        f"accepted: an integer from 0 to {count - 1}."
-    )):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"slice_index={index} is outside VolumeResource 'ct-1' ({count} {axis} slices); "
+            f"accepted: an integer from 0 to {count - 1}."
+        ),
+    ):
         volume.get_slice(index, axis)
 
 
 def test_a_slice_index_that_is_not_an_integer_is_rejected() -> None:
-    with pytest.raises(ValueError, match=re.escape(
-        "slice_index=1.0 is outside VolumeResource (4 axial slices); "
-        "accepted: an integer from 0 to 3."
-    )):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "slice_index=1.0 is outside VolumeResource (4 axial slices); "
+            "accepted: an integer from 0 to 3."
+        ),
+    ):
         VolumeResource(ct_volume()).get_slice(1.0)
 
 
 def test_an_unknown_slice_axis_names_the_accepted_axes() -> None:
-    with pytest.raises(ValueError, match=re.escape(
-        "Unknown slice axis 'transverse'; accepted axes: ['axial', 'coronal', 'sagittal']."
-    )):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Unknown slice axis 'transverse'; accepted axes: ['axial', 'coronal', 'sagittal']."
+        ),
+    ):
         VolumeResource(ct_volume()).get_slice(0, "transverse")
 
 
@@ -435,10 +475,13 @@ def test_iter_frames_yields_one_view_per_frame() -> None:
 def test_a_frame_index_outside_the_video_names_the_valid_range(index: int) -> None:
     video = VideoResource(np.zeros((3, 8, 9)), id="echo-1")
 
-    with pytest.raises(ValueError, match=re.escape(
-        f"frame_index={index} is outside VideoResource 'echo-1' (3 frames); "
-        "accepted: an integer from 0 to 2."
-    )):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"frame_index={index} is outside VideoResource 'echo-1' (3 frames); "
+            "accepted: an integer from 0 to 2."
+        ),
+    ):
         video.get_frame(index)
 
 
@@ -448,13 +491,23 @@ def test_a_frame_index_outside_the_video_names_the_valid_range(index: int) -> No
 def sample_resources() -> list:
     rng = np.random.default_rng(7)
     return [
-        ImageResource(rng.random((6, 7), dtype=np.float32), id="xr-1", modality="CR",
-                      filename="chest.dcm", mimetype="application/dicom",
-                      metadata={"view": "PA", "age": 61}),
+        ImageResource(
+            rng.random((6, 7), dtype=np.float32),
+            id="xr-1",
+            modality="CR",
+            filename="chest.dcm",
+            mimetype="application/dicom",
+            metadata={"view": "PA", "age": 61},
+        ),
         ImageResource(rng.integers(0, 255, (6, 7, 3), dtype=np.uint8), id="photo"),
         ImageResource(rng.random((6, 7)) > 0.5, id="mask"),
-        VolumeResource(rng.integers(-1024, 3000, (4, 6, 7), dtype=np.int16), id="ct-1",
-                       modality="CT", spacing=(2.5, 0.7, 0.7), affine=np.diag([0.7, 0.7, 2.5, 1])),
+        VolumeResource(
+            rng.integers(-1024, 3000, (4, 6, 7), dtype=np.int16),
+            id="ct-1",
+            modality="CT",
+            spacing=(2.5, 0.7, 0.7),
+            affine=np.diag([0.7, 0.7, 2.5, 1]),
+        ),
         VolumeResource(rng.random((3, 4, 5)).astype(np.float64), id="mr-1"),
         VideoResource(rng.integers(0, 255, (3, 6, 7, 3), dtype=np.uint8), id="echo-1"),
         VideoResource(rng.random((3, 6, 7), dtype=np.float32), id="us-1", modality="US"),
@@ -516,52 +569,70 @@ def test_spacing_and_affine_are_rejected_on_resources_that_are_not_volumes(
     kind: str, field: str
 ) -> None:
     value = [1.0, 1.0, 1.0] if field == "spacing" else np.eye(4).tolist()
-    data = {"kind": kind, "id": "x", field: value,
-            "pixel_data": list_pixels(np.zeros((3, 4, 5)).tolist())}
+    data = {
+        "kind": kind,
+        "id": "x",
+        field: value,
+        "pixel_data": list_pixels(np.zeros((3, 4, 5)).tolist()),
+    }
 
-    with pytest.raises(ResourceError, match=re.escape(
-        f"'spacing' and 'affine' describe volumes; resource 'x' is of kind {kind!r}."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            f"'spacing' and 'affine' describe volumes; resource 'x' is of kind {kind!r}."
+        ),
+    ):
         resource_from_dict(data)
 
 
 @pytest.mark.parametrize(
-    "spacing", [(1.0, 1.0), (1.0, -0.5, 1.0), (0, 1, 1), 2.5, ("thick", "thin", "thin")],
+    "spacing",
+    [(1.0, 1.0), (1.0, -0.5, 1.0), (0, 1, 1), 2.5, ("thick", "thin", "thin")],
     ids=["two-values", "negative", "zero", "a-single-number", "words"],
 )
 def test_a_volume_spacing_that_is_not_three_positive_numbers_is_rejected(spacing) -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        f"spacing={spacing!r} is not valid; expected three positive numbers (D, H, W) in mm."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            f"spacing={spacing!r} is not valid; expected three positive numbers (D, H, W) in mm."
+        ),
+    ):
         VolumeResource(ct_volume(), spacing=spacing)
 
 
 def test_a_volume_affine_that_is_not_4x4_is_rejected() -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "affine of shape (3, 3) is not valid; expected a 4x4 matrix of finite numbers."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "affine of shape (3, 3) is not valid; expected a 4x4 matrix of finite numbers."
+        ),
+    ):
         VolumeResource(ct_volume(), affine=np.eye(3))
 
 
-@pytest.mark.parametrize(
-    "affine", [[["a"] * 4] * 4, [[1, 0], [0]]], ids=["words", "ragged"]
-)
+@pytest.mark.parametrize("affine", [[["a"] * 4] * 4, [[1, 0], [0]]], ids=["words", "ragged"])
 def test_a_volume_affine_that_is_not_a_matrix_of_numbers_is_rejected(affine) -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "affine is not valid; expected a 4x4 matrix of numbers."
-    )):
+    with pytest.raises(
+        ResourceError, match=re.escape("affine is not valid; expected a 4x4 matrix of numbers.")
+    ):
         VolumeResource(ct_volume(), affine=affine)
 
 
 @pytest.mark.parametrize(
     ("geometry", "expected"),
     [
-        ({"spacing": (np.inf, 0.7, 0.7)},
-         "spacing=(inf, 0.7, 0.7) is not valid; expected three positive numbers"),
-        ({"spacing": (np.nan, 0.7, 0.7)},
-         "spacing=(nan, 0.7, 0.7) is not valid; expected three positive numbers"),
-        ({"affine": np.full((4, 4), np.nan)},
-         "affine of shape (4, 4) is not valid; expected a 4x4 matrix of finite numbers."),
+        (
+            {"spacing": (np.inf, 0.7, 0.7)},
+            "spacing=(inf, 0.7, 0.7) is not valid; expected three positive numbers",
+        ),
+        (
+            {"spacing": (np.nan, 0.7, 0.7)},
+            "spacing=(nan, 0.7, 0.7) is not valid; expected three positive numbers",
+        ),
+        (
+            {"affine": np.full((4, 4), np.nan)},
+            "affine of shape (4, 4) is not valid; expected a 4x4 matrix of finite numbers.",
+        ),
     ],
     ids=["infinite-spacing", "nan-spacing", "nan-affine"],
 )
@@ -575,8 +646,11 @@ def test_a_volume_geometry_with_non_finite_numbers_is_rejected(
 
 @pytest.mark.parametrize(
     ("array", "kind"),
-    [(np.zeros((4, 5)), ImageResource), (np.zeros((3, 4, 5)), VolumeResource),
-     (np.zeros((2, 3, 4, 5)), VideoResource)],
+    [
+        (np.zeros((4, 5)), ImageResource),
+        (np.zeros((3, 4, 5)), VolumeResource),
+        (np.zeros((2, 3, 4, 5)), VideoResource),
+    ],
     ids=["2d-image", "3d-volume", "4d-video"],
 )
 @pytest.mark.parametrize("encoding", ["npy_base64", "list"])
@@ -599,17 +673,23 @@ def test_an_explicit_kind_overrides_the_number_of_dimensions() -> None:
 
 
 def test_pixel_data_of_five_dimensions_without_a_kind_is_rejected() -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "Resource 'x' has 5-D pixel data and no 'kind'; 2-D is an image, 3-D a volume, "
-        "4-D a video - or set 'kind' explicitly."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "Resource 'x' has 5-D pixel data and no 'kind'; 2-D is an image, 3-D a volume, "
+            "4-D a video - or set 'kind' explicitly."
+        ),
+    ):
         resource_from_dict({"id": "x", "pixel_data": list_pixels(np.zeros((1,) * 5).tolist())})
 
 
 def test_a_path_without_a_kind_is_rejected_asking_for_one(tmp_path) -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        f"Resource 'ct-1' gives a path but no 'kind'; add 'kind': one of {ACCEPTED_KINDS}."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            f"Resource 'ct-1' gives a path but no 'kind'; add 'kind': one of {ACCEPTED_KINDS}."
+        ),
+    ):
         resource_from_dict({"id": "ct-1", "path": str(tmp_path / "ct.npy")})
 
 
@@ -631,20 +711,24 @@ def test_a_path_with_a_kind_builds_a_lazy_resource_that_round_trips_without_pixe
 
 @pytest.mark.parametrize("kind", ["mesh", ["image"]], ids=["unknown-name", "not-a-string"])
 def test_an_unknown_kind_is_rejected_with_the_accepted_kinds(kind) -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        f"Unknown resource kind {kind!r}; accepted kinds: {ACCEPTED_KINDS}."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(f"Unknown resource kind {kind!r}; accepted kinds: {ACCEPTED_KINDS}."),
+    ):
         resource_from_dict({"kind": kind, "pixel_data": list_pixels([[1, 2]])})
 
 
 def test_unknown_fields_are_rejected_by_name() -> None:
     data = {"kind": "image", "pixels": [[1]], "voxel_size": 1, "pixel_data": list_pixels([[1]])}
 
-    with pytest.raises(ResourceError, match=re.escape(
-        "Unknown resource field(s) ['pixels', 'voxel_size']; accepted fields: ['affine', "
-        "'filename', 'id', 'kind', 'metadata', 'mimetype', 'modality', 'path', 'pixel_data', "
-        "'spacing']."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "Unknown resource field(s) ['pixels', 'voxel_size']; accepted fields: ['affine', "
+            "'filename', 'id', 'kind', 'metadata', 'mimetype', 'modality', 'path', 'pixel_data', "
+            "'spacing']."
+        ),
+    ):
         resource_from_dict(data)
 
 
@@ -652,26 +736,32 @@ def test_unknown_fields_are_rejected_by_name() -> None:
     "sources", [{}, {"pixel_data": list_pixels([[1]]), "path": "x.npy"}], ids=["neither", "both"]
 )
 def test_json_needs_exactly_one_of_pixel_data_or_path(sources: dict) -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "Resource 'x' needs exactly one of 'pixel_data' (inline pixels) or 'path' "
-        "(a local .npy/.npz file)."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "Resource 'x' needs exactly one of 'pixel_data' (inline pixels) or 'path' "
+            "(a local .npy/.npz file)."
+        ),
+    ):
         resource_from_dict({"kind": "image", "id": "x", **sources})
 
 
 def test_bad_base64_is_a_resource_error_naming_the_encoding() -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "Resource 'xr-1': pixel data is not valid base64."
-    )):
+    with pytest.raises(
+        ResourceError, match=re.escape("Resource 'xr-1': pixel data is not valid base64.")
+    ):
         resource_from_dict({"id": "xr-1", "pixel_data": {"encoding": "npy_base64", "data": "%%%"}})
 
 
 def test_base64_of_bytes_that_are_not_npy_is_a_resource_error() -> None:
     text = base64.b64encode(b"definitely not an npy file").decode()
 
-    with pytest.raises(ResourceError, match=re.escape(
-        "Resource: Cannot read pixel data from the base64 pixel data: it is not a .npy file"
-    )) as raised:
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "Resource: Cannot read pixel data from the base64 pixel data: it is not a .npy file"
+        ),
+    ) as raised:
         resource_from_dict({"pixel_data": {"encoding": "npy_base64", "data": text}})
     # the client is never told to load with allow_pickle=True
     assert "allow_pickle" not in str(raised.value)
@@ -682,8 +772,9 @@ def test_npy_base64_never_unpickles_an_object_array() -> None:
     np.save(buffer, np.array([[{"evil": 1}]], dtype=object), allow_pickle=True)
     text = base64.b64encode(buffer.getvalue()).decode()
 
-    with pytest.raises(ResourceError, match="it holds pickled Python objects, which are never "
-                                             "loaded") as raised:
+    with pytest.raises(
+        ResourceError, match="it holds pickled Python objects, which are never loaded"
+    ) as raised:
         resource_from_dict({"pixel_data": {"encoding": "npy_base64", "data": text}})
     # the client is never told to load with allow_pickle=True
     assert "allow_pickle" not in str(raised.value)
@@ -695,31 +786,40 @@ def test_a_ragged_list_is_a_resource_error_naming_the_encoding() -> None:
 
 
 def test_an_unknown_pixel_encoding_names_the_accepted_ones() -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "Resource 'xr-1': unknown pixel encoding 'png_base64'; accepted: ['npy_base64', 'list']."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "Resource 'xr-1': unknown pixel encoding 'png_base64'; "
+            "accepted: ['npy_base64', 'list']."
+        ),
+    ):
         resource_from_dict({"id": "xr-1", "pixel_data": {"encoding": "png_base64", "data": "x"}})
 
 
 @pytest.mark.parametrize("pixel_data", ["k05VTVBZ", {"encoding": "list"}, {"data": [[1]]}])
 def test_pixel_data_must_be_an_object_with_encoding_and_data(pixel_data) -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "'pixel_data' must be an object with 'encoding' (one of ['npy_base64', 'list']) and 'data'."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "'pixel_data' must be an object with 'encoding' "
+            "(one of ['npy_base64', 'list']) and 'data'."
+        ),
+    ):
         resource_from_dict({"kind": "image", "pixel_data": pixel_data})
 
 
 def test_a_resource_that_is_not_an_object_is_rejected() -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "A resource must be a JSON object (dict), got list."
-    )):
+    with pytest.raises(
+        ResourceError, match=re.escape("A resource must be a JSON object (dict), got list.")
+    ):
         resource_from_dict([[1, 2]])
 
 
 def test_to_dict_rejects_an_unknown_pixel_encoding() -> None:
-    with pytest.raises(ValueError, match=re.escape(
-        "Unknown pixel_encoding 'png'; use 'npy_base64', 'list' or 'none'."
-    )):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("Unknown pixel_encoding 'png'; use 'npy_base64', 'list' or 'none'."),
+    ):
         ImageResource(np.zeros((2, 2))).to_dict(pixel_encoding="png")
 
 
@@ -781,46 +881,56 @@ def test_as_resources_reads_a_numpy_object_array_of_dicts() -> None:
 
 
 def test_as_resources_rejects_a_bare_numeric_array_saying_how_to_wrap_it() -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "Got a bare numeric array of shape (4, 4); wrap it so its kind is explicit: "
-        "ImageResource(array), VolumeResource(array) or VideoResource(array)."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "Got a bare numeric array of shape (4, 4); wrap it so its kind is explicit: "
+            "ImageResource(array), VolumeResource(array) or VideoResource(array)."
+        ),
+    ):
         as_resources(np.zeros((4, 4)))
 
 
 def test_as_resources_rejects_a_number_listing_what_it_accepts() -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "Cannot predict on input of type int; accepted: resource objects, resource dicts, "
-        "a list of them, or a pandas DataFrame of resource records."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "Cannot predict on input of type int; accepted: resource objects, resource dicts, "
+            "a list of them, or a pandas DataFrame of resource records."
+        ),
+    ):
         as_resources(42)
 
 
 def test_an_error_in_a_list_entry_names_its_position() -> None:
     good = ImageResource(np.zeros((2, 2))).to_dict()
 
-    with pytest.raises(ResourceError, match=re.escape(
-        "Input #2: Unknown resource field(s) ['colour']"
-    )):
+    with pytest.raises(
+        ResourceError, match=re.escape("Input #2: Unknown resource field(s) ['colour']")
+    ):
         as_resources([good, good, {**good, "colour": "red"}])
 
 
 def test_a_list_entry_that_is_not_an_object_names_its_position() -> None:
-    with pytest.raises(ResourceError, match=re.escape(
-        "Input #1: A resource must be a JSON object (dict), got int."
-    )):
+    with pytest.raises(
+        ResourceError,
+        match=re.escape("Input #1: A resource must be a JSON object (dict), got int."),
+    ):
         as_resources([ImageResource(np.zeros((2, 2))), 7])
 
 
 @pytest.mark.parametrize(
     ("malformed", "expected"),
     [
-        ({"kind": "volume", "spacing": 2.5},
-         "spacing=2.5 is not valid; expected three positive numbers (D, H, W) in mm."),
-        ({"kind": "image", "metadata": "chest"},
-         "metadata must be a JSON object (dict), got str."),
-        ({"kind": ["image"]},
-         f"Unknown resource kind ['image']; accepted kinds: {ACCEPTED_KINDS}."),
+        (
+            {"kind": "volume", "spacing": 2.5},
+            "spacing=2.5 is not valid; expected three positive numbers (D, H, W) in mm.",
+        ),
+        ({"kind": "image", "metadata": "chest"}, "metadata must be a JSON object (dict), got str."),
+        (
+            {"kind": ["image"]},
+            f"Unknown resource kind ['image']; accepted kinds: {ACCEPTED_KINDS}.",
+        ),
     ],
     ids=["scalar-spacing", "metadata-not-an-object", "kind-not-a-string"],
 )

@@ -101,9 +101,9 @@ def test_parse_accepts_a_member_or_its_string(enum_class) -> None:
 def test_parsing_an_unknown_value_lists_every_valid_value(enum_class, what, bad_value) -> None:
     valid = ", ".join(repr(member.value) for member in enum_class)
 
-    with pytest.raises(ValueError, match=re.escape(
-        f"Unknown {what} {bad_value!r}; valid values are: {valid}."
-    )) as raised:
+    with pytest.raises(
+        ValueError, match=re.escape(f"Unknown {what} {bad_value!r}; valid values are: {valid}.")
+    ) as raised:
         enum_class.parse(bad_value)
     assert all(repr(member.value) in str(raised.value) for member in enum_class)
 
@@ -139,31 +139,35 @@ def test_from_dict_of_an_empty_dict_gives_the_defaults() -> None:
 
 
 def test_unknown_settings_keys_are_rejected_naming_each_and_the_valid_keys() -> None:
-    with pytest.raises(ValueError, match=re.escape(
-        "Unknown ModelSettings key(s): 'cuda', 'gpu_count'; valid keys are: 'need_gpu'."
-    )):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Unknown ModelSettings key(s): 'cuda', 'gpu_count'; valid keys are: 'need_gpu'."
+        ),
+    ):
         ModelSettings.from_dict({"need_gpu": True, "gpu_count": 2, "cuda": True})
 
 
 @pytest.mark.parametrize("need_gpu", ["true", 1, 0, None], ids=repr)
 def test_need_gpu_must_be_a_real_bool(need_gpu) -> None:
-    with pytest.raises(TypeError, match=re.escape(
-        f"ModelSettings.need_gpu must be True or False, got {need_gpu!r}."
-    )):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(f"ModelSettings.need_gpu must be True or False, got {need_gpu!r}."),
+    ):
         ModelSettings(need_gpu=need_gpu)
 
 
 def test_from_dict_rejects_a_non_bool_need_gpu_too() -> None:
-    with pytest.raises(TypeError, match=re.escape(
-        "ModelSettings.need_gpu must be True or False, got 'yes'."
-    )):
+    with pytest.raises(
+        TypeError, match=re.escape("ModelSettings.need_gpu must be True or False, got 'yes'.")
+    ):
         ModelSettings.from_dict({"need_gpu": "yes"})
 
 
 def test_from_dict_rejects_something_that_is_not_a_dict() -> None:
-    with pytest.raises(TypeError, match=re.escape(
-        "ModelSettings.from_dict expects a dict, got list."
-    )):
+    with pytest.raises(
+        TypeError, match=re.escape("ModelSettings.from_dict expects a dict, got list.")
+    ):
         ModelSettings.from_dict([("need_gpu", True)])
 
 
@@ -197,7 +201,8 @@ def test_coerce_validates_the_keys_of_a_dict() -> None:
     ("settings", "type_name"), [("need_gpu", "str"), (True, "bool"), (["need_gpu"], "list")]
 )
 def test_coerce_rejects_anything_else_naming_what_it_accepts(settings, type_name: str) -> None:
-    with pytest.raises(TypeError, match=re.escape(
-        f"settings must be a ModelSettings, a dict or None, got {type_name}."
-    )):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(f"settings must be a ModelSettings, a dict or None, got {type_name}."),
+    ):
         ModelSettings.coerce(settings)

@@ -11,13 +11,16 @@ from tests.core.sample_models import ThresholdSegmenter
 class ProbeSegmenter(ThresholdSegmenter):
     """A threshold segmenter the client can make fail or wait, that counts callers inside it.
 
-    Params (image mode): ``fail`` raises a RuntimeError, ``sleep_seconds`` waits first,
+    Params (image mode): ``fail`` raises a RuntimeError, ``own_value_error`` a ValueError of
+    the model's own (a bug, not the client's fault), ``sleep_seconds`` waits first,
+    ``report_calls`` adds how many calls ran so far,
     ``report_concurrency`` adds the most calls ever seen inside ``predict_image`` at once,
     ``drop_results`` returns no entry at all (breaking the one-list-per-input contract).
     """
 
     active_calls = 0
     max_active_calls = 0
+    total_calls = 0
 
     def predict_image(
         self,
@@ -26,20 +29,28 @@ class ProbeSegmenter(ThresholdSegmenter):
         sleep_seconds=0.0,
         report_concurrency=False,
         drop_results=False,
+        own_value_error=False,
+        report_calls=False,
         **kwargs,
     ):
         cls = type(self)
+        cls.total_calls += 1
         cls.active_calls += 1
         cls.max_active_calls = max(cls.max_active_calls, cls.active_calls)
         try:
             if fail:
                 raise RuntimeError("the probe model was asked to fail")
+            if own_value_error:
+                raise ValueError("operands could not be broadcast together")
             time.sleep(float(sleep_seconds))
             result = super().predict_image(model_input)
         finally:
             cls.active_calls -= 1
         if drop_results:
             return []
+        if report_calls:
+            result = [[*entry, NumericAnnotation("calls", float(cls.total_calls))]
+                      for entry in result]
         if report_concurrency:
             result = [
                 [*entry, NumericAnnotation("max_concurrent_calls", float(cls.max_active_calls))]

@@ -270,3 +270,20 @@ def test_a_local_path_link_loads_without_any_server(tmp_path, monkeypatch):
     loaded = load_model(str(tmp_path / "parent"))
     assert loaded.predict([ImageResource(PIXELS)])[0][0].value == 2.5
     assert "_linked_models" not in loaded.__getstate__()
+
+
+@pytest.mark.parametrize("name", ["..", ".cache", "a/b", ""])
+def test_a_linked_model_name_that_could_leave_its_directory_is_refused(name):
+    with pytest.raises(MlflowException, match="is not valid: use a non-empty string"):
+        Ensemble(mlflow_models_uri={name: "models:/child-a/1"})
+
+
+def test_a_pinned_record_from_a_newer_datamint_loads_with_a_warning(caplog):
+    from datamint_core.linked_models import LinkedModel
+
+    with caplog.at_level("WARNING", logger="datamint_core.linked_models"):
+        record = LinkedModel.from_dict(
+            {"key": "a", "uri": "models:/m/1", "resolved_uri": "models:/m/1", "checksum": "abc"}
+        )
+    assert record.resolved_uri == "models:/m/1"
+    assert "ignoring field(s) ['checksum']" in caplog.text

@@ -13,8 +13,7 @@ from tests.core.sample_models import ThresholdSegmenter, phantom_volume
 from tests.integration._server import Server, call, free_port
 
 
-def test_mlflow_models_serve_answers_records_split_and_inputs_with_params_with_our_masks(
-        tmp_path):
+def test_mlflow_models_serve_answers_records_split_and_inputs_with_params_with_our_masks(tmp_path):
     mlflow_command = Path(sys.executable).with_name("mlflow")
     if not mlflow_command.exists() and shutil.which("mlflow") is None:
         pytest.fail("the mlflow command is not installed next to this Python")
@@ -44,8 +43,7 @@ def test_mlflow_models_serve_answers_records_split_and_inputs_with_params_with_o
                 "params": params,
             },
         )
-        inputs = call(server.url + "/invocations",
-                      {"inputs": [volume.to_dict()], "params": params})
+        inputs = call(server.url + "/invocations", {"inputs": [volume.to_dict()], "params": params})
     finally:
         server.stop()
 

@@ -1,31 +1,69 @@
-"""The README's main job, run as a user runs it: a script, a fresh SQLite store, two processes."""
+"""The README's main job, run as a user runs it: a script, a fresh SQLite store, new processes.
+
+It runs in both environments: the core one (no torch) runs the threshold model and skips
+the training step, saying how to enable it; the full one also trains, checkpoints and
+registers the CNN through Lightning.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+HAS_LIGHTNING = importlib.util.find_spec("lightning") is not None
 
 
-def test_quickstart_registers_the_model_and_a_fresh_process_finds_the_phantom_lesion(tmp_path):
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """Run examples/quickstart.py once in a fresh directory; return (stdout, directory)."""
+    workdir = tmp_path_factory.mktemp("quickstart")
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "examples" / "quickstart.py")],
-        cwd=tmp_path,
+        cwd=workdir,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-
     assert completed.returncode == 0, completed.stderr[-3000:]
-    out = completed.stdout
+    return completed.stdout, workdir
+
+
+def test_quickstart_registers_the_model_and_a_fresh_process_finds_the_phantom_lesion(quickstart):
+    out, workdir = quickstart
     assert "registered models:/quickstart-segmenter/1 in sqlite:///mlflow.db" in out
     assert "lesion: 10493 voxels on 21 slices" in out
     assert "mask [48, 96, 96], spacing [2.5, 0.8, 0.8]" in out
     assert "truth: 10493 voxels on 21 slices" in out
-    assert (tmp_path / "mlflow.db").is_file()
+    assert (workdir / "mlflow.db").is_file()
+
+
+@pytest.mark.skipif(HAS_LIGHTNING, reason="Lightning is installed here: the step runs")
+def test_without_lightning_the_training_step_is_skipped_with_the_install_command(quickstart):
+    out, _ = quickstart
+    assert (
+        'training step skipped: Lightning is not installed (pip install "datamint[lightning]")'
+        in out
+    )
+
+
+def test_quickstart_trains_checkpoints_and_registers_a_cnn_that_finds_the_lesion(quickstart):
+    pytest.importorskip("lightning", reason="the training step needs the [lightning] extra")
+    out, workdir = quickstart
+    kept = sorted(p.name for p in (workdir / "checkpoints").glob("*.ckpt"))
+    assert len(kept) == 3 and "last.ckpt" in kept
+    assert f"checkpoints kept and logged: {', '.join(kept)}" in out
+    assert "registered models:/quickstart-cnn/1 in sqlite:///mlflow.db" in out
+    after = out.split("loaded models:/quickstart-cnn/1 in a fresh process; volume mode found:")[1]
+    voxels, slices = map(int, re.search(r"lesion: (\d+) voxels on (\d+) slices", after).groups())
+    assert 0.8 * 10493 <= voxels <= 1.2 * 10493 and 15 <= slices <= 25
+    assert "mask [48, 96, 96], spacing [2.5, 0.8, 0.8]" in after

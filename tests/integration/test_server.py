@@ -264,7 +264,25 @@ def test_pixel_data_of_the_wrong_dtype_is_a_422_naming_the_dtype(server):
 
 
 def test_an_oversize_body_is_a_413_naming_the_limit(server):
-    status, body = invoke(server, b"x" * (MAX_REQUEST_SIZE + 1))
+    import socket
+
+    # The server answers from the Content-Length header alone, before reading the body; send
+    # only the head, so the answer is not lost to a connection closed while still sending.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {MAX_REQUEST_SIZE + 1}\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    body = json.loads(payload)
 
     assert status == 413
     assert body["error_code"] == "REQUEST_TOO_LARGE"
@@ -341,7 +359,7 @@ def test_a_multipart_part_that_is_not_npy_is_a_422(server):
     status, answer = invoke(server, body, content_type)
 
     assert status == 422
-    assert "is not a readable .npy array" in answer["message"]
+    assert "the multipart part 'scan': it is not a .npy file" in answer["message"]
 
 
 def test_a_model_failure_is_a_500_and_the_next_request_succeeds(server):
@@ -379,6 +397,35 @@ def test_a_request_over_the_timeout_is_a_504_and_the_server_keeps_serving(server
     assert f"timeout of {TIMEOUT_S:g} s" in body["message"]
     assert call(server.url + "/ping")[0] == 200
     assert invoke(server, {"resources": [image_dict()], "params": {"mode": "image"}})[0] == 200
+
+
+def test_a_value_error_inside_the_model_is_a_500_not_blamed_on_the_client(server):
+    params = {"mode": "image", "own_value_error": True}
+    status, body = invoke(server, {"resources": [image_dict()], "params": params})
+
+    assert status == 500
+    assert body["error_code"] == "MODEL_ERROR"
+    assert "ValueError: operands could not be broadcast together" in body["message"]
+
+
+def test_requests_whose_timeout_passed_while_queued_are_never_run(server):
+    def calls_so_far() -> float:
+        params = {"mode": "image", "report_calls": True}
+        _, answer = invoke(server, {"resources": [image_dict()], "params": params})
+        return answer["predictions"][0][-1]["value"]
+
+    before = calls_so_far()
+    params = {"mode": "image", "sleep_seconds": 1.2}
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(
+            lambda _: invoke(server, {"resources": [image_dict()], "params": params})[0],
+            range(4)))
+    time.sleep(1.5)  # let the one that overran its timeout finish
+
+    assert statuses == [200, 504, 504, 504]
+    # The first ran in time, the second started in time but overran; the last two were
+    # still queued at their deadline and were dropped unrun.
+    assert calls_so_far() - before == 3
 
 
 # -- under load ----------------------------------------------------------------------------------

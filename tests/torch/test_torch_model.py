@@ -289,3 +289,32 @@ def test_a_name_used_for_a_pyfunc_and_a_pytorch_link_is_refused():
 def test_importing_the_extra_imports_torch(run_python):
     out = run_python("import sys, datamint_torch; print('torch' in sys.modules)")
     assert out.strip() == "True"
+
+
+def test_non_persistent_buffers_and_tied_weights_survive_save_and_load(tmp_path):
+    class WithBuffers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(3, 3, bias=False)
+            self.out = nn.Linear(3, 3, bias=False)
+            self.out.weight = self.embed.weight  # tied
+            self.register_buffer("scale", torch.tensor([7.0, 7.0, 7.0]), persistent=False)
+
+    class Holder(DatamintModel):
+        def predict_default(self, model_input, **kwargs):
+            return [[] for _ in model_input]
+
+    save_model(Holder(torch_model=WithBuffers()), tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m")).torch_model
+    assert torch.equal(loaded.scale, torch.tensor([7.0, 7.0, 7.0]))
+    assert loaded.out.weight is loaded.embed.weight
+    assert not loaded.embed.weight.is_meta
+
+
+def test_a_code_model_whose_weights_file_is_missing_is_an_incomplete_model(tmp_path):
+    save_model(
+        python_model=str(CODE_MODEL), path=tmp_path / "code", weights_from=trained_segmenter()
+    )
+    (tmp_path / "code" / "artifacts" / "torch_weights" / "torch_model.pt").unlink()
+    with pytest.raises(MlflowException, match="weights of torch module 'torch_model' are missing"):
+        load_model(str(tmp_path / "code"))
