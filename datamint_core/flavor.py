@@ -44,6 +44,7 @@ from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
 from datamint_core import _env
+from datamint_core._mlmodel import read_flavors
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.linked_models import (
@@ -280,7 +281,17 @@ def load_model(
         MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
     """
     local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
-    flavors = _read_mlmodel(local_path).get("flavors") or {}
+    require_datamint_flavor(read_flavors(local_path), model_uri)
+    config = {"device": device} if device else None
+    return mlflow.pyfunc.load_model(local_path, model_config=config).unwrap_python_model()
+
+
+def require_datamint_flavor(flavors: dict[str, Any], model_uri: str) -> dict[str, Any]:
+    """Return the ``datamint`` block among ``flavors``.
+
+    Raises:
+        MlflowException: ``RESOURCE_DOES_NOT_EXIST``, naming the flavors the model has.
+    """
     if FLAVOR_NAME not in flavors:
         raise MlflowException(
             f"The model at {model_uri!r} has no {FLAVOR_NAME!r} flavor "
@@ -288,8 +299,7 @@ def load_model(
             "with datamint_core.save_model.",
             RESOURCE_DOES_NOT_EXIST,
         )
-    config = {"device": device} if device else None
-    return mlflow.pyfunc.load_model(local_path, model_config=config).unwrap_python_model()
+    return dict(flavors[FLAVOR_NAME])
 
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _DatamintPyfuncModel:
@@ -376,7 +386,7 @@ def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _restore_saved_metadata(model: BaseDatamintModel, path: str) -> None:
-    conf = (_read_mlmodel(path).get("flavors") or {}).get(FLAVOR_NAME) or {}
+    conf = read_flavors(path).get(FLAVOR_NAME) or {}
     saved_version = conf.get("datamint_version")
     if saved_version != __version__:
         _logger.warning(
@@ -501,25 +511,6 @@ def _pinned(package: str) -> str:
         return f"{package}=={importlib_metadata.version(package)}"
     except importlib_metadata.PackageNotFoundError:
         return package
-
-
-def _read_mlmodel(local_path: str) -> dict[str, Any]:
-    """Parse a model directory's MLmodel with libyaml when available.
-
-    MLflow parses it several times per load with the pure-Python parser; our own reads
-    should not add to that.
-    """
-    import yaml
-
-    path = os.path.join(local_path, "MLmodel")
-    if not os.path.isfile(path):
-        raise MlflowException(
-            f"{local_path!r} is not an MLflow model directory: it has no MLmodel file.",
-            RESOURCE_DOES_NOT_EXIST,
-        )
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with open(path, encoding="utf-8") as file:
-        return yaml.load(file, Loader=loader) or {}
 
 
 def _this_module() -> Any:

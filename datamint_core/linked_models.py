@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from datamint_core import _env
+from datamint_core._mlmodel import read_flavors
 from datamint_core.artifact_cache import ArtifactCache, CacheError, CorruptedCacheEntryError
 
 _logger = logging.getLogger(__name__)
@@ -317,7 +318,7 @@ def load_linked_models(
                 f"extra (known flavors here: {sorted(known)})."
             )
         path = locate(reference, bundle_dir=bundle_dir, settings=settings)
-        flavors = _flavors(path)
+        flavors = read_flavors(path)
         if reference.flavor not in flavors:
             raise LinkedModelError(
                 f"Linked model {key!r} ({reference.uri!r}) is not a {reference.flavor} model: "
@@ -422,20 +423,8 @@ def _parse(key: str, uri: Any) -> dict[str, Any]:
 
 
 def _accepts_device(path: Path) -> bool:
-    config = _flavors(path).get(PYFUNC_FLAVOR, {}).get("config") or {}
+    config = read_flavors(path).get(PYFUNC_FLAVOR, {}).get("config") or {}
     return "device" in config
-
-
-def _flavors(path: Path) -> dict[str, Any]:
-    import yaml
-
-    mlmodel = (
-        yaml.load(
-            (path / "MLmodel").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        )
-        or {}
-    )
-    return {name: conf or {} for name, conf in (mlmodel.get("flavors") or {}).items()}
 
 
 def _registry() -> str:

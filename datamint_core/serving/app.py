@@ -25,8 +25,12 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -74,15 +78,19 @@ class ServedModel:
     @classmethod
     def load(cls, model_uri: str) -> ServedModel:
         """Download (when remote) and load ``model_uri`` with its metadata."""
-        from mlflow.models import Model
         from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
-        from datamint_core.flavor import FLAVOR_NAME, load_model
+        from datamint_core._mlmodel import read_flavors
+        from datamint_core.flavor import load_model, require_datamint_flavor
 
-        local_path = _download_artifact_from_uri(artifact_uri=model_uri)
-        model = load_model(local_path)
-        metadata = dict(Model.load(local_path).flavors[FLAVOR_NAME])
-        return cls(model, metadata)
+        if os.path.isdir(model_uri):
+            local_path = model_uri  # served in place, never copied
+        else:
+            download_dir = tempfile.mkdtemp(prefix="datamint-serve-")
+            atexit.register(shutil.rmtree, download_dir, ignore_errors=True)
+            local_path = _download_artifact_from_uri(model_uri, output_path=download_dir)
+        metadata = require_datamint_flavor(read_flavors(local_path), model_uri)
+        return cls(load_model(local_path), metadata)
 
     def predict(self, resources: list[BaseResource], params: dict[str, Any]) -> bytes:
         """Predict and return the response body; model errors propagate.

@@ -159,12 +159,14 @@ class DatamintBackend(FlavorBackend):
             MlflowException: a required package is not installed; the message names the
                 ``pip install`` command that fixes it.
         """
-        from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+        import mlflow
         from packaging.requirements import InvalidRequirement, Requirement
 
-        local_path = _download_artifact_from_uri(artifact_uri=model_uri)
-        requirements_file = Path(local_path) / "requirements.txt"
-        if not requirements_file.is_file():
+        try:  # downloads requirements.txt alone, not the whole model
+            requirements_file = Path(mlflow.pyfunc.get_model_dependencies(model_uri))
+        except MlflowException as error:
+            if "requirements" not in str(error).lower():
+                raise
             return []
         missing, mismatched = [], []
         for line in requirements_file.read_text().splitlines():
@@ -300,16 +302,9 @@ def flavor_config(model_uri: str) -> dict[str, Any]:
     """The ``datamint`` block of a model's MLmodel file (downloads the MLmodel only)."""
     from mlflow.models import Model
 
-    from datamint_core.flavor import FLAVOR_NAME
+    from datamint_core.flavor import require_datamint_flavor
 
-    flavors = Model.load(model_uri).flavors
-    if FLAVOR_NAME not in flavors:
-        raise MlflowException(
-            f"The model at {model_uri!r} has no {FLAVOR_NAME!r} flavor (flavors: "
-            f"{sorted(flavors)}); save it with datamint_core.save_model.",
-            INVALID_PARAMETER_VALUE,
-        )
-    return dict(flavors[FLAVOR_NAME])
+    return require_datamint_flavor(Model.load(model_uri).flavors, model_uri)
 
 
 __all__ = ["CONTENT_TYPES", "DatamintBackend", "flavor_config"]
