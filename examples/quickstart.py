@@ -10,10 +10,16 @@ embedded SQLite store ``sqlite:///mlflow.db`` in the current directory.
    predict on a synthetic 48-slice phantom in ``volume`` mode, which runs every axial slice
    through the slice -> image bridges.
 3. Print what it found, and check it against the phantom's truth.
+4. With the ``[lightning]`` extra installed (``scripts/demo`` installs it): train a tiny CNN
+   for a few steps on synthetic phantom slices (``train_segmenter.py``), checkpointed and
+   registered as ``quickstart-cnn`` through ``MLflowModelCheckpoint`` with the train/val/test
+   splits as the run's inputs; then load it by URI in a new process and predict the same
+   phantom in ``volume`` mode. Without the extra this step says so and is skipped.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,6 +32,7 @@ import numpy as np
 import datamint_core
 
 MODEL_NAME = "quickstart-segmenter"
+CNN_MODEL_NAME = "quickstart-cnn"
 HERE = Path(__file__).resolve().parent
 
 
@@ -64,7 +71,7 @@ def predict_in_this_process(model_uri: str, volume_path: str) -> None:
                     "scope": a.scope.value,
                     "shape": list(a.mask.shape),
                     "voxels": a.voxel_count,
-                    "confidence": round(a.confidence, 3),
+                    "confidence": None if a.confidence is None else round(a.confidence, 3),
                     "spacing": list(a.spacing),
                     "slices": int(a.mask.any(axis=(1, 2)).sum()),
                 }
@@ -72,6 +79,49 @@ def predict_in_this_process(model_uri: str, volume_path: str) -> None:
             ]
         )
     )
+
+
+def predict_in_new_process(model_uri: str, volume_path: Path) -> dict | None:
+    """Step 2 (and 4): load ``model_uri`` in a fresh process; return what it found."""
+    completed = subprocess.run(
+        [sys.executable, __file__, "--predict", model_uri, str(volume_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        print(completed.stderr, file=sys.stderr)
+        return None
+    (found,) = json.loads(completed.stdout.strip().splitlines()[-1])
+    return found
+
+
+def report(found: dict, truth: np.ndarray) -> None:
+    print(
+        f"  {found['identifier']}: {found['voxels']} voxels on {found['slices']} slices, "
+        f"confidence {found['confidence']}, mask {found['shape']}, spacing {found['spacing']}"
+    )
+    print(f"  truth: {int(truth.sum())} voxels on {int(truth.any(axis=(1, 2)).sum())} slices")
+
+
+def train_step(volume_path: Path, truth: np.ndarray) -> int:
+    """Step 4: train, checkpoint and register the CNN, then predict with it by URI."""
+    if importlib.util.find_spec("lightning") is None:
+        print(
+            'training step skipped: Lightning is not installed (pip install "datamint[lightning]")'
+        )
+        return 0
+    from train_segmenter import train_and_register
+
+    version = train_and_register(CNN_MODEL_NAME, mlflow.get_tracking_uri(), Path.cwd())
+    model_uri = f"models:/{CNN_MODEL_NAME}/{version}"
+    print(f"registered {model_uri} in {mlflow.get_tracking_uri()}")
+    found = predict_in_new_process(model_uri, volume_path)
+    if found is None:
+        return 1
+    print(f"loaded {model_uri} in a fresh process; volume mode found:")
+    report(found, truth)
+    return 0 if found["voxels"] > 0 else 1
 
 
 def main() -> int:
@@ -86,25 +136,16 @@ def main() -> int:
     model_uri = f"models:/{MODEL_NAME}/{version}"
     print(f"registered {model_uri} in {mlflow.get_tracking_uri()}")
 
-    completed = subprocess.run(
-        [sys.executable, __file__, "--predict", model_uri, str(volume_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        print(completed.stderr, file=sys.stderr)
-        return completed.returncode
-    (found,) = json.loads(completed.stdout.strip().splitlines()[-1])
+    found = predict_in_new_process(model_uri, volume_path)
+    if found is None:
+        return 1
     print(
         f"loaded {model_uri} in a fresh process; volume mode over {volume.shape[0]} slices found:"
     )
-    print(
-        f"  {found['identifier']}: {found['voxels']} voxels on {found['slices']} slices, "
-        f"confidence {found['confidence']}, mask {found['shape']}, spacing {found['spacing']}"
-    )
-    print(f"  truth: {int(truth.sum())} voxels on {int(truth.any(axis=(1, 2)).sum())} slices")
-    return 0 if found["voxels"] > 0 else 1
+    report(found, truth)
+    if found["voxels"] == 0:
+        return 1
+    return train_step(volume_path, truth)
 
 
 if __name__ == "__main__":

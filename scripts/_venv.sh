@@ -4,6 +4,8 @@ PYTHON="${PYTHON:-python3}"
 # ensure_venv NAME: create .venv/NAME if missing and install what it needs.
 #   core: datamint with the test extra (SQLite store, the full mlflow for `mlflow server`),
 #         and no torch.
+#   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
+#         datamint[lightning,sqlite] for the main job's training step.
 #   full: torch first (pinned), then datamint[torch,lightning,test].
 ensure_venv() {
     local name="$1" venv=".venv/$1"
@@ -13,7 +15,10 @@ ensure_venv() {
     local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
     case "$name" in
         core) "${pip[@]}" -e ".[test]" ;;
-        demo) "${pip[@]}" -e ".[sqlite]" ;;
+        demo)
+            "${pip[@]}" -c ci/constraints.txt torch
+            "${pip[@]}" -c ci/constraints.txt -e ".[lightning,sqlite]"
+            ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch
             "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test]"

@@ -1,0 +1,555 @@
+"""``MLflowModelCheckpoint``: checkpoints mirrored into an MLflow run, the best one registered.
+
+What lands in the run (the one Lightning's ``MLFlowLogger`` logs to, or the active run)::
+
+    checkpoints/epoch=0-step=4.ckpt        every checkpoint kept on disk, under its own name;
+    checkpoints/last.ckpt                  rotated-out ones are deleted from the run too
+    <model name>/                          at the end of ``register_model_on``: the best
+                                           checkpoint as an MLflow model (``datamint`` flavor
+                                           when the module is or wraps a Datamint model, else
+                                           ``pytorch``), registered as ``model_name``
+
+A logged model's name is the best checkpoint's name in a form MLflow accepts
+(``epoch=00-val_loss=0.78.ckpt`` -> ``epoch_00-val_loss_0_78``); the original name is kept
+in the model's ``datamint.checkpoint`` tag and in :attr:`MLflowModelCheckpoint.model_names`.
+
+Uploads run in a background thread. When the tracking server cannot be reached, training
+goes on, one warning says so, the checkpoints stay on disk, and the uploads are retried at
+every new checkpoint and at the end of the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from typing_extensions import override
+
+from datamint_lightning._artifact_sync import ArtifactSync
+from datamint_lightning._model_logging import (
+    CHECKPOINT_KEY_TAG,
+    CHECKPOINT_SCORE_TAG,
+    CHECKPOINT_TAG,
+    infer_training_signature,
+    input_of,
+    log_lightning_model,
+    model_name_for,
+    signature_sample,
+    weights_of,
+)
+
+_logger = logging.getLogger(__name__)
+
+#: The stages at whose end the best model can be logged and registered.
+REGISTER_STAGES = ("train", "val", "test", "predict")
+_ERROR_TEXT_LIMIT = 300
+
+
+class MLflowModelCheckpoint(ModelCheckpoint):
+    """A :class:`~lightning.pytorch.callbacks.ModelCheckpoint` that logs to MLflow as it goes.
+
+    Every checkpoint it saves is logged as an artifact of the run, every checkpoint it
+    removes (top-k rotation) is deleted from the run; at the end of ``register_model_on`` the
+    best checkpoint is logged as an MLflow model and, with ``model_name``, registered. Test
+    metrics are attached to the logged model. Resuming from one of its checkpoints continues
+    the same run and does not register the same checkpoint twice.
+
+    Example::
+
+        checkpoint = MLflowModelCheckpoint(monitor="val_loss", save_top_k=2,
+                                           model_name="liver-seg")
+        trainer = Trainer(logger=MLFlowLogger(tracking_uri="sqlite:///mlflow.db"),
+                          callbacks=[checkpoint])
+        trainer.fit(module, datamodule)
+        checkpoint.registered_model_version    # 1
+
+    Args:
+        register_model_on: the stage at whose end the best model is logged: ``train``
+            (end of ``fit``), ``val`` (end of ``validate``), ``test`` or ``predict``.
+        model_name: register the logged model under this name (needs an MLflow run: an
+            ``MLFlowLogger`` or an active run).
+        artifact_dir: the folder of the run that holds the checkpoints.
+        input_from_batch: picks the model input out of a batch, for the signature; by
+            default the batch itself, its first item, or its ``image``/``input``/``x`` key.
+        model_code: a ``.py`` file that builds the Datamint model (it calls
+            ``mlflow.models.set_model``); the model is then logged from code with the trained
+            weights, so it loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+        **kwargs: the arguments of :class:`~lightning.pytorch.callbacks.ModelCheckpoint`
+            (``dirpath``, ``filename``, ``monitor``, ``save_top_k``, ``save_last``, ...).
+
+    Raises:
+        MisconfigurationException: a bad argument (the message repeats it), or, at setup,
+            ``model_name`` with no MLflow run to log into.
+    """
+
+    def __init__(
+        self,
+        *,
+        register_model_on: str = "train",
+        model_name: str | None = None,
+        artifact_dir: str = "checkpoints",
+        input_from_batch: Callable[[Any], torch.Tensor] | None = None,
+        model_code: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if register_model_on not in REGISTER_STAGES:
+            raise MisconfigurationException(
+                f"MLflowModelCheckpoint(register_model_on={register_model_on!r}) is not a stage; "
+                f"accepted: {', '.join(map(repr, REGISTER_STAGES))}."
+            )
+        if model_name is not None and (
+            not isinstance(model_name, str)
+            or not model_name.strip()
+            or any(c in model_name for c in "/:")
+        ):
+            raise MisconfigurationException(
+                f"MLflowModelCheckpoint(model_name={model_name!r}) is not a valid registered "
+                "model name; give a non-empty string without '/' or ':', or None to log the "
+                "model without registering it."
+            )
+        if (
+            not isinstance(artifact_dir, str)
+            or not artifact_dir.strip("/")
+            or posixpath.isabs(artifact_dir)
+            or ".." in artifact_dir.split("/")
+        ):
+            raise MisconfigurationException(
+                f"MLflowModelCheckpoint(artifact_dir={artifact_dir!r}) is not a folder of the "
+                "run; give a relative path such as 'checkpoints'."
+            )
+        if input_from_batch is not None and not callable(input_from_batch):
+            raise MisconfigurationException(
+                f"MLflowModelCheckpoint(input_from_batch={input_from_batch!r}) is not callable; "
+                "give a function that takes a batch and returns the model's input tensor."
+            )
+        if model_code is not None and (
+            not os.fspath(model_code).endswith(".py") or not os.path.isfile(model_code)
+        ):
+            raise MisconfigurationException(
+                f"MLflowModelCheckpoint(model_code={os.fspath(model_code)!r}) is not an existing "
+                ".py file; give the file that calls mlflow.models.set_model(...), or None."
+            )
+        self.model_code = os.fspath(model_code) if model_code is not None else None
+        self.register_model_on = register_model_on
+        self.model_name = model_name
+        self.artifact_dir = artifact_dir.strip("/")
+        self.input_from_batch = input_from_batch
+        #: ``{checkpoint name: the name of its logged model}`` for every checkpoint saved.
+        self.model_names: dict[str, str] = {}
+        #: The run the checkpoints go to (``None`` until setup, or with no MLflow run).
+        self.run_id: str | None = None
+        #: The logged best model (``models:/<model id>``), once logged.
+        self.logged_model_uri: str | None = None
+        #: The registered version of ``model_name``, once registered.
+        self.registered_model_version: int | None = None
+        self._dirpath_given = kwargs.get("dirpath") is not None
+        self._tracking_uri: str | None = None
+        self._client: Any = None
+        self._mlflow_logger: MLFlowLogger | None = None
+        self._sync: ArtifactSync | None = None
+        self._sample: torch.Tensor | None = None
+        self._logged_model_id: str | None = None
+        self._is_global_zero = True
+        self._warned_no_run = False
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._is_global_zero = trainer.is_global_zero
+        self._mlflow_logger = next(
+            (logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)), None
+        )
+        run_id, tracking_uri = self._find_run()
+        if run_id is None:
+            if self.model_name is not None:
+                raise MisconfigurationException(
+                    f"MLflowModelCheckpoint(model_name={self.model_name!r}) has no MLflow run to "
+                    "log the model into: add lightning.pytorch.loggers.MLFlowLogger to the "
+                    "Trainer's loggers, or call mlflow.start_run() before the Trainer runs."
+                )
+            if not self._warned_no_run and trainer.is_global_zero:
+                self._warned_no_run = True
+                rank_zero_warn(
+                    "MLflowModelCheckpoint found no MLflow run (no MLFlowLogger among the "
+                    "Trainer's loggers and no active run): checkpoints are saved locally only."
+                )
+            return
+        if trainer.is_global_zero and (run_id != self.run_id or self._sync is None):
+            self._attach(run_id, tracking_uri)
+
+    def _find_run(self) -> tuple[str | None, str | None]:
+        import mlflow
+
+        if self._mlflow_logger is not None:
+            run_id = self._mlflow_logger.run_id
+            return run_id, self._mlflow_logger.experiment.tracking_uri if run_id else None
+        active = mlflow.active_run()
+        if active is not None:
+            return active.info.run_id, mlflow.get_tracking_uri()
+        return None, None
+
+    def _attach(self, run_id: str, tracking_uri: str | None) -> None:
+        from mlflow import MlflowClient
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        if self._sync is not None:
+            self._sync.close()
+        self.run_id, self._tracking_uri = run_id, tracking_uri
+        self._client = client = MlflowClient(tracking_uri)
+
+        def repository() -> Any:
+            artifact_uri = client.get_run(run_id).info.artifact_uri
+            return get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)
+
+        self._sync = ArtifactSync(
+            repository, self.artifact_dir, self._warn_unreachable, self._note_recovery
+        )
+
+    def _warn_unreachable(self, error: BaseException) -> None:
+        rank_zero_warn(
+            f"MLflowModelCheckpoint cannot log checkpoints to MLflow run {self.run_id} at "
+            f"{self._tracking_uri} ({_short(error)}). Training goes on; the checkpoints stay in "
+            f"{self.dirpath} and their upload is retried at each new checkpoint and at the end "
+            "of the stage."
+        )
+
+    def _note_recovery(self) -> None:
+        _logger.info("MLflow run %s reachable again; checkpoint uploads resumed", self.run_id)
+
+    # -- the first real batch, for the signature -----------------------------------------------
+
+    def _keep_sample(self, batch: Any) -> None:
+        if self._sample is None:
+            tensor = input_of(batch, self.input_from_batch)
+            if tensor is not None:
+                self._sample = signature_sample(tensor)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._sample is None:
+            self._keep_sample(batch)
+
+    @override
+    def on_validation_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._sample is None:
+            self._keep_sample(batch)
+
+    @override
+    def on_test_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._sample is None:
+            self._keep_sample(batch)
+
+    @override
+    def on_predict_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._sample is None:
+            self._keep_sample(batch)
+
+    # -- checkpoints in, checkpoints out -------------------------------------------------------
+
+    @override
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self._mirror(trainer, filepath)
+
+    def _link_checkpoint(  # type: ignore[override]
+        self, trainer: pl.Trainer, filepath: str, linkpath: str
+    ) -> None:
+        super()._link_checkpoint(trainer, filepath, linkpath)
+        self._mirror(trainer, linkpath)
+
+    @override
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._remove_checkpoint(trainer, filepath)
+        if self._sync is not None and trainer.is_global_zero:
+            self._sync.remove(self._artifact_name(filepath))
+
+    def _mirror(self, trainer: pl.Trainer, filepath: str) -> None:
+        name = self._artifact_name(filepath)
+        self.model_names[name] = model_name_for(posixpath.basename(name))
+        if self._sync is not None and trainer.is_global_zero:
+            self._sync.upload(os.fspath(filepath), name)
+
+    def _artifact_name(self, filepath: str) -> str:
+        """The checkpoint's path relative to ``dirpath``, with ``/`` separators."""
+        path = os.fspath(filepath)
+        if self.dirpath is not None:
+            relative = os.path.relpath(path, os.fspath(self.dirpath))
+            if not relative.startswith(os.pardir):
+                return relative.replace(os.sep, "/")
+        return os.path.basename(path)
+
+    # -- stage ends ----------------------------------------------------------------------------
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._finish_stage(trainer, pl_module, "train")
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._finish_stage(trainer, pl_module, "val")
+
+    @override
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish_stage(trainer, pl_module, "test")
+
+    @override
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish_stage(trainer, pl_module, "predict")
+
+    @override
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if trainer.is_global_zero:
+            self._drain_uploads()
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._sync is not None:
+            self._sync.close()
+
+    def _finish_stage(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero or self.run_id is None or trainer.fast_dev_run:
+            return
+        self._drain_uploads()
+        if stage == self.register_model_on:
+            self._log_best_model(trainer, pl_module)
+        if stage == "test":
+            self._attach_test_metrics(trainer)
+
+    def _drain_uploads(self) -> None:
+        if self._sync is None:
+            return
+        left = self._sync.drain()
+        if left:
+            rank_zero_warn(
+                f"MLflowModelCheckpoint could not log {len(left)} checkpoint(s) to MLflow run "
+                f"{self.run_id} ({_short(self._sync.last_error)}); they are kept on local disk "
+                f"({', '.join(sorted(left.values()))}) and retried at the end of the next stage."
+            )
+
+    # -- the best model ------------------------------------------------------------------------
+
+    def _best_checkpoint(self) -> str | None:
+        for path in (self.best_model_path, self.last_model_path):
+            if path and os.path.isfile(path):
+                return os.fspath(path)
+        return None
+
+    def _log_best_model(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        best = self._best_checkpoint()
+        name = self._artifact_name(best) if best else None
+        try:
+            with weights_of(pl_module, best) as step:
+                key = f"{name}@{step if step is not None else trainer.global_step}"
+                if self._already_logged(key):
+                    return
+                tags = {CHECKPOINT_KEY_TAG: key}
+                if name is not None:
+                    tags[CHECKPOINT_TAG] = name
+                score = self.best_k_models.get(best) if best else None
+                if score is not None:
+                    tags[CHECKPOINT_SCORE_TAG] = str(float(score))
+                info = log_lightning_model(
+                    pl_module,
+                    run_id=self.run_id,  # type: ignore[arg-type]
+                    name=model_name_for(posixpath.basename(name)) if name else "model",
+                    registered_model_name=self.model_name,
+                    signature=self._signature(pl_module),
+                    tags=tags,
+                    model_code=self.model_code,
+                )
+        except Exception as error:
+            rank_zero_warn(
+                f"MLflowModelCheckpoint could not log the best model ({best or 'current weights'}) "
+                f"to MLflow run {self.run_id}: {_short(error)}. The checkpoints stay on local "
+                "disk; training results are not affected."
+            )
+            return
+        self._logged_model_id = info.model_id
+        self.logged_model_uri = info.model_uri
+        if self.model_name is not None and info.registered_model_version is not None:
+            self.registered_model_version = int(info.registered_model_version)
+            for tag, value in tags.items():
+                self._client.set_model_version_tag(
+                    self.model_name, str(info.registered_model_version), tag, value
+                )
+
+    def _signature(self, pl_module: pl.LightningModule) -> Any:
+        if self._sample is None:
+            rank_zero_warn(
+                "MLflowModelCheckpoint saw no tensor input in the batches, so the model is "
+                "logged without a signature; pass input_from_batch= to pick the input out of "
+                "a batch."
+            )
+            return None
+        try:
+            return infer_training_signature(pl_module, self._sample)
+        except RuntimeError as error:
+            rank_zero_warn(f"{error}. The model is logged without a signature.")
+            return None
+
+    def _already_logged(self, key: str) -> bool:
+        """Whether this run already holds a model of this checkpoint (a resumed run)."""
+        client = self._client
+        if self.model_name is not None:
+            versions = client.search_model_versions(
+                f"name = '{self.model_name}' and run_id = '{self.run_id}'"
+            )
+            for version in versions:
+                if version.tags.get(CHECKPOINT_KEY_TAG) == key:
+                    self.registered_model_version = int(version.version)
+                    # Search results carry the model only in `source` (models:/<model id>).
+                    self.logged_model_uri = version.source
+                    self._logged_model_id = version.model_id or version.source.split("/")[-1]
+                    _logger.info("%s is registered already as version %s", key, version.version)
+                    return True
+            return False
+        model_id = self._find_logged_model(key)
+        if model_id is not None:
+            self._logged_model_id, self.logged_model_uri = model_id, f"models:/{model_id}"
+        return model_id is not None
+
+    def _find_logged_model(self, key: str | None = None) -> str | None:
+        run = self._client.get_run(self.run_id)
+        models = self._client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{self.run_id}'",
+        )
+        ours = [m for m in models if CHECKPOINT_KEY_TAG in m.tags]
+        if key is not None:
+            ours = [m for m in ours if m.tags[CHECKPOINT_KEY_TAG] == key]
+        ours.sort(key=lambda m: m.creation_timestamp)
+        return ours[-1].model_id if ours else None
+
+    def _attach_test_metrics(self, trainer: pl.Trainer) -> None:
+        from mlflow.entities import Metric
+
+        values = {
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if not isinstance(value, torch.Tensor) or value.numel() == 1
+        }
+        if not values:
+            return
+        try:
+            model_id = self._logged_model_id or self._find_logged_model()
+            if model_id is None:
+                return
+            now = int(time.time() * 1000)
+            self._client.log_batch(
+                self.run_id,
+                metrics=[
+                    Metric(key, value, now, trainer.global_step, model_id=model_id)
+                    for key, value in values.items()
+                ],
+            )
+        except Exception as error:
+            rank_zero_warn(
+                f"MLflowModelCheckpoint could not attach the test metrics to the logged model: "
+                f"{_short(error)}."
+            )
+
+    # -- resuming ------------------------------------------------------------------------------
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(
+            mlflow_run_id=self.run_id,
+            mlflow_tracking_uri=self._tracking_uri,
+            mlflow_uploaded=self._sync.synced if self._sync is not None else {},
+            mlflow_generation=self._sync.generation if self._sync is not None else 0,
+            model_names=dict(self.model_names),
+        )
+        return state
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_run = state_dict.get("mlflow_run_id")
+        if saved_run and self.run_id and saved_run != self.run_id and self._is_global_zero:
+            self._continue_run(saved_run, state_dict)
+        super().load_state_dict(state_dict)
+        self.model_names.update(state_dict.get("model_names") or {})
+        if saved_run and saved_run == self.run_id and self._sync is not None:
+            self._sync.restore(
+                dict(state_dict.get("mlflow_uploaded") or {}),
+                int(state_dict.get("mlflow_generation") or 0),
+            )
+
+    def _continue_run(self, saved_run: str, state_dict: dict[str, Any]) -> None:
+        """Log the resumed training into the checkpoint's run, not the logger's new one."""
+        client = self._client
+        try:
+            previous = client.get_run(saved_run)
+            fresh = client.get_run(self.run_id)
+        except Exception as error:
+            rank_zero_warn(
+                f"MLflowModelCheckpoint could not reopen MLflow run {saved_run}, which the "
+                f"checkpoint was logged to ({_short(error)}); this training logs to run "
+                f"{self.run_id}."
+            )
+            return
+        if fresh.data.metrics or fresh.data.params or self._mlflow_logger is None:
+            rank_zero_warn(
+                f"The checkpoint belongs to MLflow run {saved_run}, but this training logs to run "
+                f"{self.run_id}, which holds data already; its checkpoints go to {self.run_id}."
+            )
+            return
+        # The logger opened an empty run before the checkpoint was read; drop it and point
+        # the logger at the run the checkpoint came from.
+        client.delete_run(self.run_id)
+        self._mlflow_logger._run_id = saved_run
+        self._mlflow_logger._experiment_id = previous.info.experiment_id
+        client.update_run(saved_run, status="RUNNING")
+        self._attach(saved_run, self._tracking_uri)
+        if not self._dirpath_given and state_dict.get("dirpath"):
+            self.dirpath = state_dict["dirpath"]
+
+
+def _short(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    text = f"{type(error).__name__}: {error}".replace("\n", " ")
+    return text if len(text) <= _ERROR_TEXT_LIMIT else text[: _ERROR_TEXT_LIMIT - 3] + "..."
