@@ -28,6 +28,7 @@ import base64
 import io
 import os
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
@@ -470,6 +471,11 @@ def load_npy(file: Any, where: str) -> np.ndarray:
 
 
 _NPY_MAGIC = b"\x93NUMPY"
+# numpy parses .npy headers with ast.literal_eval, and concurrent ast.parse calls can fail with
+# "SystemError: AST constructor recursion depth mismatch" (seen on CPython 3.11.7 under the
+# scoring server's thread pool). One lock around the load; it costs little, since reading
+# from memory holds the GIL anyway.
+_NPY_LOAD_LOCK = threading.Lock()
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -487,17 +493,18 @@ def _load_array(file: Any, where: str, suffix: str) -> np.ndarray:
         )
     file.seek(0)
     try:
-        loaded = np.load(file, allow_pickle=False)
-        if suffix == ".npy":
-            return loaded
-        with loaded:
-            names = loaded.files
-            if len(names) != 1:
-                raise ResourceError(
-                    f"Cannot read pixel data from {where}: it holds {len(names)} arrays "
-                    f"({names}); a resource file must hold one."
-                )
-            return loaded[names[0]]
+        with _NPY_LOAD_LOCK:
+            loaded = np.load(file, allow_pickle=False)
+            if suffix == ".npy":
+                return loaded
+            with loaded:
+                names = loaded.files
+                if len(names) != 1:
+                    raise ResourceError(
+                        f"Cannot read pixel data from {where}: it holds {len(names)} arrays "
+                        f"({names}); a resource file must hold one."
+                    )
+                return loaded[names[0]]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, ResourceError):
             raise
