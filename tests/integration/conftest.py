@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import mlflow
 import pytest
 
-from tests.integration.mlflow_server import MlflowServer
+from tests.integration.mlflow_server import MlflowServer, mlflow_server, tracking_into
 
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A running tracking server (SQLite backend, proxied artifacts) for one test module."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
-    server.start()
-    yield server
-    server.stop()
+__all__ = ["mlflow_server", "tracking_on"]
 
 
 @pytest.fixture
 def tracking_on(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch):
-    """Point this process (and its children) at the server, failing fast when it is down."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    mlflow.set_tracking_uri(mlflow_server.uri)
-    mlflow.set_registry_uri(mlflow_server.uri)
-    yield mlflow_server
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+    """Track into the server; requests time out after 10 s (model downloads)."""
+    with tracking_into(mlflow_server, monkeypatch, request_timeout_s=10) as server:
+        yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 
 def free_port() -> int:
@@ -101,3 +105,30 @@ class MlflowServer:
     def artifact_downloads(self, fragment: str = "") -> int:
         """How many artifact GETs (containing ``fragment``) the server has answered so far."""
         return len(self.artifact_requests(fragment))
+
+
+@contextlib.contextmanager
+def tracking_into(server: MlflowServer, monkeypatch: pytest.MonkeyPatch,
+                  request_timeout_s: float) -> Iterator[MlflowServer]:
+    """Point this process (and its children) at ``server``, failing fast while it is down."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", str(request_timeout_s))
+    mlflow.set_tracking_uri(server.uri)
+    mlflow.set_registry_uri(server.uri)
+    try:
+        yield server
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A running tracking server (SQLite backend, proxied artifacts) for one test module."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()

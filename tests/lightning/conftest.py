@@ -6,28 +6,13 @@ import pytest
 
 pytest.importorskip("lightning", reason="the lightning suite needs the [lightning] extra")
 
-from tests.integration.mlflow_server import MlflowServer
+from tests.integration.mlflow_server import MlflowServer, mlflow_server, tracking_into
 
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real ``mlflow server`` (SQLite backend, proxied artifacts) for one test module."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
-    server.start()
-    yield server
-    server.stop()
+__all__ = ["mlflow_server", "server_tracking"]
 
 
 @pytest.fixture
 def server_tracking(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch):
-    """Track into the server, and fail fast (no retries, short timeout) while it is down."""
-    import mlflow
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-    mlflow.set_tracking_uri(mlflow_server.uri)
-    mlflow.set_registry_uri(mlflow_server.uri)
-    yield mlflow_server
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+    """Track into the server; requests time out after 3 s, so an outage is noticed fast."""
+    with tracking_into(mlflow_server, monkeypatch, request_timeout_s=3) as server:
+        yield server
