@@ -289,7 +289,7 @@ def test_log_model_without_registration_gives_a_loadable_runs_uri(sqlite_trackin
 
 
 def test_annotation_specs_given_as_dicts_are_validated(tmp_path):
-    with pytest.raises(MlflowException, match="type"):
+    with pytest.raises(MlflowException, match=r"type must be one of 'category'.*got 'blob'"):
         save_model(
             MeanClassifier(), tmp_path / "m", annotation_specs=[{"identifier": "x", "type": "blob"}]
         )

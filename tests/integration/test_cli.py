@@ -57,7 +57,9 @@ def test_a_param_without_a_value_is_a_usage_error(model_path, capsys):
 
 def test_a_model_that_does_not_exist_is_a_runtime_failure_with_exit_code_1(tmp_path, capsys):
     assert main(["info", "-m", str(tmp_path / "no-such-model")]) == 1
-    assert capsys.readouterr().err.startswith("datamint: error: ")
+    err = capsys.readouterr().err
+    assert err.startswith("datamint: error: ")
+    assert "no-such-model" in err
 
 
 def test_predict_reads_a_json_request_and_writes_the_masks_of_the_chosen_slice(

@@ -42,19 +42,20 @@ def children(mlflow_server):
     """Two registered children: child-a version 1, child-b version 2 with alias 'prod'."""
     mlflow.set_tracking_uri(mlflow_server.uri)
     mlflow.set_registry_uri(mlflow_server.uri)
-    with mlflow.start_run():
-        log_model(ScaledMean(2.0), name="a", registered_model_name="child-a")
-        log_model(ScaledMean(3.0), name="b1", registered_model_name="child-b")
-        log_model(ScaledMean(4.0), name="b2", registered_model_name="child-b")
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias("child-b", "prod", "2")
-    fragments = [
-        client.get_model_version_download_uri(name, version).split("/models/")[1].split("/")[0]
-        for name, version in (("child-a", "1"), ("child-b", "2"))
-    ]
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-    return fragments
+    try:
+        with mlflow.start_run():
+            log_model(ScaledMean(2.0), name="a", registered_model_name="child-a")
+            log_model(ScaledMean(3.0), name="b1", registered_model_name="child-b")
+            log_model(ScaledMean(4.0), name="b2", registered_model_name="child-b")
+        client = mlflow.MlflowClient()
+        client.set_registered_model_alias("child-b", "prod", "2")
+        return [
+            client.get_model_version_download_uri(name, version).split("/models/")[1].split("/")[0]
+            for name, version in (("child-a", "1"), ("child-b", "2"))
+        ]
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 def predict_in_new_process(model_path: Path, env: dict[str, str], cwd: Path) -> dict:
@@ -155,9 +156,19 @@ def test_four_processes_loading_one_uncached_model_download_it_once(
     cache_dir = tmp_path / "shared-cache"
     before = tracking_on.artifact_downloads(f"/models/{children[0]}/")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATAMINT_CACHE_DIR": str(cache_dir)}
+    # Every child imports everything, says it is ready, and waits for "go": the four loads
+    # then really start together, so the cache's lock is what keeps it to one download.
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    wait_for_go = (
+        "import os, pathlib, time, datamint_core\n"
+        f"barrier = pathlib.Path({str(barrier)!r})\n"
+        "(barrier / f'ready-{os.getpid()}').touch()\n"
+        "while not (barrier / 'go').exists(): time.sleep(0.01)\n"
+    )
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", PREDICT, str(tmp_path / "parent")],
+            [sys.executable, "-c", wait_for_go + PREDICT, str(tmp_path / "parent")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -166,12 +177,15 @@ def test_four_processes_loading_one_uncached_model_download_it_once(
         )
         for _ in range(4)
     ]
+    deadline = time.monotonic() + 180
+    while len(list(barrier.glob("ready-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (barrier / "go").touch()
     outputs = [process.communicate(timeout=240) for process in processes]
 
     assert [p.returncode for p in processes] == [0, 0, 0, 0], [err[-2000:] for _, err in outputs]
     assert {out.strip().splitlines()[-1] for out, _ in outputs} == {'{"a": 1.0}'}
-    requests = tracking_on.artifact_requests(f"/models/{children[0]}/")[before:]
-    files = requests
+    files = tracking_on.artifact_requests(f"/models/{children[0]}/")[before:]
     assert files, "nothing was downloaded"
     assert len(files) == len(set(files)), f"some files were downloaded twice: {sorted(files)}"
     assert not any((cache_dir / ".incomplete").iterdir())
@@ -216,7 +230,7 @@ def test_offline_mode_with_an_empty_cache_names_the_model_and_the_cache(
         load_model(str(tmp_path / "parent"))
 
 
-def test_unknown_model_name_and_unknown_alias_are_named(tracking_on, children):
+def test_unknown_model_name_and_unknown_alias_are_named(tracking_on, children, tmp_path):
     with pytest.raises(
         LinkedModelNotFoundError,
         match=r"'x' \('models:/no-such-model/1'\) does "
@@ -226,7 +240,7 @@ def test_unknown_model_name_and_unknown_alias_are_named(tracking_on, children):
     with pytest.raises(LinkedModelNotFoundError, match=r"'models:/child-b@staging'"):
         pin("x", "models:/child-b@staging")
     with pytest.raises(LinkedModelNotFoundError, match="does not exist"):
-        save_model(Ensemble(mlflow_models_uri={"x": "models:/child-a/99"}), "unused")
+        save_model(Ensemble(mlflow_models_uri={"x": "models:/child-a/99"}), tmp_path / "unused")
 
 
 def test_an_unreachable_server_is_named_with_what_to_do(monkeypatch):

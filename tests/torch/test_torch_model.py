@@ -67,8 +67,6 @@ def test_cnn_is_registered_and_a_new_process_predicts_the_same_masks(
 
 
 def test_weights_live_in_their_own_artifact_and_the_pickle_stays_small(tmp_path):
-    model = trained_segmenter()
-    model.torch_model.encode[0] = nn.Conv2d(1, 8, 3, padding=1)
     big = CnnSegmenter(torch_model=TinyUNet(width=64))
     save_model(big, tmp_path / "m")
 
@@ -78,8 +76,35 @@ def test_weights_live_in_their_own_artifact_and_the_pickle_stays_small(tmp_path)
     print(f"python_model.pkl: {pickle_size} bytes, torch_model.pt: {weights_size} bytes")
     assert weights_size > 140_000  # ~37k float32 parameters
     assert pickle_size < weights_size / 10
-    state = torch.load(weights, weights_only=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to save CUDA weights")
+def test_a_model_saved_on_cuda_loads_and_predicts_on_a_machine_without_cuda(tmp_path,
+                                                                             run_python):
+    model = trained_segmenter()
+    model.torch_model.to("cuda")
+    model._inference_device = "cuda"
+    volume = VolumeResource(phantom_slices())
+    expected = masks_of(model, volume)
+    save_model(model, tmp_path / "m")
+    np.save(tmp_path / "volume.npy", volume.pixels)
+    state = torch.load(tmp_path / "m" / "artifacts" / "torch_weights" / "torch_model.pt",
+                       weights_only=True)
     assert all(t.device.type == "cpu" for t in state.values())
+
+    out = run_python(
+        """
+        import json
+        from datamint_core import VolumeResource, load_model
+        model = load_model("m")
+        print(model.inference_device)
+        print(json.dumps([[a.to_dict() for a in e] for e in model.predict(
+            [VolumeResource(path="volume.npy")], params={"mode": "volume"})]))
+        """,
+        env={"CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert out.splitlines()[-2] == "cpu"
+    assert json.loads(out.splitlines()[-1]) == expected
 
 
 def test_requirements_name_the_torch_extra_and_the_torch_version(tmp_path):
@@ -160,10 +185,12 @@ def test_missing_weights_are_reported_as_an_incomplete_model_directory(tmp_path)
 def test_device_from_config_beats_the_environment_which_beats_hardware(tmp_path, monkeypatch):
     save_model(trained_segmenter(), tmp_path / "m")
     monkeypatch.delenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", raising=False)
-    assert load_model(str(tmp_path / "m")).inference_device == detect_device() == "cpu"
+    hardware = "cuda" if torch.cuda.is_available() else "cpu"
+    assert load_model(str(tmp_path / "m")).inference_device == detect_device() == hardware
 
-    monkeypatch.setenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cuda:1")
-    with pytest.warns(UserWarning, match="'cuda:1' was asked for but is not available"):
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, if any
+    monkeypatch.setenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", missing)
+    with pytest.warns(UserWarning, match=f"'{missing}' was asked for but is not available"):
         assert load_model(str(tmp_path / "m")).inference_device == "cpu"
 
     # 'meta' exists on every machine, so it shows the config winning over the environment.
@@ -256,7 +283,16 @@ def test_linked_pytorch_model_loads_on_the_device_in_eval_mode_and_bundles(
 
     parent = UsesLinked(mlflow_torch_models_uri={"unet": "models:/tiny-unet/1"})
     save_model(parent, tmp_path / "parent", bundle_linked_models=True)
-    loaded = load_model(str(tmp_path / "parent"))
+    assert (tmp_path / "parent" / "artifacts" / "linked_models" / "unet" / "MLmodel").is_file()
+    # The bundle alone must do: no registry, and an empty cache.
+    closed = f"sqlite:///{tmp_path / 'no-such-dir' / 'gone.db'}"
+    monkeypatch.setenv("DATAMINT_CACHE_DIR", str(tmp_path / "empty-cache"))
+    mlflow.set_registry_uri(closed)
+    try:
+        loaded = load_model(str(tmp_path / "parent"))
+    finally:
+        mlflow.set_registry_uri(sqlite_tracking_uri)
+    assert not (tmp_path / "empty-cache" / "models").exists()
     unet = loaded.get_mlflow_torch_models()["unet"]
     assert isinstance(unet, nn.Module)
     batch = torch.from_numpy(phantom_slices()[:1, None])
