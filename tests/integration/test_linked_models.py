@@ -301,3 +301,26 @@ def test_a_pinned_record_from_a_newer_datamint_loads_with_a_warning(caplog):
         )
     assert record.resolved_uri == "models:/m/1"
     assert "ignoring field(s) ['checksum']" in caplog.text
+
+
+def test_a_runs_uri_link_is_cached_under_its_run_and_always_pull_downloads_again(
+    tracking_on, children, tmp_path, monkeypatch
+):
+    version = mlflow.MlflowClient().get_model_version("child-a", "1")
+    source = mlflow.MlflowClient().get_logged_model(version.model_id) if version.model_id else None
+    run_id = version.run_id
+    artifact_path = source.name if source is not None else "a"
+    uri = f"runs:/{run_id}/{artifact_path}"
+    monkeypatch.setenv("DATAMINT_CACHE_DIR", str(tmp_path / "cache"))
+    save_model(Ensemble(mlflow_models_uri={"a": uri}), tmp_path / "parent")
+
+    assert load_model(str(tmp_path / "parent")).predict([ImageResource(PIXELS)])[0][0].value == 1.0
+    cached = ArtifactCache().list()
+    assert [entry.key for entry in cached] == [("runs", run_id, artifact_path)]
+
+    before = len(tracking_on.artifact_requests())
+    load_model(str(tmp_path / "parent"))
+    assert len(tracking_on.artifact_requests()) == before, "a cache hit downloaded again"
+    monkeypatch.setenv("DATAMINT_ALWAYS_PULL_ARTIFACTS", "true")
+    load_model(str(tmp_path / "parent"))
+    assert len(tracking_on.artifact_requests()) > before, "always_pull did not download"
