@@ -13,7 +13,8 @@ class ProbeSegmenter(ThresholdSegmenter):
 
     Params (image mode): ``fail`` raises a RuntimeError, ``own_value_error`` a ValueError of
     the model's own (a bug, not the client's fault), ``sleep_seconds`` waits first,
-    ``report_calls`` adds how many calls ran so far,
+    ``report_calls`` adds how many calls ran so far, ``started_marker`` names a file to create
+    once the call is inside the model,
     ``report_concurrency`` adds the most calls ever seen inside ``predict_image`` at once,
     ``drop_results`` returns no entry at all (breaking the one-list-per-input contract).
     """
@@ -31,9 +32,12 @@ class ProbeSegmenter(ThresholdSegmenter):
         drop_results=False,
         own_value_error=False,
         report_calls=False,
+        started_marker=None,
         **kwargs,
     ):
         cls = type(self)
+        if started_marker:
+            open(started_marker, "w").close()
         cls.total_calls += 1
         cls.active_calls += 1
         cls.max_active_calls = max(cls.max_active_calls, cls.active_calls)

@@ -493,11 +493,15 @@ def test_backend_serve_returns_the_process_which_drains_its_request_on_sigterm_a
     try:
         server.wait_ready()
         answers: list = []
-        body = {"resources": [image_dict()], "params": {"mode": "image", "sleep_seconds": 1.0}}
+        inside = tmp_path / "inside-the-model"
+        params = {"mode": "image", "sleep_seconds": 1.0, "started_marker": str(inside)}
+        body = {"resources": [image_dict()], "params": params}
         request = threading.Thread(target=lambda: answers.append(invoke(server, body)))
         request.start()
-        time.sleep(0.4)
-        process.terminate()
+        deadline = time.monotonic() + 20
+        while not inside.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.terminate()  # the request is in flight, inside the model
         request.join(timeout=20)
         returncode = process.wait(timeout=20)
     finally:
