@@ -26,14 +26,23 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
+import re
 import sys
-import threading
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+
+from datamint_core._limits import (
+    MAX_DIMENSIONS,
+    InputTooLargeError,
+    active_limits,
+    check_decoded_size,
+)
 
 SliceAxis = Literal["axial", "coronal", "sagittal"]
 
@@ -317,6 +326,8 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
             f"Unknown resource field(s) {unknown}; accepted fields: {sorted(allowed)}."
         )
     has_pixels, has_path = data.get("pixel_data") is not None, data.get("path") is not None
+    if has_path:
+        check_path_field(data["path"])
     if has_pixels == has_path:
         raise ResourceError(
             f"Resource {data.get('id', '')!r} needs exactly one of 'pixel_data' "
@@ -352,6 +363,23 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
             f"is of kind {kind!r}."
         )
     return cls(pixels, path=data.get("path") if not has_pixels else None, **kwargs)
+
+
+def check_path_field(path: Any) -> str:
+    """Return a resource's ``path`` field if it is a usable local path string.
+
+    Raises:
+        ResourceError: not a string, empty, or holding a NUL byte.
+    """
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path or "\0" in path:
+        shown = repr(path)[:100] if isinstance(path, str) else f"a {type(path).__name__}"
+        raise ResourceError(
+            f"'path' must be a non-empty string naming a local .npy/.npz file, without NUL "
+            f"bytes; got {shown}."
+        )
+    return path
 
 
 def as_resources(model_input: Any) -> list[BaseResource]:
@@ -398,6 +426,8 @@ def as_resources(model_input: Any) -> list[BaseResource]:
             item = {key: _unwrap_numpy(value) for key, value in item.items()}
         try:
             resources.append(resource_from_dict(item))
+        except InputTooLargeError as error:
+            raise InputTooLargeError(f"Input #{position}: {error}") from None
         except (ValueError, TypeError) as error:  # ResourceError is a ValueError
             raise ResourceError(f"Input #{position}: {error}") from None
     return resources
@@ -413,14 +443,46 @@ def encode_npy_base64(array: np.ndarray) -> str:
 def decode_npy_base64(text: str) -> np.ndarray:
     """Decode what :func:`encode_npy_base64` wrote; never unpickles.
 
+    The array's declared size is checked against the request's decode budget
+    (:mod:`datamint_core._limits`) before anything is allocated.
+
     Raises:
         ResourceError: not base64, or not the bytes of a numeric ``.npy`` array.
+        InputTooLargeError: the declared array is over the decode budget.
     """
+    if not isinstance(text, (str, bytes)):
+        raise ResourceError(f"npy_base64 data must be a string; got {type(text).__name__}.")
     try:
         raw = base64.b64decode(text, validate=True)
     except (ValueError, TypeError):
         raise ResourceError("pixel data is not valid base64.") from None
-    return _load_array(io.BytesIO(raw), "the base64 pixel data", ".npy")
+    return load_array(io.BytesIO(raw), "the base64 pixel data", ".npy")
+
+
+def check_pixel_dtype(dtype: Any, where: str = "pixel data") -> np.dtype:
+    """Return ``dtype`` as a numpy dtype if it is a plain numeric or boolean scalar type.
+
+    Sub-array dtypes (``"(6000,6000)f8"``), structured, object, complex, datetime, void and
+    string dtypes are refused: none of them is pixel data, and some allocate far more than
+    their declared shape says.
+
+    Raises:
+        ResourceError: anything else; names the accepted dtypes.
+    """
+    try:
+        parsed = np.dtype(dtype)
+    except (TypeError, ValueError, SyntaxError):
+        parsed = None
+    if parsed is None or parsed.kind not in "biuf" or parsed.subdtype is not None or parsed.fields:
+        shown = str(parsed) if parsed is not None else repr(dtype)
+        raise ResourceError(
+            f"{where} has dtype {shown[:80]}; accepted: a plain numeric or boolean dtype "
+            f"({', '.join(_ACCEPTED_DTYPES)})."
+        )
+    return parsed
+
+
+_ACCEPTED_DTYPES = ("bool", "uint8", "int16", "int32", "int64", "float16", "float32", "float64")
 
 
 def _decode_pixel_data(pixel_data: Any, resource_id: Any) -> np.ndarray:
@@ -439,14 +501,61 @@ def _decode_pixel_data(pixel_data: Any, resource_id: Any) -> np.ndarray:
         if encoding == "npy_base64":
             return decode_npy_base64(pixel_data["data"])
         if encoding == "list":
-            return np.asarray(pixel_data["data"], dtype=pixel_data.get("dtype"))
+            return _decode_list(pixel_data["data"], pixel_data.get("dtype"))
     except ResourceError as error:
         raise ResourceError(f"{label}: {error}") from None
-    except (ValueError, TypeError) as error:
+    except InputTooLargeError as error:
+        raise InputTooLargeError(f"{label}: {error}") from None
+    except (ValueError, TypeError, OverflowError) as error:
         raise ResourceError(f"{label}: unreadable {encoding} pixel data ({error}).") from None
     raise ResourceError(
         f"{label}: unknown pixel encoding {encoding!r}; accepted: {list(_PIXEL_ENCODINGS)}."
     )
+
+
+def _decode_list(data: Any, dtype: Any) -> np.ndarray:
+    """Nested lists (or an array already decoded) as an array, within the decode budget."""
+    target = check_pixel_dtype(dtype, "list pixel data") if dtype is not None else None
+    if isinstance(data, np.ndarray):  # decoded by the caller (a multipart part, in process)
+        check_pixel_dtype(data.dtype, "list pixel data")
+        return data if target is None else _cast_exactly(data, target)
+    shape = []
+    first = data
+    while isinstance(first, (list, tuple)):
+        shape.append(len(first))
+        if len(shape) > MAX_DIMENSIONS or not first:
+            break
+        first = first[0]
+    itemsize = target.itemsize if target is not None else 8  # JSON numbers decode as 64-bit
+    check_decoded_size(shape, itemsize, "the list pixel data")
+    array = np.asarray(data)
+    check_pixel_dtype(array.dtype, "list pixel data (its values)")
+    return array if target is None else _cast_exactly(array, target)
+
+
+def _cast_exactly(array: np.ndarray, target: np.dtype) -> np.ndarray:
+    """Cast to ``target``, refusing values it cannot hold (never wrapping around)."""
+    if array.size and target.kind in "iu" and array.dtype.kind in "iuf":
+        info = np.iinfo(target)
+        low, high = array.min(), array.max()
+        if not (np.isfinite(low) and np.isfinite(high)) or low < info.min or high > info.max or (
+            array.dtype.kind == "f" and not np.array_equal(array, np.trunc(array))
+        ):
+            raise ResourceError(
+                f"list pixel data holds values from {low} to {high}, which dtype {target} "
+                f"cannot hold exactly; accepted: integers from {info.min} to {info.max}."
+            )
+    if array.size and target.kind == "b" and array.dtype.kind != "b":
+        if not np.isin(array, (0, 1)).all():
+            raise ResourceError("list pixel data for dtype bool must hold only 0/1 or true/false.")
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(target)
+    if target.kind == "f" and not np.array_equal(np.isfinite(cast), np.isfinite(array)):
+        raise ResourceError(
+            f"list pixel data holds values too large for dtype {target}; accepted: values "
+            f"within +/-{np.finfo(target).max:g}."
+        )
+    return cast
 
 
 def _read_array_file(path: str) -> np.ndarray:
@@ -458,63 +567,193 @@ def _read_array_file(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise ResourceError(f"Cannot read pixel data from {path!r}: no such file.")
     with open(path, "rb") as file:
-        return _load_array(file, repr(path), suffix)
+        return load_array(file, repr(path), suffix)
 
 
 def load_npy(file: Any, where: str) -> np.ndarray:
-    """Read one numeric array from an open ``.npy`` file object; never unpickles.
+    """Read one numeric array from an open, seekable ``.npy`` file object; never unpickles.
+
+    The header is read first; its dtype and declared size are checked (see
+    :func:`check_pixel_dtype`, :func:`datamint_core._limits.check_decoded_size`) and the
+    file must hold that many bytes before the array is allocated.
 
     Raises:
-        ResourceError: not ``.npy`` bytes, or an array of Python objects.
+        ResourceError: not ``.npy`` bytes, a dtype that is not plain numeric, or fewer bytes
+            than the header declares.
+        InputTooLargeError: the declared array is over the decode budget.
     """
-    return _load_array(file, where, ".npy")
+    return load_array(file, where, ".npy")
 
 
-_NPY_MAGIC = b"\x93NUMPY"
-# numpy parses .npy headers with ast.literal_eval, and concurrent ast.parse calls can fail with
-# "SystemError: AST constructor recursion depth mismatch" (seen on CPython 3.11.7 under the
-# scoring server's thread pool). One lock around the load; it costs little, since reading
-# from memory holds the GIL anyway.
-_NPY_LOAD_LOCK = threading.Lock()
-_ZIP_MAGIC = b"PK\x03\x04"
+def load_npz(file: Any, where: str) -> dict[str, np.ndarray]:
+    """Read every array of an open, seekable ``.npz`` file, each checked as :func:`load_npy`.
 
+    The zip's declared sizes are checked against the decode budget before any member is
+    read, and each member's ``.npy`` header before its array is allocated.
 
-def _load_array(file: Any, where: str, suffix: str) -> np.ndarray:
-    """Read one numeric array from an open ``.npy``/``.npz`` file; never unpickles."""
-    accepted = (
-        "Accepted: a numeric array written by numpy.save (.npy) or numpy.savez "
-        "(.npz with one array)."
-    )
-    magic = _NPY_MAGIC if suffix == ".npy" else _ZIP_MAGIC
-    if file.read(len(magic)) != magic:
-        raise ResourceError(
-            f"Cannot read pixel data from {where}: it is not a {suffix} file "
-            f"(its first bytes are wrong). {accepted}"
-        )
-    file.seek(0)
+    Returns:
+        ``{name: array}``, names without their ``.npy`` suffix, in archive order.
+
+    Raises:
+        ResourceError: not an ``.npz`` archive, or a member that is not a numeric ``.npy``.
+        InputTooLargeError: the arrays are over the decode budget.
+    """
     try:
-        with _NPY_LOAD_LOCK:
-            loaded = np.load(file, allow_pickle=False)
-            if suffix == ".npy":
-                return loaded
-            with loaded:
-                names = loaded.files
-                if len(names) != 1:
-                    raise ResourceError(
-                        f"Cannot read pixel data from {where}: it holds {len(names)} arrays "
-                        f"({names}); a resource file must hold one."
+        with zipfile.ZipFile(file) as archive:
+            members = archive.infolist()
+            declared = sum(member.file_size for member in members)
+            if declared > active_limits().max_decoded_bytes:
+                check_decoded_size([declared], 1, where)  # raises, naming the limit
+            arrays = {}
+            for member in members:
+                name = member.filename
+                if not name.endswith(".npy"):
+                    raise _unreadable(where, f"member {name[:100]!r} is not an .npy array")
+                with archive.open(member) as stream:
+                    if stream.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                        raise _unreadable(where, f"member {name[:100]!r} is not .npy bytes")
+                    arrays[name[: -len(".npy")]] = _read_npy_body(
+                        stream, f"{where} (member {name[:100]!r})", member.file_size
                     )
-                return loaded[names[0]]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, ResourceError):
-            raise
-        # numpy's text for object arrays suggests allow_pickle=True; never repeat that.
-        reason = (
-            "it holds pickled Python objects, which are never loaded"
-            if "allow_pickle" in str(error)
-            else f"{type(error).__name__}: {error}"
+            return arrays
+    except (ResourceError, InputTooLargeError):
+        raise
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        RuntimeError,  # an encrypted member
+        NotImplementedError,  # an unknown compression method
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as error:
+        raise _unreadable(where, f"{type(error).__name__}: {error}") from None
+
+
+NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+#: numpy's own limit on a .npy header (numpy.lib.format, max_header_size).
+_MAX_NPY_HEADER = 10000
+_NPY_HEADER_ITEM = re.compile(
+    r"""\s*['"](descr|fortran_order|shape)['"]\s*:\s*"""
+    r"""(?:'([^'\\]*)'|"([^"\\]*)"|(True|False)|\(([0-9,\sL]*)\))\s*(,|(?=\}))"""
+)
+
+
+def load_array(file: Any, where: str, suffix: str) -> np.ndarray:
+    """Read one numeric array from an open, seekable ``.npy``/``.npz`` (``suffix``) file.
+
+    See :func:`load_npy` and :func:`load_npz` for the checks; an ``.npz`` must hold one array.
+    """
+    magic = NPY_MAGIC if suffix == ".npy" else _ZIP_MAGIC
+    if file.read(len(magic)) != magic:
+        raise _unreadable(where, f"it is not a {suffix} file (its first bytes are wrong)")
+    if suffix == ".npy":
+        start = file.tell()
+        available = file.seek(0, os.SEEK_END) - start
+        file.seek(start)
+        return _read_npy_body(file, where, available + len(magic))
+    file.seek(0)
+    arrays = load_npz(file, where)
+    if len(arrays) != 1:
+        raise _unreadable(
+            where, f"it holds {len(arrays)} arrays ({sorted(arrays)[:10]}); a resource file "
+            "must hold one"
         )
-        raise ResourceError(f"Cannot read pixel data from {where}: {reason}. {accepted}") from None
+    return next(iter(arrays.values()))
+
+
+def _read_npy_body(stream: Any, where: str, size: int) -> np.ndarray:
+    """Read a ``.npy`` after its magic: header, checks, then exactly the declared bytes.
+
+    Args:
+        size: bytes the whole ``.npy`` has (magic included), as its container declares.
+    """
+    version = stream.read(2)
+    if len(version) != 2 or version[0] not in (1, 2, 3):
+        raise _unreadable(where, "its .npy version is not 1, 2 or 3")
+    length_bytes = stream.read(2 if version[0] == 1 else 4)
+    header_length = int.from_bytes(length_bytes, "little")
+    if len(length_bytes) not in (2, 4) or header_length > _MAX_NPY_HEADER:
+        raise _unreadable(where, f"its .npy header is longer than {_MAX_NPY_HEADER} bytes")
+    header = stream.read(header_length)
+    if len(header) != header_length:
+        raise _unreadable(where, "its .npy header is cut short")
+    descr, fortran_order, shape = _parse_npy_header(
+        header.decode("utf-8" if version[0] == 3 else "latin-1", errors="replace"), where
+    )
+    try:
+        dtype = check_pixel_dtype(descr, "its array")
+    except ResourceError as error:
+        pickled = "O" in descr.upper() and "object" in str(error)
+        reason = "it holds pickled Python objects, which are never loaded" if pickled else error
+        raise _unreadable(where, str(reason).rstrip(".")) from None
+    try:
+        nbytes = check_decoded_size(shape, dtype.itemsize, f"the array in {where}")
+    except InputTooLargeError:
+        raise
+    except ValueError as error:
+        raise _unreadable(where, str(error).rstrip(".")) from None
+    available = size - len(NPY_MAGIC) - 2 - len(length_bytes) - header_length
+    if available < nbytes:
+        raise _unreadable(
+            where, f"it is not fully written: its header declares shape {shape} of {dtype} "
+            f"({nbytes} bytes) but it holds {max(available, 0)} bytes of data"
+        )
+    array = np.empty(math.prod(shape), dtype=dtype)
+    buffer = memoryview(array.view(np.uint8))
+    filled = 0
+    while filled < nbytes:
+        count = stream.readinto(buffer[filled:])
+        if not count:
+            raise _unreadable(
+                where, f"it is not fully written: it ends after {filled} of the {nbytes} bytes "
+                "its header declares"
+            )
+        filled += count
+    if fortran_order:
+        return array.reshape(shape[::-1]).transpose()
+    return array.reshape(shape)
+
+
+def _parse_npy_header(text: str, where: str) -> tuple[str, bool, tuple[int, ...]]:
+    """Parse numpy's header dict (``{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}``)
+    without evaluating it; anything else (a structured dtype's list among them) is refused."""
+    refused = _unreadable(
+        where, "its .npy header is not the dict numpy.save writes for a plain numeric array"
+    )
+    body = text.strip()
+    if not (body.startswith("{") and body.endswith("}")):
+        raise refused
+    position, end, items = 1, len(body) - 1, {}
+    while body[position:end].strip():
+        match = _NPY_HEADER_ITEM.match(body, position, end)
+        if match is None or match.group(1) in items:
+            raise refused
+        key, single, double, flag, dims = match.group(1, 2, 3, 4, 5)
+        items[key] = (single if single is not None else double, flag, dims)
+        position = match.end()
+    try:
+        descr, fortran, shape = items["descr"][0], items["fortran_order"][1], items["shape"][2]
+    except KeyError:
+        raise refused from None
+    if descr is None or fortran is None or shape is None:
+        raise refused
+    parts = [part.strip().rstrip("L") for part in shape.split(",")]
+    if parts and not parts[-1]:
+        parts.pop()
+    if not all(part.isdigit() for part in parts):
+        raise refused
+    return descr, fortran == "True", tuple(int(part) for part in parts)
+
+
+def _unreadable(where: str, reason: str) -> ResourceError:
+    return ResourceError(f"Cannot read pixel data from {where}: {reason}. {_ACCEPTED_FILES}")
+
+
+_ACCEPTED_FILES = (
+    "Accepted: a numeric array written by numpy.save (.npy) or numpy.savez (.npz with one array)."
+)
 
 
 def _array_axis(axis: str) -> int:

@@ -2,11 +2,13 @@
 PYTHON="${PYTHON:-python3}"
 
 # ensure_venv NAME: create .venv/NAME if missing and install what it needs.
-#   core: datamint with the test extra (SQLite store, the full mlflow for `mlflow server`),
-#         and no torch.
+#   core: datamint with the test extra (SQLite store, Hypothesis) on mlflow-skinny only, as a
+#         serving image has it: no torch and no full mlflow. Tests that need `mlflow server`
+#         run it from .venv/full (see DATAMINT_TEST_MLFLOW in scripts/test).
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
 #         datamint[lightning,sqlite] for the main job's training step.
-#   full: torch first (pinned), then datamint[torch,lightning,test].
+#   full: torch first (pinned), then datamint[torch,lightning,test,test-server] (the full
+#         mlflow, whose `mlflow server` every suite's tracking-server fixture runs).
 ensure_venv() {
     local name="$1" venv=".venv/$1"
     if [ ! -x "$venv/bin/python" ]; then
@@ -21,7 +23,7 @@ ensure_venv() {
             ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch
-            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test]"
+            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test,test-server]"
             ;;
         *) echo "unknown environment $name" >&2; return 2 ;;
     esac

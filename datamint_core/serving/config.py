@@ -3,19 +3,37 @@
 Each setting comes from, in this order: an explicit argument (the ``datamint serve`` flags),
 an environment variable, then the default.
 
-- largest request body: ``--max-request-size``, ``DATAMINT_SERVE_MAX_REQUEST_SIZE``, 512M;
-- per-request timeout in seconds: ``--timeout``, ``DATAMINT_SERVE_REQUEST_TIMEOUT``, 60;
-- directories a resource ``path`` may name: ``--allow-path-dir`` (repeatable),
-  ``DATAMINT_SERVE_ALLOW_PATH_DIRS`` (``os.pathsep``-separated), none.
+==============================  ==========================================  ===========
+flag                            environment variable                        default
+==============================  ==========================================  ===========
+``--max-request-size``          ``DATAMINT_SERVE_MAX_REQUEST_SIZE``         512M
+``--max-decoded-bytes``         ``DATAMINT_SERVE_MAX_DECODED_BYTES``        1G
+``--max-slices``                ``DATAMINT_SERVE_MAX_SLICES``               4096
+``--timeout``                   ``DATAMINT_SERVE_REQUEST_TIMEOUT``          60 s
+``--read-timeout``              ``DATAMINT_SERVE_READ_TIMEOUT``             30 s
+``--limit-concurrency``         ``DATAMINT_SERVE_LIMIT_CONCURRENCY``        256
+``--keep-alive-timeout``        ``DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT``       5 s
+``--graceful-timeout``          ``DATAMINT_SERVE_GRACEFUL_TIMEOUT``         30 s
+``--max-header-size``           ``DATAMINT_SERVE_MAX_HEADER_SIZE``          64K
+``--allow-path-dir`` (repeat)   ``DATAMINT_SERVE_ALLOW_PATH_DIRS``          none
+==============================  ==========================================  ===========
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from datamint_core._env import read_env
+from datamint_core._limits import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_SLICES,
+    MAX_DECODED_BYTES_ENV,
+    MAX_SLICES_ENV,
+    parse_size,
+)
 
 MAX_REQUEST_SIZE_ENV = "DATAMINT_SERVE_MAX_REQUEST_SIZE"
 REQUEST_TIMEOUT_ENV = "DATAMINT_SERVE_REQUEST_TIMEOUT"
@@ -26,7 +44,35 @@ MODEL_URI_ENV = "DATAMINT_SERVE_MODEL_URI"
 DEFAULT_MAX_REQUEST_SIZE = 512 * 1024**2
 DEFAULT_REQUEST_TIMEOUT = 60.0
 
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+_SECONDS = "a positive number of seconds"
+
+
+def _seconds(text: str | float) -> float:
+    value = float(text)
+    if not value > 0:  # NaN too
+        raise ValueError
+    return value
+
+
+def _count(text: str | int) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+#: field -> (environment variable, parser, what is accepted)
+_SETTINGS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
+    "max_request_size": (MAX_REQUEST_SIZE_ENV, parse_size, "a byte count such as 512M"),
+    "request_timeout": (REQUEST_TIMEOUT_ENV, _seconds, _SECONDS),
+    "max_decoded_bytes": (MAX_DECODED_BYTES_ENV, parse_size, "a byte count such as 1G"),
+    "max_slices": (MAX_SLICES_ENV, _count, "a positive integer"),
+    "read_timeout": ("DATAMINT_SERVE_READ_TIMEOUT", _seconds, _SECONDS),
+    "limit_concurrency": ("DATAMINT_SERVE_LIMIT_CONCURRENCY", _count, "a positive integer"),
+    "keep_alive_timeout": ("DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT", _seconds, _SECONDS),
+    "graceful_timeout": ("DATAMINT_SERVE_GRACEFUL_TIMEOUT", _seconds, _SECONDS),
+    "max_header_size": ("DATAMINT_SERVE_MAX_HEADER_SIZE", parse_size, "a byte count such as 64K"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,23 +84,40 @@ class ServerConfig:
         request_timeout: seconds a request may take (parsing and prediction) before a 504.
         allow_path_dirs: directories whose files a resource's ``path`` may name; with none,
             a request naming a path gets a 403.
+        max_decoded_bytes: pixel bytes one request may decode (all its arrays), checked from
+            the declared shapes before allocating; more gets a 413.
+        max_slices: slices or frames one request may run through the volume/frame bridges.
+        read_timeout: seconds a client has to send a whole request (headers and body);
+            a slower one gets a 408 and its connection is closed.
+        limit_concurrency: connections (open ones included) and requests at once; more get a
+            503 from uvicorn.
+        keep_alive_timeout: seconds an idle keep-alive connection stays open.
+        graceful_timeout: seconds SIGTERM waits for requests in flight before closing them.
+        max_header_size: largest request head (request line and headers), in bytes.
     """
 
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     allow_path_dirs: tuple[str, ...] = ()
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_slices: int = DEFAULT_MAX_SLICES
+    read_timeout: float = 30.0
+    limit_concurrency: int = 256
+    keep_alive_timeout: float = 5.0
+    graceful_timeout: float = 30.0
+    max_header_size: int = 64 * 1024
 
     def __post_init__(self) -> None:
-        if self.max_request_size <= 0:
-            raise ValueError(
-                f"max_request_size={self.max_request_size!r} is not valid; "
-                "accepted: a positive number of bytes."
-            )
-        if not self.request_timeout > 0:
-            raise ValueError(
-                f"request_timeout={self.request_timeout!r} is not valid; "
-                "accepted: a positive number of seconds."
-            )
+        for name, (_, parse, accepted) in _SETTINGS.items():
+            value = getattr(self, name)
+            try:
+                parsed = parse(value)
+                if isinstance(value, bool) or parsed != value:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{name}={value!r} is not valid; accepted: {accepted}."
+                ) from None
         for directory in self.allow_path_dirs:
             if not os.path.isdir(directory):
                 raise ValueError(
@@ -65,60 +128,43 @@ class ServerConfig:
 
     @classmethod
     def resolve(
-        cls,
-        max_request_size: int | str | None = None,
-        request_timeout: float | None = None,
-        allow_path_dirs: Sequence[str] | None = None,
+        cls, allow_path_dirs: Sequence[str] | None = None, **settings: Any
     ) -> ServerConfig:
         """Build a config from explicit values, falling back to the environment, then defaults.
 
+        Args:
+            allow_path_dirs: see the class; ``None`` reads ``DATAMINT_SERVE_ALLOW_PATH_DIRS``.
+            **settings: any other field of the class; ``None`` (or left out) reads its
+                environment variable.
+
         Raises:
-            ValueError: a value (given or read from the environment) is not valid.
+            ValueError: a value (given or read from the environment) is not valid; the
+                message names the setting or variable and what is accepted.
         """
-        if max_request_size is None:
-            max_request_size = read_env(MAX_REQUEST_SIZE_ENV, str(DEFAULT_MAX_REQUEST_SIZE))
-        if request_timeout is None:
-            raw_timeout = read_env(REQUEST_TIMEOUT_ENV, str(DEFAULT_REQUEST_TIMEOUT))
+        unknown = sorted(set(settings) - set(_SETTINGS))
+        if unknown:
+            raise TypeError(f"Unknown server setting(s) {unknown}; known: {sorted(_SETTINGS)}.")
+        values: dict[str, Any] = {}
+        for name, (env, parse, accepted) in _SETTINGS.items():
+            given = settings.get(name)
+            raw = given if given is not None else read_env(env)
+            if raw is None:
+                continue
             try:
-                request_timeout = float(raw_timeout)
-            except ValueError:
-                raise ValueError(
-                    f"{REQUEST_TIMEOUT_ENV}={raw_timeout!r} is not valid; "
-                    "accepted: a positive number of seconds."
-                ) from None
+                values[name] = parse(raw)
+            except (TypeError, ValueError):
+                source = name if given is not None else env
+                raise ValueError(f"{source}={raw!r} is not valid; accepted: {accepted}.") from None
         if allow_path_dirs is None:
             raw_dirs = read_env(ALLOW_PATH_DIRS_ENV, "")
             allow_path_dirs = [d for d in raw_dirs.split(os.pathsep) if d]
-        return cls(
-            max_request_size=parse_size(max_request_size),
-            request_timeout=float(request_timeout),
-            allow_path_dirs=tuple(allow_path_dirs),
-        )
+        return cls(allow_path_dirs=tuple(allow_path_dirs), **values)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that rebuild this config in a worker process."""
-        return {
-            MAX_REQUEST_SIZE_ENV: str(self.max_request_size),
-            REQUEST_TIMEOUT_ENV: str(self.request_timeout),
-            ALLOW_PATH_DIRS_ENV: os.pathsep.join(self.allow_path_dirs),
-        }
+        env = {env: str(getattr(self, name)) for name, (env, _, _) in _SETTINGS.items()}
+        env[ALLOW_PATH_DIRS_ENV] = os.pathsep.join(self.allow_path_dirs)
+        return env
 
 
-def parse_size(size: int | str) -> int:
-    """Read a byte count: ``1048576``, ``512K``, ``100M`` or ``1G`` (powers of 1024).
-
-    Raises:
-        ValueError: anything else.
-    """
-    if isinstance(size, int) and not isinstance(size, bool):
-        return size
-    text = str(size).strip().upper().removesuffix("B")
-    number, unit = (text[:-1], text[-1]) if text[-1:] in _SIZE_UNITS else (text, "")
-    try:
-        value = int(float(number) * _SIZE_UNITS[unit])
-    except ValueError:
-        raise ValueError(
-            f"Request size {size!r} is not valid; accepted: a number of bytes, optionally "
-            "with a K, M or G suffix (512M)."
-        ) from None
-    return value
+__all__ = ["MODEL_URI_ENV", "ServerConfig", "parse_size"]

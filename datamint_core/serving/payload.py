@@ -18,7 +18,7 @@ A ``resource`` is the JSON form of :mod:`datamint_core.resources`, pixels inline
 - a part named ``request`` holding one of the JSON envelopes above, in which a resource's
   pixel data refers to another part: ``"pixel_data": {"encoding": "multipart", "part": "ct"}``;
 - one *file* part (one with a filename) per array, named as referenced, holding the
-  ``.npy`` bytes (``np.save``); arrays are never unpickled.
+  ``.npy`` bytes (``np.save``) or an ``.npz`` with one array; arrays are never unpickled.
 
 For example, with curl::
 
@@ -34,7 +34,15 @@ each annotation is ``Annotation.to_dict()`` (masks run-length encoded).
 
 - 400 ``MALFORMED_REQUEST``: not JSON, an unknown envelope, a missing or stray multipart part;
 - 403 ``PATH_NOT_ALLOWED``: a resource names a local ``path`` outside the allowed directories;
+- 400 ``MALFORMED_REQUEST`` also for JSON nested deeper than ``MAX_JSON_DEPTH``, an
+  envelope of the wrong shape (``dataframe_split`` columns that are not a list of names,
+  a resource that is not an object, ...), a ``path`` that is not a string or holds a NUL;
+- 408 ``REQUEST_TIMEOUT``: the client did not send the whole request within the read
+  deadline (``--read-timeout``);
 - 413 ``REQUEST_TOO_LARGE``: the body is larger than the server's limit;
+- 413 ``INPUT_TOO_LARGE``: the pixel data would decode to more than ``--max-decoded-bytes``
+  (checked from the declared shape and dtype before anything is allocated), or the request
+  would run more than ``--max-slices`` slices or frames;
 - 415 ``UNSUPPORTED_MEDIA_TYPE``: neither JSON nor multipart;
 - 422 ``INVALID_RESOURCE``: a resource that cannot be built (unknown fields, unreadable
   pixels, a wrong dtype or shape);
@@ -59,8 +67,17 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from datamint_core._limits import InputTooLargeError
 from datamint_core.annotations import Annotation
-from datamint_core.resources import BaseResource, ResourceError, as_resources, load_npy
+from datamint_core.resources import (
+    NPY_MAGIC,
+    BaseResource,
+    ResourceError,
+    as_resources,
+    check_path_field,
+    load_array,
+    load_npz,
+)
 
 #: Envelope keys that hold the resources, ours first.
 INPUT_KEYS = ("resources", "inputs", "instances", "dataframe_records", "dataframe_split")
@@ -88,50 +105,79 @@ def malformed(message: str) -> RequestError:
     return RequestError(400, "MALFORMED_REQUEST", message)
 
 
+#: How deep a request's JSON may nest: the envelope, a resource, its pixel lists and some room.
+MAX_JSON_DEPTH = 32
+
+
 def parse_json_envelope(body: bytes | str | Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """Split a JSON request into its resource records and its params.
 
     Returns:
-        ``(records, params)``: the resource JSON forms, in order, and the params object.
+        ``(records, params)``: the resource JSON forms (objects), in order, and the params
+        object.
 
     Raises:
-        RequestError: 400 when the body is not JSON or not one of the accepted envelopes.
+        RequestError: 400 when the body is not JSON, nests deeper than
+            :data:`MAX_JSON_DEPTH`, or is not one of the accepted envelopes.
     """
     if isinstance(body, Mapping):
         envelope: Any = body
     else:
         try:
             envelope = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
+        except RecursionError:
+            raise _too_deep() from None
+        except (ValueError, UnicodeDecodeError, TypeError) as error:
             raise malformed(f"The request body is not valid JSON: {error}.") from None
+        # Only a body with more brackets than the limit can nest that deep: a cheap scan
+        # spares the walk for almost every request.
+        if body.count(b"[" if isinstance(body, bytes) else "[") + body.count(
+            b"{" if isinstance(body, bytes) else "{"
+        ) > MAX_JSON_DEPTH:
+            _check_depth(envelope)
     if not isinstance(envelope, Mapping):
         raise malformed(
             f"The request body must be a JSON object with one of the keys {list(INPUT_KEYS)} "
             f"and optionally 'params'; got a JSON {type(envelope).__name__}."
         )
     keys = [key for key in INPUT_KEYS if key in envelope]
-    unknown = sorted(set(envelope) - {*INPUT_KEYS, "params"})
+    unknown = sorted(str(key) for key in set(envelope) - {*INPUT_KEYS, "params"})
     if len(keys) != 1 or unknown:
-        found = f"found keys {sorted(envelope)}" if envelope else "found an empty object"
+        shown = sorted(map(str, envelope))[:20]
+        found = f"found keys {shown}" if envelope else "found an empty object"
         raise malformed(
             f"The request body must have exactly one of the keys {list(INPUT_KEYS)} and "
             f"optionally 'params'; {found}."
         )
-    params = envelope.get("params") or {}
+    params = envelope.get("params")
+    if params is None:
+        params = {}
     if not isinstance(params, Mapping):
-        raise malformed(f"'params' must be a JSON object; got {type(params).__name__}.")
+        raise malformed(f"'params' must be a JSON object; got {_json_type(params)}.")
     key = keys[0]
-    return _records(key, envelope[key]), dict(params)
+    records = _records(key, envelope[key])
+    for position, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise malformed(
+                f"'{key}' entry #{position} must be a resource object; got {_json_type(record)}."
+            )
+    return records, dict(params)
 
 
 def _records(key: str, data: Any) -> list[Any]:
+    """The resource records of one envelope form, its shape checked."""
     if key == "dataframe_split":
-        if not isinstance(data, Mapping) or not {"columns", "data"} <= set(data):
+        columns = data.get("columns") if isinstance(data, Mapping) else None
+        rows = data.get("data") if isinstance(data, Mapping) else None
+        if not (
+            isinstance(columns, list)
+            and all(isinstance(column, str) for column in columns)
+            and len(set(columns)) == len(columns)
+        ):
             raise malformed(
-                "'dataframe_split' must be an object with 'columns' and 'data' "
-                "(pandas DataFrame.to_dict(orient='split'))."
+                "'dataframe_split' must be an object with 'columns' (a list of distinct field "
+                "names) and 'data' (a list of rows), as pandas DataFrame.to_dict(orient='split')."
             )
-        columns, rows = data["columns"], data["data"]
         if not isinstance(rows, list) or not all(
             isinstance(row, list) and len(row) == len(columns) for row in rows
         ):
@@ -143,7 +189,7 @@ def _records(key: str, data: Any) -> list[Any]:
     if key in ("inputs", "instances") and isinstance(data, Mapping):
         return [data]
     if not isinstance(data, list):
-        raise malformed(f"'{key}' must be a list of resource objects; got {type(data).__name__}.")
+        raise malformed(f"'{key}' must be a list of resource objects; got {_json_type(data)}.")
     if key == "dataframe_records":
         return [
             {c: v for c, v in record.items() if v is not None}
@@ -152,6 +198,32 @@ def _records(key: str, data: Any) -> list[Any]:
             for record in data
         ]
     return data
+
+
+def _check_depth(value: Any) -> None:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def _too_deep() -> RequestError:
+    return malformed(
+        f"The request JSON nests deeper than {MAX_JSON_DEPTH} levels; a request is an object "
+        "holding resources whose pixel lists have at most 4 dimensions."
+    )
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def check_paths(records: Sequence[Any], allow_path_dirs: Sequence[str] | None) -> None:
@@ -163,15 +235,20 @@ def check_paths(records: Sequence[Any], allow_path_dirs: Sequence[str] | None) -
             path (the command line reading the caller's own files).
 
     Raises:
-        RequestError: 403 naming the path and what the operator must allow.
+        RequestError: 400 for a ``path`` that is not a string or holds a NUL byte; 403
+            naming the path and what the operator must allow.
     """
-    if allow_path_dirs is None:
-        return
     for position, record in enumerate(records):
         path = record.get("path") if isinstance(record, Mapping) else None
         if path is None:
             continue
-        resolved = os.path.realpath(str(path))
+        try:
+            check_path_field(path)
+        except ResourceError as error:
+            raise malformed(f"Input #{position}: {error}") from None
+        if allow_path_dirs is None:
+            continue
+        resolved = os.path.realpath(path)
         if not any(os.path.commonpath([resolved, d]) == d for d in allow_path_dirs):
             where = (
                 f"the allowed directories {list(allow_path_dirs)}"
@@ -210,6 +287,8 @@ def build_resources(
         return as_resources(records)
     except ResourceError as error:
         raise RequestError(422, "INVALID_RESOURCE", str(error)) from None
+    except InputTooLargeError as error:
+        raise too_large_input(error) from None
 
 
 def _with_part_arrays(records: list[Any], arrays: Mapping[str, BinaryIO]) -> list[Any]:
@@ -241,10 +320,19 @@ def _with_part_arrays(records: list[Any], arrays: Mapping[str, BinaryIO]) -> lis
 
 def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:
     stream.seek(0)
+    suffix = ".npz" if stream.read(2) == b"PK" else ".npy"
+    stream.seek(0)
     try:
-        return load_npy(stream, f"the multipart part {name!r}")
+        return load_array(stream, f"the multipart part {name!r}", suffix)
     except ResourceError as error:
         raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
+    except InputTooLargeError as error:
+        raise too_large_input(error, f"Input #{position}: ") from None
+
+
+def too_large_input(error: InputTooLargeError, prefix: str = "") -> RequestError:
+    """The 413 for an input over a decode or slice limit."""
+    return RequestError(413, "INPUT_TOO_LARGE", f"{prefix}{error}")
 
 
 def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:
@@ -259,22 +347,22 @@ def arrays_to_records(path_or_stream: str | BinaryIO, content_type: str) -> list
     The kind of each resource follows its dimensions (2: image, 3: volume, 4: video); an
     ``.npz`` array's name becomes the resource's ``id``.
     """
-    source = (
-        path_or_stream if isinstance(path_or_stream, str) else io.BytesIO(path_or_stream.read())
-    )
-    try:
-        loaded = np.load(source, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise ResourceError(f"Cannot read {content_type} input: {error}") from None
-    if content_type == "npy":
-        if not isinstance(loaded, np.ndarray):
-            loaded.close()
-            raise ResourceError("The npy input holds an .npz archive; give content type npz.")
-        return [{"pixel_data": {"encoding": "list", "data": loaded}}]
-    if isinstance(loaded, np.ndarray):
-        raise ResourceError("The npz input holds a single .npy array; give content type npy.")
-    with loaded:
+    source = path_or_stream if isinstance(path_or_stream, str) else None
+    where = repr(source) if source is not None else f"the {content_type} input"
+    with open(source, "rb") if source is not None else _seekable(path_or_stream) as file:
+        if content_type == "npy":
+            if file.read(2) == b"PK":
+                raise ResourceError("The npy input holds an .npz archive; give content type npz.")
+            file.seek(0)
+            return [{"pixel_data": {"encoding": "list", "data": load_array(file, where, ".npy")}}]
+        if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
+            raise ResourceError("The npz input holds a single .npy array; give content type npy.")
+        file.seek(0)
         return [
-            {"id": name, "pixel_data": {"encoding": "list", "data": loaded[name]}}
-            for name in loaded.files
+            {"id": name, "pixel_data": {"encoding": "list", "data": array}}
+            for name, array in load_npz(file, where).items()
         ]
+
+
+def _seekable(stream: BinaryIO) -> BinaryIO:
+    return stream if stream.seekable() else io.BytesIO(stream.read())

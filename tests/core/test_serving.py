@@ -133,8 +133,9 @@ def test_explicit_server_settings_beat_the_environment(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ({"max_request_size": "lots"}, "Request size 'lots' is not valid"),
-        ({"request_timeout": 0}, "request_timeout=0.0 is not valid"),
+        ({"max_request_size": "lots"}, "max_request_size='lots' is not valid; accepted: a byte"),
+        ({"request_timeout": 0}, "request_timeout=0 is not valid; accepted: a positive number"),
+        ({"max_slices": "many"}, "max_slices='many' is not valid; accepted: a positive integer"),
         ({"allow_path_dirs": ["/no/such/dir"]}, "'/no/such/dir', which is not an existing"),
     ],
 )

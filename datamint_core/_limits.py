@@ -1,0 +1,210 @@
+"""Per-request limits that every decoder and every bridge loop checks.
+
+One place decides how much pixel data a request may decode, how many slices or frames it
+may run, and when it must stop. The scoring servers set the limits of each request
+(:func:`applying`) in the thread that decodes and predicts; everywhere else (an in-process
+``predict``, ``datamint predict``) the environment's limits apply, or their defaults.
+
+- decoded pixel bytes per request: ``DATAMINT_SERVE_MAX_DECODED_BYTES`` (``--max-decoded-bytes``),
+  default 1 GiB, checked from the declared shape x itemsize *before* anything is allocated;
+- slices or frames one request may run through a bridge: ``DATAMINT_SERVE_MAX_SLICES``
+  (``--max-slices``), default 4096;
+- a deadline (``time.monotonic()``), checked at every slice, frame and resource boundary.
+
+A reader of a new format (DICOM, NIfTI, PNG, ...) calls :func:`check_decoded_size` with the
+shape and dtype its header declares before it decodes the pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from datamint_core._env import read_env
+
+MAX_DECODED_BYTES_ENV = "DATAMINT_SERVE_MAX_DECODED_BYTES"
+MAX_SLICES_ENV = "DATAMINT_SERVE_MAX_SLICES"
+DEFAULT_MAX_DECODED_BYTES = 1024**3
+DEFAULT_MAX_SLICES = 4096
+#: More dimensions than any resource has; a header declaring more is not pixel data.
+MAX_DIMENSIONS = 8
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+class InputTooLargeError(ValueError):
+    """An input over one of the limits: too many decoded bytes, slices or frames (HTTP 413)."""
+
+
+class RequestDeadlineExceeded(TimeoutError):
+    """The request's deadline passed; the work stopped at a slice, frame or resource boundary."""
+
+
+@dataclasses.dataclass
+class RequestLimits:
+    """The limits of one request, and what it has decoded so far.
+
+    Args:
+        max_decoded_bytes: pixel bytes the request may decode, all arrays together.
+        max_slices: slices or frames the request may run through a bridge.
+        deadline: ``time.monotonic()`` value after which work stops; ``None``: no deadline.
+    """
+
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_slices: int = DEFAULT_MAX_SLICES
+    deadline: float | None = None
+    decoded_bytes: int = 0
+
+    @classmethod
+    def from_env(cls) -> RequestLimits:
+        """The environment's limits (or the defaults), with no deadline.
+
+        Raises:
+            ValueError: a variable that is not a positive number.
+        """
+        return cls(
+            max_decoded_bytes=parse_size(
+                read_env(MAX_DECODED_BYTES_ENV, str(DEFAULT_MAX_DECODED_BYTES))
+            ),
+            max_slices=_positive_int(read_env(MAX_SLICES_ENV, str(DEFAULT_MAX_SLICES))),
+        )
+
+
+_ACTIVE: contextvars.ContextVar[RequestLimits | None] = contextvars.ContextVar(
+    "datamint_request_limits", default=None
+)
+
+
+@contextlib.contextmanager
+def applying(limits: RequestLimits) -> Iterator[RequestLimits]:
+    """Apply ``limits`` to the decoding and prediction done inside the block (this thread)."""
+    token = _ACTIVE.set(limits)
+    try:
+        yield limits
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_limits() -> RequestLimits:
+    """The limits of the current request; outside a request, fresh ones from the environment."""
+    limits = _ACTIVE.get()
+    return limits if limits is not None else RequestLimits.from_env()
+
+
+def check_decoded_size(shape: Sequence[Any], itemsize: int, where: str) -> int:
+    """Check that an array of ``shape`` x ``itemsize`` fits the request's decode budget.
+
+    Call it with what a header *declares*, before allocating; the bytes are charged to the
+    current request, so several arrays share one budget.
+
+    Returns:
+        The array's size in bytes.
+
+    Raises:
+        InputTooLargeError: over the budget (HTTP 413); names the limit and its flag.
+        ValueError: a dimension that is not a non-negative integer, or more than
+            :data:`MAX_DIMENSIONS` of them.
+    """
+    if len(shape) > MAX_DIMENSIONS:
+        raise ValueError(
+            f"{where} declares {len(shape)} dimensions; pixel data has at most {MAX_DIMENSIONS}."
+        )
+    if not all(type(size) is int and size >= 0 for size in shape):
+        raise ValueError(
+            f"{where} declares the shape {tuple(shape)!r}; accepted: non-negative integers."
+        )
+    nbytes = math.prod(shape) * itemsize  # Python integers: no overflow
+    limits = _ACTIVE.get()
+    if limits is None:
+        limits = RequestLimits.from_env()
+    if limits.decoded_bytes + nbytes > limits.max_decoded_bytes:
+        already = f" after {limits.decoded_bytes} bytes already" if limits.decoded_bytes else ""
+        raise InputTooLargeError(
+            f"{where} would decode to {nbytes} bytes (shape {tuple(shape)}, {itemsize} bytes "
+            f"per value){already}, over the limit of {limits.max_decoded_bytes} decoded bytes "
+            f"per request (--max-decoded-bytes, {MAX_DECODED_BYTES_ENV}); send smaller or "
+            "fewer arrays."
+        )
+    limits.decoded_bytes += nbytes
+    return nbytes
+
+
+def check_slice_count(count: int, what: str) -> None:
+    """Check that one request runs at most ``max_slices`` slices or frames.
+
+    Raises:
+        InputTooLargeError: more than the limit (HTTP 413); names the limit and its flag.
+    """
+    limits = _ACTIVE.get()
+    limit = limits.max_slices if limits is not None else RequestLimits.from_env().max_slices
+    if count > limit:
+        raise InputTooLargeError(
+            f"The request would run {count} {what}, over the limit of {limit} per request "
+            f"(--max-slices, {MAX_SLICES_ENV}); send fewer or smaller inputs."
+        )
+
+
+def check_deadline() -> None:
+    """Stop here when the current request's deadline has passed.
+
+    Raises:
+        RequestDeadlineExceeded: the deadline passed.
+    """
+    limits = _ACTIVE.get()
+    if limits is not None and limits.deadline is not None and time.monotonic() > limits.deadline:
+        raise RequestDeadlineExceeded("The request's deadline passed.")
+
+
+def parse_size(size: int | str) -> int:
+    """Read a byte count: ``1048576``, ``512K``, ``100M`` or ``1G`` (powers of 1024).
+
+    Raises:
+        ValueError: anything else, or a count that is not positive.
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        text = str(size).strip().upper().removesuffix("B")
+        number, unit = (text[:-1], text[-1]) if text[-1:] in _SIZE_UNITS else (text, "")
+        try:
+            value = int(float(number) * _SIZE_UNITS[unit])
+        except (ValueError, OverflowError):
+            value = 0
+    if value <= 0:
+        raise ValueError(
+            f"Size {size!r} is not valid; accepted: a positive number of bytes, optionally "
+            "with a K, M or G suffix (512M)."
+        )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_SLICES_ENV}={text!r} is not valid; accepted: a positive integer.")
+    return value
+
+
+__all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
+    "DEFAULT_MAX_SLICES",
+    "MAX_DECODED_BYTES_ENV",
+    "MAX_SLICES_ENV",
+    "InputTooLargeError",
+    "RequestDeadlineExceeded",
+    "RequestLimits",
+    "active_limits",
+    "applying",
+    "check_deadline",
+    "check_decoded_size",
+    "check_slice_count",
+    "parse_size",
+]
