@@ -41,7 +41,7 @@ class InputTooLargeError(ValueError):
     """An input over one of the limits: too many decoded bytes, slices or frames (HTTP 413)."""
 
 
-class RequestDeadlineExceeded(TimeoutError):
+class RequestDeadlineExceeded(Exception):
     """The request's deadline passed; the work stopped at a slice, frame or resource boundary."""
 
 
@@ -149,6 +149,12 @@ def check_slice_count(count: int, what: str) -> None:
         )
 
 
+def current_deadline() -> float | None:
+    """The current request's deadline (``time.monotonic()``), or ``None``."""
+    limits = _ACTIVE.get()
+    return limits.deadline if limits is not None else None
+
+
 def check_deadline() -> None:
     """Stop here when the current request's deadline has passed.
 
@@ -206,5 +212,6 @@ __all__ = [
     "check_deadline",
     "check_decoded_size",
     "check_slice_count",
+    "current_deadline",
     "parse_size",
 ]

@@ -91,15 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     serve.add_argument("-p", "--port", type=int, default=8080, help="port (default: 8080)")
     serve.add_argument("-w", "--workers", type=_positive_int, default=1, help="processes")
-    serve.add_argument(
-        "--timeout",
-        type=float,
-        help="seconds a request may take (env DATAMINT_SERVE_REQUEST_TIMEOUT; default 60)",
-    )
-    serve.add_argument(
-        "--max-request-size",
-        help="largest request body, e.g. 512M (env DATAMINT_SERVE_MAX_REQUEST_SIZE; default 512M)",
-    )
+    for flag, setting, help_text in _SERVE_LIMITS:
+        serve.add_argument(flag, dest=setting, help=help_text)
     serve.add_argument(
         "--allow-path-dir",
         action="append",
@@ -143,6 +136,35 @@ def _parser() -> argparse.ArgumentParser:
     dockerfile.add_argument("--base-image", help="default: python:<model's version>-slim")
     dockerfile.set_defaults(run=_generate_dockerfile)
     return parser
+
+
+#: ``datamint serve`` limit flags: (flag, ServerConfig field, help); each falls back to its
+#: environment variable, then its default (datamint_core.serving.config).
+_SERVE_LIMITS = (
+    ("--timeout", "request_timeout",
+     "seconds a request may take, else 504 (env DATAMINT_SERVE_REQUEST_TIMEOUT; default 60)"),
+    ("--max-request-size", "max_request_size",
+     "largest request body, e.g. 512M (env DATAMINT_SERVE_MAX_REQUEST_SIZE; default 512M)"),
+    ("--max-decoded-bytes", "max_decoded_bytes",
+     "pixel bytes one request may decode, checked before allocating, e.g. 1G "
+     "(env DATAMINT_SERVE_MAX_DECODED_BYTES; default 1G)"),
+    ("--max-slices", "max_slices",
+     "slices or frames one request may run (env DATAMINT_SERVE_MAX_SLICES; default 4096)"),
+    ("--read-timeout", "read_timeout",
+     "seconds a client has to send a whole request, else 408 "
+     "(env DATAMINT_SERVE_READ_TIMEOUT; default 30)"),
+    ("--limit-concurrency", "limit_concurrency",
+     "connections and requests at once; more are refused "
+     "(env DATAMINT_SERVE_LIMIT_CONCURRENCY; default 1000)"),
+    ("--keep-alive-timeout", "keep_alive_timeout",
+     "seconds an idle keep-alive connection stays open "
+     "(env DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT; default 5)"),
+    ("--graceful-timeout", "graceful_timeout",
+     "seconds SIGTERM waits for requests in flight (env DATAMINT_SERVE_GRACEFUL_TIMEOUT; "
+     "default 30)"),
+    ("--max-header-size", "max_header_size",
+     "largest request head, e.g. 64K (env DATAMINT_SERVE_MAX_HEADER_SIZE; default 64K)"),
+)
 
 
 def _model_argument(parser: argparse.ArgumentParser) -> None:
@@ -214,14 +236,24 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     import uvicorn
 
+    from datamint_core.serving.app import GuardedH11Protocol
     from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 
-    config = ServerConfig.resolve(args.max_request_size, args.timeout, args.allow_path_dir)
+    config = ServerConfig.resolve(
+        args.allow_path_dir, **{setting: getattr(args, setting) for _, setting, _ in _SERVE_LIMITS}
+    )
+    _raise_open_file_limit(config.limit_concurrency)
+    GuardedH11Protocol.read_timeout = config.read_timeout
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
         "access_log": args.access_log,
         "log_level": "info",
+        "http": GuardedH11Protocol,
+        "limit_concurrency": config.limit_concurrency,
+        "timeout_keep_alive": config.keep_alive_timeout,
+        "timeout_graceful_shutdown": config.graceful_timeout,
+        "h11_max_incomplete_event_size": config.max_header_size,
     }
     # uvicorn drains in-flight requests on SIGTERM, then raises the signal again to end the
     # process; this handler turns that into a clean return (exit code 0). It is installed
@@ -242,6 +274,19 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
             **options,
         )
     return 0
+
+
+def _raise_open_file_limit(connections: int) -> None:
+    """Let the process hold ``connections`` sockets (plus room for files) when allowed."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 def _info(args: argparse.Namespace, params: dict[str, Any]) -> int:

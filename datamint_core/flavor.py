@@ -39,11 +39,16 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelInputExample, ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.protos.databricks_pb2 import (
+    INTERNAL_ERROR,
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_DOES_NOT_EXIST,
+)
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
 from datamint_core import _env
+from datamint_core._limits import InputTooLargeError
 from datamint_core._mlmodel import read_flavors
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
@@ -54,6 +59,8 @@ from datamint_core.linked_models import (
     stage_bundle,
 )
 from datamint_core.model import BaseDatamintModel, as_datamint_model
+from datamint_core.resources import ResourceError
+from datamint_core.routing import InvalidRequestError
 from datamint_core.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -334,9 +341,37 @@ class _DatamintPyfuncModel:
     def predict(
         self, model_input: Any, params: dict[str, Any] | None = None
     ) -> list[list[dict[str, Any]]]:
+        """Predict and return JSON-ready annotations.
+
+        Raises:
+            MlflowException: ``INVALID_PARAMETER_VALUE`` with the library's own message for
+                an input the model cannot serve (unknown mode, bad param, malformed
+                resource, a path not allowed, an input over a limit), so that
+                ``mlflow models serve`` answers 400 with it. Under ``mlflow models serve``
+                a failure of the model itself is an ``INTERNAL_ERROR`` (500) naming only
+                its type and message, so that no stack trace reaches the client.
+        """
         _refuse_request_paths(model_input)
-        result = self.python_model.predict(model_input, params)
+        try:
+            result = self.python_model.predict(model_input, params)
+        except (ResourceError, InvalidRequestError, InputTooLargeError) as error:
+            raise MlflowException(str(error), INVALID_PARAMETER_VALUE) from None
+        except Exception as error:
+            if not _env.read_env_flag(_SERVING_ENV):
+                raise
+            from datamint_core.serving.payload import model_failure_message
+
+            _logger.exception("The model failed on a request")
+            raise MlflowException(model_failure_message(error), INTERNAL_ERROR) from None
         return [[annotation.to_dict() for annotation in entry] for entry in result]
+
+    def get_raw_model(self) -> BaseDatamintModel:
+        """The Datamint model itself (what ``unwrap_python_model`` gives for other models)."""
+        return self.python_model
+
+
+#: Set to "true" by MLflow's scoring server (``mlflow models serve``) in its process.
+_SERVING_ENV = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
 
 
 def _refuse_request_paths(model_input: Any) -> None:
@@ -364,6 +399,8 @@ def _raw_records(model_input: Any) -> list[Any]:
         records = model_input.to_dict(orient="records")
     elif isinstance(model_input, dict):
         records = model_input.get("resources", [model_input])
+        if isinstance(records, dict):  # {"resources": {...}}: one resource
+            records = [records]
     elif isinstance(model_input, (list, tuple)):
         records = list(model_input)
     elif isinstance(model_input, np.ndarray) and model_input.dtype == object:
@@ -380,9 +417,6 @@ def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(path, float) and path != path:  # NaN: a DataFrame row without a path
         path = None
     return {**record, "path": path}
-
-    def get_raw_model(self) -> BaseDatamintModel:
-        return self.python_model
 
 
 def _restore_saved_metadata(model: BaseDatamintModel, path: str) -> None:

@@ -26,9 +26,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from datamint_core._limits import check_deadline, check_slice_count
 from datamint_core.annotations import Annotation, AnnotationScope, SegmentationAnnotation
 from datamint_core.enums import PredictionMode
 from datamint_core.resources import (
+    SLICE_AXES,
     BaseResource,
     ImageResource,
     VideoResource,
@@ -210,10 +212,17 @@ class PredictionRouter:
                 (also a ``NotImplementedError``).
         """
         params = dict(params) if params else {}
+        requested = params.pop("mode", None)
+        if requested is not None and not isinstance(requested, str):
+            raise InvalidRequestError(
+                f"Param 'mode'={requested!r} is not valid; accepted: a mode name, one of "
+                f"{self.supported_modes()}."
+            )
         try:
-            mode = PredictionMode.parse(params.pop("mode", None) or PredictionMode.DEFAULT)
+            mode = PredictionMode.parse(requested or PredictionMode.DEFAULT)
         except ValueError as error:
             raise InvalidRequestError(str(error)) from None
+        validate_params(params)
         for key in RESERVED_PARAMS.intersection(params):
             del params[key]
         if mode is PredictionMode.DEFAULT:
@@ -281,6 +290,7 @@ class PredictionRouter:
     def _slice_via_image(
         self, model_input: list[BaseResource], slice_index: int, axis: str = "axial", **params: Any
     ) -> list[list[Annotation]]:
+        check_deadline()
         views = [
             _require(VolumeResource, r, "slice").get_slice(slice_index, axis) for r in model_input
         ]
@@ -293,6 +303,7 @@ class PredictionRouter:
     def _frame_via_image(
         self, model_input: list[BaseResource], frame_index: int, **params: Any
     ) -> list[list[Annotation]]:
+        check_deadline()
         views = [_require(VideoResource, r, "frame").get_frame(frame_index) for r in model_input]
         results = self._run(PredictionMode.IMAGE, views, params)
         return [_stamp(per, AnnotationScope.FRAME, frame_index=int(frame_index)) for per in results]
@@ -300,9 +311,12 @@ class PredictionRouter:
     def _all_frames_via_image(
         self, model_input: list[BaseResource], **params: Any
     ) -> list[list[Annotation]]:
+        videos = [_require(VideoResource, resource, "all_frames") for resource in model_input]
+        check_slice_count(sum(video.num_frames for video in videos), "frames")
         output = []
-        for resource in model_input:
-            frames = list(_require(VideoResource, resource, "all_frames").iter_frames())
+        for video in videos:
+            check_deadline()
+            frames = list(video.iter_frames())
             per_frame = self._run(PredictionMode.IMAGE, frames, params)
             output.append(
                 [
@@ -316,11 +330,13 @@ class PredictionRouter:
     def _volume_via_slice(
         self, model_input: list[BaseResource], **params: Any
     ) -> list[list[Annotation]]:
+        volumes = [_require(VolumeResource, resource, "volume") for resource in model_input]
+        check_slice_count(sum(volume.num_slices for volume in volumes), "slices")
         output = []
-        for resource in model_input:
-            volume = _require(VolumeResource, resource, "volume")
+        for volume in volumes:
             per_slice = []
             for slice_index in range(volume.num_slices):
+                check_deadline()  # a timed-out request frees the model at the next slice
                 (annotations,) = self._run(
                     PredictionMode.SLICE,
                     [volume],
@@ -343,6 +359,52 @@ class PredictionRouter:
         result = self.call(mode, model_input, params)
         check_result(result, len(model_input), mode.value)
         return result
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+
+
+#: The params the library itself defines: name -> (check, what is accepted).
+_PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "axis": (lambda value: isinstance(value, str) and value in SLICE_AXES, str(list(SLICE_AXES))),
+    **{
+        name: (_is_index, "a non-negative integer")
+        for name in (
+            "slice_index",
+            "start_index",
+            "end_index",
+            "frame_index",
+            "start_frame",
+            "end_frame",
+        )
+    },
+}
+_RANGES = (("start_index", "end_index"), ("start_frame", "end_frame"))
+
+
+def validate_params(params: dict[str, Any]) -> None:
+    """Check the params the library defines (``axis``, slice/frame indices and ranges).
+
+    Runs before any handler, so a handler never sees them wrong; whether an index lies
+    inside a given resource is checked where the resource is sliced.
+
+    Raises:
+        InvalidRequestError: names the param, its value and what is accepted.
+    """
+    for name, value in params.items():
+        rule = _PARAM_RULES.get(name)
+        if rule is not None and value is not None and not rule[0](value):
+            raise InvalidRequestError(
+                f"Param {name!r}={value!r} is not valid; accepted: {rule[1]}."[:300]
+            )
+    for start, end in _RANGES:
+        if params.get(start) is not None and params.get(end) is not None:
+            if params[start] > params[end]:
+                raise InvalidRequestError(
+                    f"Params {start}={params[start]} and {end}={params[end]} are not a range; "
+                    f"accepted: {start} <= {end}."
+                )
 
 
 class InvalidRequestError(ValueError):

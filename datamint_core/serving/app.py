@@ -10,11 +10,18 @@ Endpoints:
 - ``POST /invocations``: predictions; request and answer formats, and every error, are in
   :mod:`datamint_core.serving.payload`.
 
+Only these endpoints answer (:data:`ROUTES`; no ``/openapi.json``, ``/docs`` or ``/redoc``).
+
 Request bodies are parsed and predicted on worker threads, so the event loop keeps
 answering health checks. Unless the model class says ``thread_safe = True``, one lock keeps
 two requests from entering the model at once. A request that exceeds the timeout gets a
-504; its thread finishes in the background (Python threads cannot be cancelled), holding the
-model lock until then.
+504; its thread stops at the next slice, frame or resource boundary (the bridges check the
+deadline there) and frees the model lock.
+
+Slow clients: :class:`GuardedH11Protocol` (the server's HTTP protocol) gives a client
+``read_timeout`` seconds from its first byte to send the request head, and
+:func:`guard_reads` (an ASGI wrapper) the rest of that time for the body; a slower client
+gets a 408 and its connection is closed. A client that goes away mid-upload is a DEBUG line.
 
 Example::
 
@@ -30,18 +37,31 @@ import contextvars
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import h11
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from datamint_core._limits import _ACTIVE as _ACTIVE_LIMITS
+from datamint_core._limits import (
+    InputTooLargeError,
+    RequestDeadlineExceeded,
+    RequestLimits,
+    check_deadline,
+    current_deadline,
+)
 from datamint_core.model import BaseDatamintModel
 from datamint_core.resources import BaseResource, ResourceError
 from datamint_core.routing import InvalidRequestError, UnsupportedModeError
@@ -51,14 +71,26 @@ from datamint_core.serving.payload import (
     RequestError,
     build_resources,
     malformed,
+    model_failure_message,
     parse_json_envelope,
     predictions_to_json,
+    too_large_input,
 )
 
 _logger = logging.getLogger(__name__)
 
 JSON = "application/json"
 _ACCEPTED_TYPES = "application/json or multipart/form-data"
+
+
+#: The endpoints the server answers: path -> methods. Anything else is a JSON 404.
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/ping": ("GET",),
+    "/health": ("GET",),
+    "/version": ("GET",),
+    "/metadata": ("GET",),
+    "/invocations": ("POST",),
+}
 
 
 class ServedModel:
@@ -101,21 +133,24 @@ class ServedModel:
         if self.thread_safe:
             result = self.model.predict(resources, params)
         else:
-            deadline = _deadline.get()
+            deadline = current_deadline()
             wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
             if not self._lock.acquire(timeout=wait):
-                raise _DeadlinePassed
+                raise RequestDeadlineExceeded("The request's deadline passed while it waited.")
             try:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise _DeadlinePassed
+                check_deadline()
                 result = self.model.predict(resources, params)
             finally:
                 self._lock.release()
         return predictions_to_json(result)
 
 
-def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> FastAPI:
-    """Build the scoring app for a model URI (loaded now) or an already loaded model."""
+def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> ASGIApp:
+    """Build the scoring app for a model URI (loaded now) or an already loaded model.
+
+    The app answers exactly :data:`ROUTES`, and reads each request body under
+    ``config.read_timeout`` (:func:`guard_reads`).
+    """
     import mlflow
 
     from datamint_core.version import __version__
@@ -124,13 +159,18 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     config = config or ServerConfig.resolve()
     versions = _json({"datamint": __version__, "mlflow": mlflow.__version__})
     metadata = _json(_public_metadata(served.metadata))
-    app = FastAPI(title="datamint scoring server", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="datamint scoring server", openapi_url=None, docs_url=None, redoc_url=None
+    )
+    endpoints = "; ".join(
+        f"{'/'.join(methods)} {path}" for path, methods in sorted(ROUTES.items())
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
-        message = f"{error.detail}: {request.method} {request.url.path}. Endpoints: " + (
-            "GET /ping, /health, /version, /metadata; POST /invocations."
+        message = f"{error.detail}: {request.method} {request.url.path[:200]}. Endpoints: " + (
+            endpoints + "."
         )
         return _error(RequestError(error.status_code, code, message))
 
@@ -151,12 +191,21 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     async def invocations(request: Request) -> Response:
         try:
             handle = await _read_request(request, config)
-            # asyncio.to_thread copies this context, so the worker thread sees the deadline.
-            _deadline.set(time.monotonic() + config.request_timeout)
+            # asyncio.to_thread copies this context: the worker thread decodes and predicts
+            # under this request's limits and deadline.
+            limits = RequestLimits(
+                max_decoded_bytes=config.max_decoded_bytes,
+                max_slices=config.max_slices,
+                deadline=time.monotonic() + config.request_timeout,
+            )
+            _ACTIVE_LIMITS.set(limits)
             body = await asyncio.wait_for(asyncio.to_thread(handle, served), config.request_timeout)
         except RequestError as error:
             return _error(error)
-        except (asyncio.TimeoutError, _DeadlinePassed):
+        except ClientDisconnect:
+            _logger.debug("The client went away before its request was read whole.")
+            return _error(malformed("The client disconnected."))
+        except (asyncio.TimeoutError, RequestDeadlineExceeded):
             return _error(
                 RequestError(
                     504,
@@ -167,17 +216,21 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
             )
         except Exception as error:  # a server bug: still a JSON answer, and keep serving
             _logger.exception("Unexpected error on a request")
-            return _error(RequestError(500, "INTERNAL_ERROR", f"{type(error).__name__}: {error}"))
+            return _error(
+                RequestError(500, "INTERNAL_ERROR", f"Server error ({type(error).__name__}).")
+            )
         return Response(body, media_type=JSON)
 
-    return app
+    routes = {route.path for route in app.routes}  # type: ignore[attr-defined]
+    assert routes == set(ROUTES), f"routes {sorted(routes)} differ from ROUTES"
+    return guard_reads(app, config.read_timeout)
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> ASGIApp:
     """App factory for worker processes: the model URI and config come from the environment."""
-    import os
-
-    return create_app(os.environ[MODEL_URI_ENV], ServerConfig.resolve())
+    config = ServerConfig.resolve()
+    GuardedH11Protocol.read_timeout = config.read_timeout
+    return create_app(os.environ[MODEL_URI_ENV], config)
 
 
 async def _read_request(request: Request, config: ServerConfig) -> Callable[[ServedModel], bytes]:
@@ -248,31 +301,31 @@ def _predict(served: ServedModel, resources: list[BaseResource], params: dict[st
         raise RequestError(422, "INVALID_RESOURCE", str(error)) from None
     except InvalidRequestError as error:
         raise RequestError(422, "INVALID_PARAMETER_VALUE", str(error)) from None
-    except _DeadlinePassed:
-        raise  # the client already has its 504; nothing was run
+    except InputTooLargeError as error:
+        raise too_large_input(error) from None
+    except RequestDeadlineExceeded:
+        raise  # the client already has its 504; the model lock is free again
     except Exception as error:  # the model's own failure, ResultShapeError included
         _logger.exception("The model failed on a request")
-        raise RequestError(
-            500, "MODEL_ERROR", f"The model failed: {type(error).__name__}: {error}"[:500]
-        ) from None
-
-
-class _DeadlinePassed(Exception):
-    """The request timed out before the model was free; it was not run."""
-
-
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "datamint_request_deadline", default=None
-)
+        raise RequestError(500, "MODEL_ERROR", model_failure_message(error)) from None
 
 
 def _public_metadata(block: dict[str, Any]) -> dict[str, Any]:
-    """The datamint block without where linked models are stored (internal storage URIs)."""
-    linked = {
-        key: {field: value for field, value in record.items() if field != "download_uri"}
-        for key, record in (block.get("linked_models") or {}).items()
-    }
+    """The datamint block without where linked models are stored: no internal storage URIs,
+    and a linked model saved from a local directory shows only that directory's name."""
+    linked = {}
+    for key, record in (block.get("linked_models") or {}).items():
+        public = {field: value for field, value in record.items() if field != "download_uri"}
+        for field in ("uri", "resolved_uri"):
+            value = public.get(field)
+            if isinstance(value, str) and _is_local_path(value):
+                public[field] = f"(local) {os.path.basename(value.rstrip('/')) or value}"
+        linked[key] = public
     return {**block, "linked_models": linked}
+
+
+def _is_local_path(uri: str) -> bool:
+    return uri.startswith(("/", "~", "./", "../", "file:")) or (len(uri) > 2 and uri[1] == ":")
 
 
 async def _capped_stream(request: Request, config: ServerConfig) -> AsyncIterator[bytes]:
@@ -301,3 +354,130 @@ def _json(data: Any) -> bytes:
     import json
 
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+# -- slow clients ---------------------------------------------------------------------------
+
+#: When the first byte of the request being read arrived (``time.monotonic()``); set by
+#: :class:`GuardedH11Protocol` and inherited by the request's task.
+_READ_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "datamint_read_started", default=None
+)
+
+
+def _timeout_response(read_timeout: float) -> bytes:
+    body = _json(_read_timeout_error(read_timeout).to_dict())
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+def _read_timeout_error(read_timeout: float) -> RequestError:
+    return RequestError(
+        408,
+        "REQUEST_TIMEOUT",
+        f"The request was not received whole within the server's read timeout of "
+        f"{read_timeout:g} s (--read-timeout); send it faster, or send less.",
+    )
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline on reading each request's head.
+
+    The clock starts when a connection opens, and again at the first byte of each following
+    request; a client that has not sent a complete head by ``read_timeout`` gets a 408
+    (nothing, if it sent nothing) and is disconnected, with one DEBUG line. The body's share
+    of the same deadline is kept by :func:`guard_reads`. Connections beyond uvicorn's
+    ``limit_concurrency`` are closed at once, so idle sockets cannot pile up.
+    """
+
+    #: Seconds a client has to send a whole request; ``datamint serve`` sets it.
+    read_timeout: float = 30.0
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_started = time.monotonic()
+        self._received_any = False
+        if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
+            _logger.debug("Over limit_concurrency: closing a new connection at once.")
+            transport.close()
+            return
+        self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._read_timer is None and self.conn.their_state is h11.IDLE:
+            self._read_started = time.monotonic()  # the next request on a kept-alive connection
+            self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
+        self._received_any = True
+        _READ_STARTED.set(self._read_started)
+        super().data_received(data)
+        if self._read_timer is not None and self.conn.their_state is not h11.IDLE:
+            self._read_timer.cancel()  # the head is in; guard_reads keeps the body's deadline
+            self._read_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if getattr(self, "_read_timer", None) is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        super().connection_lost(exc)
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        _logger.debug("A client did not send its request head within %g s.", self.read_timeout)
+        if self._received_any:
+            self.transport.write(_timeout_response(self.read_timeout))
+        self.transport.close()
+
+
+async def _within(awaitable: Any, seconds: float) -> Any:
+    """``await awaitable``, raising ``asyncio.TimeoutError`` after ``seconds``.
+
+    ``asyncio.timeout`` (Python 3.11+) arms one timer on the current task; ``wait_for``
+    would start a task per chunk read.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
+
+
+def guard_reads(app: ASGIApp, read_timeout: float) -> ASGIApp:
+    """Wrap ``app`` so that a request's body must arrive within ``read_timeout`` of its first
+    byte (else a 408 from the ``/invocations`` handler, and the connection is closed).
+
+    Requests without a body (``GET``) pass through untouched.
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await app(scope, receive, send)
+            return
+        started = _READ_STARTED.get()
+        deadline = (started if started is not None else time.monotonic()) + read_timeout
+        body_done = False
+
+        async def receive_within_deadline() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await _within(receive(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                _logger.debug("A client did not send its request body within %g s.", read_timeout)
+                raise _read_timeout_error(read_timeout) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def send_closing_after_timeout(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 408:
+                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
+            await send(message)
+
+        await app(scope, receive_within_deadline, send_closing_after_timeout)
+
+    return guarded

@@ -11,7 +11,7 @@ flag                            environment variable                        defa
 ``--max-slices``                ``DATAMINT_SERVE_MAX_SLICES``               4096
 ``--timeout``                   ``DATAMINT_SERVE_REQUEST_TIMEOUT``          60 s
 ``--read-timeout``              ``DATAMINT_SERVE_READ_TIMEOUT``             30 s
-``--limit-concurrency``         ``DATAMINT_SERVE_LIMIT_CONCURRENCY``        256
+``--limit-concurrency``         ``DATAMINT_SERVE_LIMIT_CONCURRENCY``        1000
 ``--keep-alive-timeout``        ``DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT``       5 s
 ``--graceful-timeout``          ``DATAMINT_SERVE_GRACEFUL_TIMEOUT``         30 s
 ``--max-header-size``           ``DATAMINT_SERVE_MAX_HEADER_SIZE``          64K
@@ -102,7 +102,7 @@ class ServerConfig:
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     max_slices: int = DEFAULT_MAX_SLICES
     read_timeout: float = 30.0
-    limit_concurrency: int = 256
+    limit_concurrency: int = 1000
     keep_alive_timeout: float = 5.0
     graceful_timeout: float = 30.0
     max_header_size: int = 64 * 1024

@@ -260,7 +260,7 @@ def test_pixel_data_of_the_wrong_dtype_is_a_422_naming_the_dtype(server):
     assert status == 422
     assert body["error_code"] == "INVALID_RESOURCE"
     assert "dtype <U1" in body["message"]
-    assert "expected a numeric or boolean array" in body["message"]
+    assert "accepted: a plain numeric or boolean dtype" in body["message"]
 
 
 def test_an_oversize_body_is_a_413_naming_the_limit(server):
