@@ -36,7 +36,12 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from datamint_core import _env
 from datamint_core._mlmodel import read_flavors
-from datamint_core.artifact_cache import ArtifactCache, CacheError, CorruptedCacheEntryError
+from datamint_core.artifact_cache import (
+    ArtifactCache,
+    CacheError,
+    CacheNotWritableError,
+    CorruptedCacheEntryError,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -282,6 +287,8 @@ def locate(
             f"Linked model {linked.key!r} ({linked.resolved_uri}): {error}. Offline mode is on, "
             "so it cannot be downloaded again; turn offline mode off once, or restore the cache."
         ) from error
+    except CacheNotWritableError:
+        raise
     except CacheError:
         raise LinkedModelNotFoundError(
             f"Linked model {linked.key!r} ({linked.resolved_uri}) is not in the artifact cache "
@@ -317,14 +324,18 @@ def load_linked_models(
                 f"Linked model {key!r} is a {reference.flavor!r} model; loading it needs an "
                 f"extra (known flavors here: {sorted(known)})."
             )
-        path = locate(reference, bundle_dir=bundle_dir, settings=settings)
-        flavors = read_flavors(path)
-        if reference.flavor not in flavors:
-            raise LinkedModelError(
-                f"Linked model {key!r} ({reference.uri!r}) is not a {reference.flavor} model: "
-                f"its flavors are {sorted(flavors)}."
-            )
-        loaded[key] = known[reference.flavor](path, device)
+        # A cached entry stays in place while it loads, even if another process clears
+        # the cache meanwhile.
+        with ArtifactCache(settings.cache_dir).holding(
+            lambda reference=reference: locate(reference, bundle_dir=bundle_dir, settings=settings)
+        ) as path:
+            flavors = read_flavors(path)
+            if reference.flavor not in flavors:
+                raise LinkedModelError(
+                    f"Linked model {key!r} ({reference.uri!r}) is not a {reference.flavor} "
+                    f"model: its flavors are {sorted(flavors)}."
+                )
+            loaded[key] = known[reference.flavor](path, device)
     return loaded
 
 

@@ -256,6 +256,10 @@ class PredictionRouter:
                 )
             _logger.debug("mode %r is not implemented; using predict_default", mode.value)
             return _invoke(default, model_input, params)
+        kind = _MODE_KINDS.get(mode)
+        if kind is not None and not route.bridge:  # bridges check their own inputs
+            for resource in model_input:
+                _require(kind, resource, mode.value)
         try:
             return _invoke(route, model_input, params)
         except NotImplementedError:
@@ -498,6 +502,18 @@ def _param_keys(keys: Any) -> tuple[str, ...]:
 
 
 _R = TypeVar("_R", bound=BaseResource)
+
+#: The kind of resource each mode is about; a handler of the mode only ever sees that kind.
+_MODE_KINDS: dict[PredictionMode, type[BaseResource]] = {
+    PredictionMode.IMAGE: ImageResource,
+    PredictionMode.SLICE: VolumeResource,
+    PredictionMode.PRIMARY_SLICE: VolumeResource,
+    PredictionMode.SLICE_RANGE: VolumeResource,
+    PredictionMode.VOLUME: VolumeResource,
+    PredictionMode.FRAME: VideoResource,
+    PredictionMode.FRAME_RANGE: VideoResource,
+    PredictionMode.ALL_FRAMES: VideoResource,
+}
 
 
 def _require(kind: type[_R], resource: BaseResource, mode: str) -> _R:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -14,6 +15,38 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+#: The ``mlflow`` command of an environment with the full mlflow package (``mlflow server``
+#: is not in mlflow-skinny, which is all the core environment has). scripts/test sets it.
+MLFLOW_COMMAND_ENV = "DATAMINT_TEST_MLFLOW"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def mlflow_server_command() -> list[str]:
+    """The command that runs ``mlflow server``: ``$DATAMINT_TEST_MLFLOW``, else the full
+    environment's ``.venv/full/bin/mlflow``, else this Python's when it has the full mlflow.
+
+    Fails the test (never skips it) with what to do when none is there.
+    """
+    configured = os.environ.get(MLFLOW_COMMAND_ENV, "").strip()
+    if configured:
+        if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
+            pytest.fail(f"{MLFLOW_COMMAND_ENV}={configured!r} is not an executable mlflow command.")
+        return [configured]
+    full_env = REPO_ROOT / ".venv" / "full" / "bin" / "mlflow"
+    if full_env.is_file():
+        return [str(full_env)]
+    if importlib.util.find_spec("mlflow.server") is not None and _has_flask():
+        return [sys.executable, "-m", "mlflow"]
+    pytest.fail(
+        "These tests need `mlflow server`, which the full mlflow package provides and "
+        "mlflow-skinny does not. Build the full environment (source scripts/_venv.sh && "
+        f"ensure_venv full) or set {MLFLOW_COMMAND_ENV} to an mlflow command that has it."
+    )
+
+
+def _has_flask() -> bool:
+    return importlib.util.find_spec("flask") is not None
 
 
 def free_port() -> int:
@@ -43,9 +76,7 @@ class MlflowServer:
         log = open(self.log_path, "a")  # the child keeps its own copy of the descriptor
         self._process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "mlflow",
+                *mlflow_server_command(),
                 "server",
                 "--host",
                 "127.0.0.1",
