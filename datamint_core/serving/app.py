@@ -163,7 +163,7 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
         title="datamint scoring server", openapi_url=None, docs_url=None, redoc_url=None
     )
     endpoints = "; ".join(
-        f"{'/'.join(methods)} {path}" for path, methods in sorted(ROUTES.items())
+        f"{'/'.join(methods)} {path}" for path, methods in ROUTES.items()
     )
 
     @app.exception_handler(StarletteHTTPException)
