@@ -466,6 +466,15 @@ def guard_reads(app: ASGIApp, read_timeout: float) -> ASGIApp:
                 return await receive()
             try:
                 message = await _within(receive(), deadline - time.monotonic())
+            except asyncio.CancelledError:
+                # uvicorn's graceful shutdown timed out on a client still sending: read it as
+                # a disconnect (a DEBUG line) instead of a cancelled-task traceback.
+                _logger.debug("Shutting down while a client was still sending its request.")
+                task = asyncio.current_task()
+                if task is not None and sys.version_info >= (3, 11):
+                    task.uncancel()
+                body_done = True
+                return {"type": "http.disconnect"}
             except asyncio.TimeoutError:
                 _logger.debug("A client did not send its request body within %g s.", read_timeout)
                 raise _read_timeout_error(read_timeout) from None
