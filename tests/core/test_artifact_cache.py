@@ -148,3 +148,159 @@ def test_dot_names_never_leave_or_hide_in_the_cache(tmp_path, name):
     assert path.resolve().is_relative_to((tmp_path / "cache" / "models").resolve())
     assert not path.parent.name.startswith(".")
     assert [e.key for e in cache.list()] == [("models", name, "1")]
+
+
+# -- hostile entries ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("planted", ["/etc/passwd", "../../outside.txt", "sub/../../x", "a//b"])
+def test_a_manifest_naming_a_path_outside_its_entry_is_a_corrupted_entry(tmp_path, planted):
+    cache = ArtifactCache(tmp_path / "cache")
+    path = cache.fetch(("models", "seg", "1"), fake_download([]), source_uri="u")
+    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    manifest["sha256"][planted] = "0" * 64
+    manifest["sizes"][planted] = 1
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+    with pytest.raises(CorruptedCacheEntryError, match="a path outside the entry"):
+        cache.get(("models", "seg", "1"))
+
+
+def test_a_symlink_planted_in_an_entry_is_reported_and_never_exported(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hospital credentials")
+    cache = ArtifactCache(tmp_path / "cache")
+    path = cache.fetch(("models", "seg", "1"), fake_download([]), source_uri="u")
+    (path / "sub" / "weights.bin").unlink()
+    (path / "sub" / "weights.bin").symlink_to(secret)
+
+    with pytest.raises(CorruptedCacheEntryError, match=r"symbolic link, sub/weights\.bin"):
+        cache.get(("models", "seg", "1"))
+    with pytest.raises(CorruptedCacheEntryError):
+        cache.export(tmp_path / "exported")
+    exported_files = [p for p in (tmp_path / "exported").rglob("*") if p.is_file()]
+    assert all("hospital" not in p.read_text(errors="replace") for p in exported_files)
+
+
+def test_a_download_holding_a_symlink_is_refused(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+
+    def download(into: Path) -> Path:
+        (into / "MLmodel").write_text("flavors: {}\n")
+        (into / "weights.bin").symlink_to(outside)
+        return into
+
+    with pytest.raises(CacheError, match=r"symbolic link, weights\.bin; the cache never follows"):
+        ArtifactCache(tmp_path / "cache").fetch(("models", "m", "1"), download, source_uri="u")
+    assert ArtifactCache(tmp_path / "cache").list() == []
+
+
+def test_a_file_added_to_an_entry_is_reported_like_a_changed_one(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    path = cache.fetch(("models", "seg", "1"), fake_download([]), source_uri="u")
+    (path / "sub" / "extra.py").write_text("import os; os.system('evil')")
+
+    with pytest.raises(CorruptedCacheEntryError, match=r"sub/extra\.py was added after"):
+        cache.get(("models", "seg", "1"))
+
+
+def test_export_copies_exactly_the_files_of_the_manifest(tmp_path):
+    cache = ArtifactCache(tmp_path / "a")
+    cache.fetch(("models", "seg", "1"), fake_download([]), source_uri="u")
+
+    exported = cache.export(tmp_path / "b")
+
+    copied = sorted(
+        p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*") if p.is_file()
+    )
+    assert copied == [
+        f"models/seg/1/{MANIFEST_NAME}",
+        "models/seg/1/MLmodel",
+        "models/seg/1/sub/weights.bin",
+    ]
+    assert exported.get(("models", "seg", "1")) is not None
+
+
+def test_a_manifest_whose_key_names_another_entry_is_skipped_by_list_and_clear(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    victim = cache.fetch(("models", "victim", "1"), fake_download([]), source_uri="u")
+    rogue = cache.fetch(("models", "rogue", "1"), fake_download([]), source_uri="u")
+    manifest = json.loads((rogue / MANIFEST_NAME).read_text())
+    manifest["key"] = ["models", "victim", "1"]
+    (rogue / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+    assert [e.key for e in cache.list()] == [("models", "victim", "1")]
+    assert cache.clear() == 1
+    assert rogue.exists() and not victim.exists()
+
+
+def _drop_root_file_override() -> None:
+    """In a child about to exec: drop root's power to write files whatever their mode
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER), so a read-only mode bites."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2, 3):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "cannot drop a capability")
+
+
+def _run_as_a_user_who_cannot_write(cache_dir: Path, code: str) -> dict:
+    """Run ``code`` (which prints JSON) in a process that cannot write ``cache_dir``."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CACHE_DIR": str(cache_dir)}
+    for path in [*cache_dir.rglob("*"), cache_dir]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    extra = {"preexec_fn": _drop_root_file_override} if os.geteuid() == 0 else {}
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/",
+        timeout=120, **extra,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_a_read_only_cache_serves_its_entries_and_refuses_writes_with_library_errors(tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache = ArtifactCache(cache_dir)
+    cache.fetch(("models", "seg", "1"), fake_download([]), source_uri="u")
+
+    outcome = _run_as_a_user_who_cannot_write(
+        cache_dir,
+        """
+import json, os
+from pathlib import Path
+from datamint_core.artifact_cache import ArtifactCache, CacheNotWritableError
+cache = ArtifactCache(os.environ["CACHE_DIR"])
+found = {}
+with cache.holding(lambda: cache.fetch(("models", "seg", "1"), None, source_uri="u")) as path:
+    found["held"] = (path / "MLmodel").read_text()
+def attempt(name, action):
+    try:
+        action()
+        found[name] = "no error"
+    except CacheNotWritableError as error:
+        found[name] = ["CacheNotWritableError", isinstance(error, PermissionError), str(error)]
+    except Exception as error:
+        found[name] = [type(error).__name__, str(error)]
+attempt("download", lambda: cache.fetch(("models", "other", "1"),
+                                        lambda into: into, source_uri="models:/other/1"))
+attempt("remove", lambda: cache.remove(("models", "seg", "1")))
+attempt("clear", cache.clear)
+print(json.dumps(found))
+""",
+    )
+
+    assert outcome["held"] == "flavors: {}\n"
+    for action in ("download", "remove", "clear"):
+        name, is_permission_error, message = outcome[action]
+        assert (name, is_permission_error) == ("CacheNotWritableError", True), outcome
+        assert f"the artifact cache at {cache_dir} is not writable" in message
+        assert "DATAMINT_CACHE_DIR" in message
+    assert cache.get(("models", "seg", "1")) is not None

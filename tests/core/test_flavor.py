@@ -325,3 +325,46 @@ def test_pyfunc_reads_a_local_path_from_resource_dicts_only_under_the_allowed_di
     monkeypatch.delenv("DATAMINT_SERVE_ALLOW_PATH_DIRS")
     own = VolumeResource(path=str(data / "ct.npy"))
     assert pyfunc_model.predict([own], params={"mode": "volume"})[0][0]["scope"] == "volume"
+
+
+def test_pyfunc_checks_the_path_of_a_single_resource_under_resources_too(tmp_path, monkeypatch):
+    save_model(ThresholdSegmenter(), tmp_path / "m")
+    pyfunc_model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    monkeypatch.delenv("DATAMINT_SERVE_ALLOW_PATH_DIRS", raising=False)
+
+    with pytest.raises(MlflowException, match=r"names the local path '/etc/ct\.npy'"):
+        pyfunc_model.predict({"resources": {"kind": "volume", "path": "/etc/ct.npy"}})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"mode": "sideways"}, "Unknown prediction mode 'sideways'; valid values are: 'default'"),
+        ({"mode": "slice", "slice_index": 0, "axis": "up"}, "Param 'axis'='up' is not valid"),
+        ({"mode": "volume", "confidence_threshold": 3}, "confidence_threshold=3.0 is not valid"),
+    ],
+)
+def test_pyfunc_turns_input_errors_into_invalid_parameter_value_with_the_library_message(
+    tmp_path, volume, params, message
+):
+    save_model(ThresholdSegmenter(), tmp_path / "m")
+    pyfunc_model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+
+    with pytest.raises(MlflowException) as raised:
+        pyfunc_model.predict([volume.to_dict()], params=params)
+
+    assert raised.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert message in raised.value.message
+
+
+def test_get_raw_model_gives_the_datamint_model_loaded_directly_or_as_a_linked_model(tmp_path):
+    from tests.integration.linked_sample_models import Ensemble, ScaledMean
+
+    save_model(ScaledMean(2.0), tmp_path / "child")
+    save_model(Ensemble(mlflow_models_uri={"child": str(tmp_path / "child")}), tmp_path / "parent")
+
+    direct = mlflow.pyfunc.load_model(str(tmp_path / "child")).get_raw_model()
+    linked = load_model(str(tmp_path / "parent")).get_mlflow_models()["child"].get_raw_model()
+
+    assert isinstance(direct, ScaledMean) and direct.factor == 2.0
+    assert isinstance(linked, ScaledMean) and linked.factor == 2.0

@@ -61,3 +61,12 @@ class ProbeSegmenter(ThresholdSegmenter):
                 for entry in result
             ]
         return result
+
+
+class FragileSegmenter(ThresholdSegmenter):
+    """Fails, naming a server-side file, on an image brighter than 0.99 anywhere."""
+
+    def predict_image(self, model_input, **kwargs):
+        if any(float(r.pixels.max()) > 0.99 for r in model_input):
+            raise RuntimeError("cannot open /srv/secret/models/weights.bin for a bright image")
+        return super().predict_image(model_input)

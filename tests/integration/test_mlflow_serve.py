@@ -1,16 +1,21 @@
-"""A Datamint model also serves through ``mlflow models serve --env-manager local``."""
+"""A Datamint model also serves through ``mlflow models serve --env-manager local``, and its
+errors there are as clear as through ``datamint serve``: the library's message, no trace."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from datamint_core import VolumeResource, load_model, save_model
 from tests.core.sample_models import ThresholdSegmenter, phantom_volume
-from tests.integration._server import Server, call, free_port
+from tests.integration._server import Server, call, datamint_serve, free_port
+from tests.integration.linked_sample_models import Ensemble, ScaledMean
+from tests.integration.serving_models import FragileSegmenter
 
 
 def test_mlflow_models_serve_answers_records_split_and_inputs_with_params_with_our_masks(tmp_path):
@@ -51,3 +56,90 @@ def test_mlflow_models_serve_answers_records_split_and_inputs_with_params_with_o
     assert split == (200, {"predictions": expected})
     assert inputs == (200, {"predictions": expected}), server.log()
     assert expected[0][0]["slice_index"] == 6
+
+
+@pytest.fixture(scope="module")
+def fragile_mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("mlflow-serve")
+    save_model(FragileSegmenter(), root / "fragile")
+    mlflow_command = Path(sys.executable).with_name("mlflow")
+    port = free_port()
+    command = [str(mlflow_command), "models", "serve", "-m", str(root / "fragile")]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    server = Server(command, port, root / "mlflow-serve.log")
+    try:
+        server.wait_ready(timeout=120)
+        yield server
+    finally:
+        server.stop()
+
+
+def _volume_record(value: float = 0.5) -> dict:
+    return VolumeResource(np.full((3, 8, 8), value), id="ct").to_dict()
+
+
+@pytest.mark.parametrize(
+    ("records", "params", "message"),
+    [
+        ([_volume_record()], {"mode": "sideways"},
+         "Unknown prediction mode 'sideways'; valid values are: 'default'"),
+        ([_volume_record()], {"mode": "slice", "slice_index": 1, "axis": "up"},
+         "Param 'axis'='up' is not valid; accepted: ['axial', 'coronal', 'sagittal']"),
+        ([_volume_record()], {"mode": "slice", "slice_index": 7},
+         "slice_index=7 is outside VolumeResource 'ct' (3 axial slices)"),
+        ([{"kind": "volume", "path": "/etc/passwd"}], {"mode": "volume"},
+         "names the local path '/etc/passwd', which is outside any directory"),
+        ([{"kind": "image", "pixel_data": {"encoding": "list", "data": [[1, 2]],
+                                           "dtype": "(6000,6000)f8"}}], {},
+         "accepted: a plain numeric or boolean dtype"),
+    ],
+)  # fmt: skip
+def test_mlflow_models_serve_answers_input_errors_with_400_and_the_library_message(
+    fragile_mlflow_server, records, params, message
+):
+    status, answer = call(
+        fragile_mlflow_server.url + "/invocations",
+        {"dataframe_records": records, "params": params},
+    )
+
+    assert status == 400, answer
+    assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert message in answer["message"]
+    assert "stack_trace" not in answer and "Traceback" not in answer["message"]
+
+
+def test_mlflow_models_serve_answers_a_model_failure_with_500_without_trace_or_paths(
+    fragile_mlflow_server,
+):
+    status, answer = call(
+        fragile_mlflow_server.url + "/invocations",
+        {"dataframe_records": [_volume_record(1.0)], "params": {"mode": "volume"}},
+    )
+    following = call(
+        fragile_mlflow_server.url + "/invocations",
+        {"dataframe_records": [_volume_record()], "params": {"mode": "volume"}},
+    )
+
+    assert status == 500, answer
+    assert "The model failed: RuntimeError: cannot open '<path>'" not in answer["message"]
+    assert "The model failed: RuntimeError: cannot open <path> for a bright image" in (
+        answer["message"]
+    )
+    assert "/srv/secret" not in json.dumps(answer)
+    assert "stack_trace" not in answer
+    assert following[0] == 200
+
+
+def test_datamint_serve_metadata_never_shows_where_a_local_linked_model_lies(tmp_path):
+    save_model(ScaledMean(2.0), tmp_path / "child")
+    save_model(Ensemble(mlflow_models_uri={"child": str(tmp_path / "child")}), tmp_path / "parent")
+    server = datamint_serve(tmp_path / "parent", tmp_path / "serve.log")
+    try:
+        server.wait_ready()
+        status, metadata = call(server.url + "/metadata")
+    finally:
+        server.stop()
+
+    assert status == 200
+    assert str(tmp_path) not in json.dumps(metadata)
+    assert metadata["linked_models"]["child"]["uri"] == "(local) child"
