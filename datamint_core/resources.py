@@ -632,6 +632,7 @@ def load_npz(file: Any, where: str) -> dict[str, np.ndarray]:
 
 NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
+_READ_CHUNK = 8 * 1024**2
 #: numpy's own limit on a .npy header (numpy.lib.format, max_header_size).
 _MAX_NPY_HEADER = 10000
 _NPY_HEADER_ITEM = re.compile(
@@ -704,7 +705,8 @@ def _read_npy_body(stream: Any, where: str, size: int) -> np.ndarray:
     buffer = memoryview(array.view(np.uint8))
     filled = 0
     while filled < nbytes:
-        count = stream.readinto(buffer[filled:])
+        # Chunks, so that other threads (the server's event loop) get the GIL in between.
+        count = stream.readinto(buffer[filled : filled + _READ_CHUNK])
         if not count:
             raise _unreadable(
                 where, f"it is not fully written: it ends after {filled} of the {nbytes} bytes "
