@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from datamint_core import NumericAnnotation
+import numpy as np
+
+from datamint_core import NumericAnnotation, SegmentationAnnotation
 from tests.core.sample_models import ThresholdSegmenter
 
 
@@ -70,3 +72,17 @@ class FragileSegmenter(ThresholdSegmenter):
         if any(float(r.pixels.max()) > 0.99 for r in model_input):
             raise RuntimeError("cannot open /srv/secret/models/weights.bin for a bright image")
         return super().predict_image(model_input)
+
+
+class ChannelThresholdSegmenter(ThresholdSegmenter):
+    """A threshold segmenter that also takes (H, W, C) images: their channel mean."""
+
+    def predict_image(self, model_input, **kwargs):
+        masks = []
+        for resource in model_input:
+            pixels = resource.pixels
+            if pixels.ndim == 3:
+                with np.errstate(invalid="ignore"):
+                    pixels = pixels.mean(axis=-1)  # no channels: NaN, never bright
+            masks.append(pixels > self.threshold)
+        return [[SegmentationAnnotation("bright", mask, confidence=0.9)] for mask in masks]

@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datamint_core import VolumeResource, save_model
-from tests.core.sample_models import ThresholdSegmenter, phantom_volume
+from tests.core.sample_models import phantom_volume
 from tests.integration import hostile
 from tests.integration._server import Server, call, datamint_serve, multipart
+from tests.integration.serving_models import ChannelThresholdSegmenter
 
 MAX_DECODED = 8 * 1024**2
 #: Peak-memory growth allowed over a whole property test: a few decode budgets, never the
@@ -43,8 +44,8 @@ def allowed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, allowed_dir: Path):
-    model_path = tmp_path_factory.mktemp("hostile") / "threshold"
-    save_model(ThresholdSegmenter(), model_path)
+    model_path = tmp_path_factory.mktemp("hostile") / "threshold"  # any image, any channels
+    save_model(ChannelThresholdSegmenter(), model_path)
     process = datamint_serve(
         model_path,
         tmp_path_factory.mktemp("logs") / "server.log",
