@@ -142,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
     dockerfile.add_argument("-o", "--output-dir", required=True, help="build context to write")
     dockerfile.add_argument("--base-image", help="default: python:<model's version>-slim")
     dockerfile.set_defaults(run=_generate_dockerfile)
+
+    from datamint_core.platform.cli import add_config_command
+
+    add_config_command(commands)
     return parser
 
 

@@ -40,8 +40,9 @@ _logger = logging.getLogger(__name__)
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Params the router consumes itself; they never reach a handler.
-RESERVED_PARAMS = frozenset({"mode", "confidence_threshold"})
+#: Params the router and the model consume themselves; they never reach a handler.
+#: ``model_name`` and ``log_predictions`` are what the Datamint platform sends with a request.
+RESERVED_PARAMS = frozenset({"mode", "confidence_threshold", "model_name", "log_predictions"})
 
 #: Parameters a convention-named ``predict_<mode>`` method takes, by mode.
 CONVENTION_PARAM_KEYS: dict[PredictionMode, tuple[str, ...]] = {
