@@ -450,6 +450,8 @@ def _params_schema(mode_params: dict[str, dict[str, list[str]]]) -> ParamSchema:
     specs = [
         ParamSpec("mode", "string", PredictionMode.DEFAULT.value),
         ParamSpec("confidence_threshold", "double", None),
+        ParamSpec("model_name", "string", None),
+        ParamSpec("log_predictions", "boolean", None),
     ]
     specs += [ParamSpec(name, _PARAM_TYPES.get(name, "string"), None) for name in names]
     return ParamSchema(specs)

@@ -398,7 +398,11 @@ def _invoke(route: _Route, model_input: list[BaseResource], params: dict[str, An
     if route.takes_extra_params:
         kwargs = {key: value for key, value in params.items() if value is not None}
     else:
-        unexpected = sorted(key for key in params if key not in route.spec.param_keys)
+        unexpected = sorted(
+            key
+            for key, value in params.items()
+            if value is not None and key not in route.spec.param_keys
+        )
         if unexpected:
             raise InvalidRequestError(
                 f"Prediction mode {mode!r} does not take the parameter(s) {unexpected}; "

@@ -37,7 +37,11 @@ from mlflow.utils.rest_utils import MlflowHostCreds, http_request
 
 from datamint_core.platform.client import PlatformAuthError, PlatformUnreachableError
 from datamint_core.platform.config import AUTH_NAME, SCHEME, PlatformSettings, load_settings
-from datamint_core.platform.projects import get_active_project_id
+from datamint_core.platform.projects import (
+    get_active_project,
+    get_active_project_id,
+    project_is_set,
+)
 
 #: The experiment tag that records which Datamint project an experiment belongs to.
 PROJECT_TAG = "datamint.project_id"
@@ -126,6 +130,17 @@ class DatamintStore(_PlatformCalls, RestStore):
         super().__init__(get_host_creds=lambda: creds)
         if force_valid:
             check_platform_access(creds, settings)
+
+    def create_run(self, experiment_id: str, *args: Any, **kwargs: Any) -> Any:
+        """Create a run; with a project set, first make sure the project resolves.
+
+        MLflow turns an error of the default-experiment provider into a warning and starts
+        the run in the ``Default`` experiment; a project that cannot be resolved (unknown,
+        platform unreachable, key refused) must stop the run instead.
+        """
+        if project_is_set():
+            get_active_project()
+        return super().create_run(experiment_id, *args, **kwargs)
 
     def create_experiment(self, name: str, artifact_location: str | None = None,
                           tags: list[ExperimentTag] | None = None,
