@@ -25,7 +25,7 @@ def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -
         "directories, NIfTI, images, .npy/.npz; or a manifest table: .parquet, .csv, .jsonl "
         "with a 'path' column) and write OUTPUT, a Parquet dataset with one row per study "
         "(id, path, status, error, annotations JSON, mask_file, num_annotations) and the "
-        "masks as .npz files under OUTPUT/masks. Parts are committed atomically; rerunning "
+        "masks as .npz files under OUTPUT/_masks. Parts are committed atomically; rerunning "
         "into the same OUTPUT skips done rows and retries failed ones.",
         epilog=f"Exit codes: 0 every row ok, {EXIT_ROWS_FAILED} the job finished but some rows "
         "failed (their errors are in OUTPUT), 1 runtime failure (model cannot load, input "

@@ -68,7 +68,7 @@ def run_batch(
             ``filename``, ``mimetype``, ``metadata`` (a JSON object as a string).
         output: the output directory: committed Parquet parts (``id``, ``path``, ``status``,
             ``error``, ``annotations`` JSON, ``mask_file``, ``num_annotations``) and masks
-            under ``masks/``. Rerunning into it resumes: done rows are skipped, failed rows
+            under ``_masks/``. Rerunning into it resumes: done rows are skipped, failed rows
             retried.
         params: prediction params (``mode``, ``slice_index``, ...), as ``predict`` takes.
         engine: ``local`` (a process pool) or ``spark``.

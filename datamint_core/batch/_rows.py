@@ -4,9 +4,9 @@ An output row (every engine writes the same)::
 
     {"id": "ct-001", "path": "/data/ct-001.npy", "status": "ok", "error": None,
      "annotations": '[{"identifier": "liver", "type": "segmentation", ...,
-                       "mask": {"file": "masks/ct-001-3f2a9c1d.npz", "array": "0",
+                       "mask": {"file": "_masks/ct-001-3f2a9c1d.npz", "array": "0",
                                 "shape": [48, 96, 96]}}]',
-     "mask_file": "masks/ct-001-3f2a9c1d.npz", "num_annotations": 1}
+     "mask_file": "_masks/ct-001-3f2a9c1d.npz", "num_annotations": 1}
 
 ``annotations`` holds every annotation as :meth:`Annotation.to_dict` writes it, except that a
 segmentation mask is a reference into the row's ``.npz`` file (relative to the output
@@ -33,7 +33,7 @@ from datamint_core.batch._inputs import load_resource
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
-MASK_DIR = "masks"
+MASK_DIR = "_masks"
 #: Output columns, in order, with their Arrow types.
 OUTPUT_COLUMNS = {
     "id": "string",
@@ -55,7 +55,7 @@ def predict_row(
         model: a loaded :class:`~datamint_core.BaseDatamintModel`.
         row: an input row (see :mod:`datamint_core.batch._inputs`).
         params: the prediction params (``mode`` and the mode's own).
-        output_dir: the job's output directory; masks go under ``masks/`` in it.
+        output_dir: the job's output directory; masks go under ``_masks/`` in it.
     """
     result: dict[str, Any] = {
         "id": row["id"],
@@ -82,9 +82,7 @@ def predict_row(
     return result
 
 
-def read_annotations(
-    annotations_json: str, output_dir: str | os.PathLike[str]
-) -> list[Annotation]:
+def read_annotations(annotations_json: str, output_dir: str | os.PathLike[str]) -> list[Annotation]:
     """Turn an output row's ``annotations`` back into annotation objects, masks loaded.
 
     Args:

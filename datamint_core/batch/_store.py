@@ -5,7 +5,8 @@ Layout::
     OUTPUT/
       _datamint_batch.json               the job: model URI and params (a rerun must match)
       part-<run>-<task>-<seq>.parquet    committed parts, one row per input
-      masks/<id>-<hash>.npz              the masks of each row that has any
+      _masks/<id>-<hash>.npz             the masks of each row that has any (a name Parquet
+                                         readers skip, so OUTPUT reads as one table)
       .part-....parquet.incomplete       a part being written (never read; removed on rerun)
 
 A part is written under a temporary name and ``os.replace``d into place, so a killed job
