@@ -295,3 +295,29 @@ def test_the_batch_package_exports_exactly_this_and_adds_no_heavy_import(run_pyt
         """
     )
     assert out.strip() == "[]"
+
+
+def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_arrays():
+    # What Spark and Arrow hand to predict: metadata as a string column, lists as arrays.
+    from datamint_core.resources import ResourceError, as_resources
+
+    volume = np.zeros((2, 3, 3), dtype=np.float32)
+    frame = pd.DataFrame(
+        [
+            {
+                "kind": "volume",
+                "pixel_data": {"encoding": "list", "data": volume.tolist()},
+                "metadata": '{"StudyDescription": "CT ABDOMEN"}',
+                "spacing": np.array([2.5, 0.7, 0.7]),
+                "affine": np.array([np.eye(4)[i] for i in range(4)], dtype=object),
+            }
+        ]
+    )
+
+    (resource,) = as_resources(frame)
+
+    assert resource.metadata == {"StudyDescription": "CT ABDOMEN"}
+    assert resource.spacing == (2.5, 0.7, 0.7)
+    assert np.array_equal(resource.affine, np.eye(4))
+    with pytest.raises(ResourceError, match="metadata '{oops' is not valid JSON; in a table"):
+        as_resources(frame.assign(metadata="{oops"))
