@@ -7,8 +7,9 @@ PYTHON="${PYTHON:-python3}"
 #         run it from .venv/full (see DATAMINT_TEST_MLFLOW in scripts/test).
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
 #         datamint[lightning,sqlite] for the main job's training step.
-#   full: torch first (pinned), then datamint[torch,lightning,test,test-server] (the full
-#         mlflow, whose `mlflow server` every suite's tracking-server fixture runs).
+#   full: torch first (pinned), then datamint[torch,lightning,test,test-server,spark]: the
+#         full mlflow, whose `mlflow server` every suite's tracking-server fixture runs, and a
+#         real local Spark for the batch engine tests (Java 17 must be installed).
 ensure_venv() {
     local name="$1" venv=".venv/$1"
     if [ ! -x "$venv/bin/python" ]; then
@@ -23,7 +24,7 @@ ensure_venv() {
             ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch
-            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test,test-server]"
+            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test,test-server,spark]"
             ;;
         *) echo "unknown environment $name" >&2; return 2 ;;
     esac
