@@ -2,8 +2,8 @@
 PYTHON="${PYTHON:-python3}"
 
 # ensure_venv NAME: create .venv/NAME if missing and install what it needs.
-#   core: datamint with the test extra (SQLite store, Hypothesis) on mlflow-skinny only, as a
-#         serving image has it: no torch and no full mlflow. Tests that need `mlflow server`
+#   core: datamint with the test and batch extras (SQLite store, Hypothesis, pyarrow) on
+#         mlflow-skinny only, as a serving image has it: no torch and no full mlflow. Tests that need `mlflow server`
 #         run it from .venv/full (see DATAMINT_TEST_MLFLOW in scripts/test).
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
 #         datamint[lightning,sqlite] for the main job's training step.
@@ -17,7 +17,7 @@ ensure_venv() {
     fi
     local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
     case "$name" in
-        core) "${pip[@]}" -e ".[test]" ;;
+        core) "${pip[@]}" -e ".[test,batch]" ;;
         demo)
             "${pip[@]}" -c ci/constraints.txt torch
             "${pip[@]}" -c ci/constraints.txt -e ".[lightning,sqlite]"
