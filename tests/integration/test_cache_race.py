@@ -37,13 +37,13 @@ print(json.dumps({"loads": loads, "failures": failures[:5], "failed": len(failur
 """
 
 CLEARER = """
-import json, sys, time
+import json, os, sys, time
 from datamint_core import ArtifactCache
 
 cache = ArtifactCache()
-deadline = time.monotonic() + float(sys.argv[1])
+stop_file, deadline = sys.argv[1], time.monotonic() + 300
 rounds = removed = 0
-while time.monotonic() < deadline:
+while not os.path.exists(stop_file) and time.monotonic() < deadline:
     removed += cache.clear()
     rounds += 1
     time.sleep(0.01)
@@ -71,18 +71,21 @@ def test_clearing_the_cache_in_a_loop_never_fails_a_load_in_two_other_processes(
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
+    stop_file = tmp_path / "stop-clearing"
+    clearer = start(CLEARER, str(stop_file))  # clears until both loaders are done
     loaders = [start(LOADER, str(parent), str(SECONDS)) for _ in range(2)]
-    clearer = start(CLEARER, str(SECONDS + 2))
     outcomes = []
     for process in [*loaders, clearer]:
-        stdout, stderr = process.communicate(timeout=180)
+        if process is clearer:
+            stop_file.touch()
+        stdout, stderr = process.communicate(timeout=240)
         assert process.returncode == 0, stderr[-3000:]
         outcomes.append(json.loads(stdout.strip().splitlines()[-1]))
     *loaded, cleared = outcomes
 
     for outcome in loaded:
         assert outcome["failed"] == 0, outcome["failures"]
-        assert outcome["loads"] >= 3, outcome
+        assert outcome["loads"] >= 1, outcome  # each load re-downloads what was cleared
     assert cleared["removed"] >= 2, cleared  # entries really went away under the loaders
     assert (tmp_path / "cache").is_dir()
     assert not list(Path(tmp_path / "cache" / ".incomplete").glob("discarded-*"))
