@@ -24,9 +24,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from datamint_core.batch._rows import STATUS_FAILED, STATUS_OK, predict_row
-from datamint_core.batch._store import commit_part, part_name, require_pyarrow
+from datamint_core.batch._store import STAGING_PREFIX, commit_part, part_name, require_pyarrow
 
-_STAGING_PREFIX = "_pending-"
 #: Executor Python workers keep their models here, across tasks.
 _MODELS: dict[str, Any] = {}
 _SUMMARY_SCHEMA = "id string, status string"
@@ -78,7 +77,7 @@ def run_spark(
     require_pyspark()
     # Parquet readers skip names starting with "_", so the staging directory stays out of
     # the results while the file in it keeps a name Spark reads.
-    staging_dir = os.path.join(output_dir, f"{_STAGING_PREFIX}{run_id}")
+    staging_dir = os.path.join(output_dir, f"{STAGING_PREFIX}{run_id}")
     staging = os.path.join(staging_dir, "rows.parquet")
     os.makedirs(staging_dir, exist_ok=True)
     try:

@@ -142,6 +142,10 @@ def test_rerun_retries_failed_rows_and_skips_done_ones(model_path, tmp_path):
 
     first = run_batch(str(model_path), directory, output, workers=1, progress=False)
     np.save(directory / "b.npy", array.T)
+    # What a killed run leaves behind: a part being written, a Spark run's staged inputs.
+    (output / ".part-x-local-00009.parquet.123.incomplete").write_bytes(b"PAR1 half")
+    (output / "_pending-0123456789ab").mkdir()
+    (output / "_pending-0123456789ab" / "rows.parquet").write_bytes(b"PAR1")
     second = run_batch(str(model_path), directory, output, workers=1, progress=False)
 
     assert (first.succeeded, first.failed) == (1, 1)
@@ -150,6 +154,7 @@ def test_rerun_retries_failed_rows_and_skips_done_ones(model_path, tmp_path):
     results = read_results(output).set_index("id")
     assert sorted(results.index) == ["a.npy", "b.npy"]
     assert (results.status == "ok").all() and results.error.isna().all()
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith((".", "_p"))) == []
     (expected,) = load_model(str(model_path)).predict([ImageResource(array.T)])
     assert read_annotations(results.annotations["b.npy"], output) == expected
 
