@@ -196,12 +196,13 @@ def _manifest_rows(path: Path) -> Iterator[dict[str, Any]]:
                     record = json.loads(line)
                 except ValueError as error:
                     raise BatchInputError(
-                        f"Line {number} of {os.fspath(path)!r} is not JSON ({error}); a .jsonl "
-                        "manifest holds one JSON object per line."
+                        f"Line {number} of {os.fspath(path)!r} is not JSON ({error}); "
+                        "accepted: one JSON object per line."
                     ) from None
                 if not isinstance(record, dict):
                     raise BatchInputError(
-                        f"Line {number} of {os.fspath(path)!r} is not a JSON object."
+                        f"Line {number} of {os.fspath(path)!r} is not a JSON object; "
+                        "accepted: one JSON object per line."
                     )
                 _check_columns(list(record), path)
                 yield _row(record, base)
@@ -220,7 +221,10 @@ def _check_columns(names: list[str], path: Path) -> None:
 def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
     path = record.get("path")
     if path is None or str(path).strip() == "":
-        raise BatchInputError(f"A manifest row has no path: {dict(record)!r}.")
+        raise BatchInputError(
+            f"A manifest row has no path: {dict(record)!r}; every row needs a 'path' "
+            f"(accepted columns: {list(MANIFEST_COLUMNS)})."
+        )
     path = str(path)
     if base is not None and "://" not in path and not os.path.isabs(path):
         path = os.fspath(base / path)
@@ -229,7 +233,13 @@ def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
     row["id"] = str(record["id"]) if record.get("id") is not None else str(record["path"])
     for key in ("spacing", "affine"):
         if isinstance(row[key], str):  # a CSV cell holds JSON text
-            row[key] = json.loads(row[key])
+            try:
+                row[key] = json.loads(row[key])
+            except ValueError:
+                raise BatchInputError(
+                    f"Row {row['id']!r}: {key} {row[key][:80]!r} is not JSON; give a list of "
+                    "numbers, e.g. [2.5, 0.7, 0.7]."
+                ) from None
     if isinstance(row["metadata"], Mapping):
         row["metadata"] = json.dumps(row["metadata"])
     return row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,16 +14,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import datamint_core.batch
 from datamint_core import ImageResource, VolumeResource, load_model, save_model
 from datamint_core.batch import (
+    MANIFEST_COLUMNS,
     BatchInputError,
     OutputMismatchError,
     read_annotations,
     read_results,
     run_batch,
 )
+from datamint_core.batch._inputs import iter_inputs
+from datamint_core.batch._rows import mask_file_name
 from datamint_core.cli import main
 from tests.conftest import REPO_ROOT
 from tests.core.batch_models import LOAD_LOG_ENV, UNREADABLE, TwoLabelModel, make_studies
@@ -326,3 +332,45 @@ def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_arrays():
     assert np.array_equal(resource.affine, np.eye(4))
     with pytest.raises(ResourceError, match="metadata '{oops' is not valid JSON; in a table"):
         as_resources(frame.assign(metadata="{oops"))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(
+        st.dictionaries(st.sampled_from([*MANIFEST_COLUMNS, "other"]), json_values, max_size=5)
+        | json_values,
+        max_size=4,
+    )
+)
+def test_any_jsonl_manifest_lists_rows_or_says_what_is_accepted(tmp_path, lines):
+    manifest = tmp_path / "hostile.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines))
+
+    try:
+        rows = list(iter_inputs(manifest))
+    except BatchInputError as error:
+        assert re.search(r"accepted|every row needs|give a", str(error)), str(error)
+        return
+    assert all(isinstance(row["id"], str) and isinstance(row["path"], str) for row in rows)
+    assert len({row["id"] for row in rows}) == len(rows)
+
+
+@given(st.lists(st.text(min_size=1, max_size=40), min_size=2, max_size=6, unique=True))
+def test_mask_file_names_are_one_safe_path_component_and_unique_per_id(row_ids):
+    names = [mask_file_name(row_id) for row_id in row_ids]
+
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert os.sep not in name and "/" not in name and not name.startswith(".")
+        assert name.endswith(".npz") and len(name) <= 100
