@@ -1,0 +1,32 @@
+"""What a reader hands back before it becomes a resource."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Decoded:
+    """Pixels and what the file says about them, in datamint's geometry convention.
+
+    Attributes:
+        pixels: ``(H, W[, C])`` for an image, ``(D, H, W)`` for a volume, ``(T, H, W[, C])``
+            for a video.
+        kind: ``image``, ``volume`` or ``video``: what the file holds.
+        spacing: ``(H, W)`` for an image, ``(D, H, W)`` for a volume, in mm; None if unknown.
+        affine: 4x4 ``(d, h, w, 1)`` -> RAS mm for a volume; None if unknown.
+        modality: DICOM modality (``CT``, ``MR``, ...), when the file has one.
+        mimetype: the file's MIME type.
+        metadata: JSON-ready facts from the file.
+    """
+
+    pixels: np.ndarray
+    kind: str
+    mimetype: str
+    spacing: tuple[float, ...] | None = None
+    affine: np.ndarray | None = None
+    modality: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
