@@ -119,12 +119,20 @@ class BaseResource:
         self._read_file_fields()
         return self._modality
 
+    @modality.setter
+    def modality(self, modality: str | None) -> None:
+        self._modality = modality
+
     @property
     def metadata(self) -> dict[str, Any]:
         """Free-form JSON-ready metadata; the file's own (DICOM tags, NIfTI header facts)
         under the caller's when read from a path."""
         self._read_file_fields()
         return self._metadata
+
+    @metadata.setter
+    def metadata(self, metadata: Mapping[str, Any]) -> None:
+        self._metadata = dict(metadata)
 
     def _read_file_fields(self) -> None:
         """Read the file now if it can still fill in descriptor or geometry fields."""
@@ -255,6 +263,10 @@ class ImageResource(BaseResource):
         self._read_file_fields()
         return self._spacing  # type: ignore[return-value]
 
+    @spacing.setter
+    def spacing(self, spacing: tuple[float, float] | None) -> None:
+        self._spacing = _checked_spacing(spacing, 2)
+
     def _adopt_file_fields(self, decoded: Any) -> None:
         super()._adopt_file_fields(decoded)
         if self._spacing is None and decoded.spacing is not None:
@@ -296,11 +308,19 @@ class VolumeResource(BaseResource):
         self._read_file_fields()
         return self._spacing  # type: ignore[return-value]
 
+    @spacing.setter
+    def spacing(self, spacing: tuple[float, float, float] | None) -> None:
+        self._spacing = _checked_spacing(spacing, 3)
+
     @property
     def affine(self) -> np.ndarray | None:
         """4x4 matrix from ``(d, h, w, 1)`` to RAS millimetres, when known."""
         self._read_file_fields()
         return self._affine
+
+    @affine.setter
+    def affine(self, affine: np.ndarray | None) -> None:
+        self._affine = _checked_affine(affine)
 
     def _adopt_file_fields(self, decoded: Any) -> None:
         super()._adopt_file_fields(decoded)

@@ -408,3 +408,13 @@ def test_the_io_module_exports_exactly_its_readers():
         "read_image",
         "read_nifti",
     ]
+
+
+def test_descriptor_and_geometry_fields_can_be_set_after_construction():
+    volume = VolumeResource(path=nibabel_file("standard.nii.gz"))
+    volume.modality = "MR"
+    volume.spacing = (1, 2, 3)
+    assert volume.modality == "MR" and volume.spacing == (1.0, 2.0, 3.0)
+    assert volume.metadata["format"] == "nifti"  # the file still fills what was not set
+    with pytest.raises(ResourceError, match="expected three positive numbers"):
+        volume.spacing = (1, 2)
