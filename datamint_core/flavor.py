@@ -26,6 +26,7 @@ Models are saved either as a pickled instance or from code
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -333,10 +334,26 @@ class _DatamintPyfuncModel:
 
     def predict(
         self, model_input: Any, params: dict[str, Any] | None = None
-    ) -> list[list[dict[str, Any]]]:
+    ) -> list[list[dict[str, Any]]] | list[str]:
+        """One list of annotation dicts per input; inside a Spark task, one JSON string per
+        input (what ``spark_udf(..., result_type="string")`` returns)."""
         _refuse_request_paths(model_input)
         result = self.python_model.predict(model_input, params)
-        return [[annotation.to_dict() for annotation in entry] for entry in result]
+        entries = [[annotation.to_dict() for annotation in entry] for entry in result]
+        if _in_spark_task():
+            # mlflow.pyfunc.spark_udf turns a list of lists into one column per annotation
+            # and keeps the first one's repr; one JSON string per row keeps them all.
+            return [json.dumps(entry, allow_nan=False) for entry in entries]
+        return entries
+
+
+def _in_spark_task() -> bool:
+    """Whether this call runs inside a Spark task (``spark_udf``, ``mapInPandas``)."""
+    if "pyspark" not in sys.modules:  # never import pyspark just to ask
+        return False
+    from pyspark import TaskContext
+
+    return TaskContext.get() is not None
 
 
 def _refuse_request_paths(model_input: Any) -> None:

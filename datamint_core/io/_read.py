@@ -21,8 +21,14 @@ _ACCEPTED = (
     "accepted: a DICOM file (.dcm) or series directory, NIfTI (.nii, .nii.gz), PNG, JPEG, "
     ".npy or .npz"
 )
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_DICOM_SUFFIXES = (".dcm", ".dicom")
+_FORMAT_BY_SUFFIX = (
+    ((".dcm", ".dicom"), "dicom"),
+    ((".nii", ".nii.gz"), "nifti"),
+    ((".png",), "png"),
+    ((".jpg", ".jpeg"), "jpeg"),
+    ((".npy",), "npy"),
+    ((".npz",), "npz"),
+)
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -50,14 +56,13 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "jpeg"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
-    if head.startswith(b"PK\x03\x04") and lower.endswith(".npz"):
-        return "npz"
     if head[344:348] in (b"n+1\x00", b"ni1\x00") or head[4:8] in (b"n+2\x00", b"ni2\x00"):
         return "nifti"
-    if head.startswith(b"\x1f\x8b") and lower.endswith(".nii.gz"):
-        return "nifti"
-    if lower.endswith(_DICOM_SUFFIXES):
-        return "dicom"  # DICOM written without its 128-byte preamble
+    # The bytes did not tell: go by the suffix, so that the format's own reader says what is
+    # wrong with the file (and reads DICOM written without its 128-byte preamble).
+    for suffixes, name in _FORMAT_BY_SUFFIX:
+        if lower.endswith(suffixes):
+            return name
     suffix = ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
     raise ResourceError(
         f"Cannot tell the format of {path!r} (suffix {suffix or '(none)'!r}, first bytes "
