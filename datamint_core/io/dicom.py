@@ -128,6 +128,42 @@ def decode_dicom(path: str, kind: str | None = None) -> Decoded:
     return _decode_file(header, kind)
 
 
+def ordered_source_datasets(path: str) -> tuple[list[Any], list[int] | None]:
+    """The source datasets of a DICOM volume, in the order :func:`decode_dicom` reads them.
+
+    For DICOM SEG writing: a series directory gives one dataset per slice, sorted along the
+    normal; a single file gives itself. A multi-frame file also gives ``frame_order``, the
+    stored frame behind each slice of the volume (``None`` otherwise).
+
+    Raises:
+        ResourceError: what :func:`decode_dicom` raises for the same path.
+    """
+    require("pydicom", "Reading DICOM")
+    if os.path.isdir(path):
+        headers = _directory_headers(path)
+    else:
+        header = _read_header(path)
+        if header is None:
+            raise ResourceError(f"Cannot read {path!r} as DICOM: it is not a DICOM file.")
+        headers = [header]
+    if len(headers) == 1:
+        header = _full(headers[0])
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        if frames == 1:
+            return [header.dataset], None
+        orientation, positions, _ = _multiframe_geometry(header.dataset, frames)
+        if orientation is None or positions is None:
+            raise ResourceError(f"{path!r} is a multi-frame file without frame positions.")
+        names = [f"frame {i + 1}" for i in range(frames)]
+        return [header.dataset], _order_along_normal(positions, orientation, names, path)
+    orientation = _floats(headers[0].get("ImageOrientationPatient"), 6)
+    if orientation is None:
+        raise ResourceError(f"Cannot order the slices of {path!r}: no ImageOrientationPatient.")
+    positions = np.array([_floats(h.get("ImagePositionPatient"), 3) for h in headers])
+    order = _order_along_normal(positions, orientation, [h.path for h in headers], path)
+    return [_full(headers[i]).dataset for i in order], None
+
+
 def _read_header(path: str, full: bool = True) -> _Header | None:
     import pydicom
     from pydicom.errors import InvalidDicomError
