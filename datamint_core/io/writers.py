@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -274,7 +274,9 @@ def write_overlay_png(
     from PIL import Image, ImageDraw, ImageFont
 
     picture, layers, names, index = _overlay_layers(resource, annotations, slice_index)
-    rgb = np.repeat(_to_gray8(picture, resource)[..., None], 3, axis=2).astype(np.float32)
+    gray = picture.mean(axis=2) if picture.ndim == 3 else picture
+    rgb = np.repeat(window_to_uint8(gray, resource.metadata)[..., None], 3, axis=2)
+    rgb = rgb.astype(np.float32)
     for layer, colour in layers:
         if layer is None:
             continue
@@ -370,19 +372,20 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def _to_gray8(picture: np.ndarray, resource: BaseResource) -> np.ndarray:
-    """Window the picture into 0..255: the file's window when it has one, else 1-99 %."""
-    values = picture.astype(np.float32)
-    if values.ndim == 3:
-        values = values.mean(axis=2)
-    center, width = resource.metadata.get("WindowCenter"), resource.metadata.get("WindowWidth")
+def window_to_uint8(pixels: np.ndarray, metadata: Mapping[str, Any]) -> np.ndarray:
+    """Window pixels into 0..255: the file's window (DICOM WindowCenter/WindowWidth) when
+    the metadata has one, else the 1st to 99th percentile of the values."""
+    values = np.asarray(pixels, dtype=np.float32)
+    center, width = metadata.get("WindowCenter"), metadata.get("WindowWidth")
     if isinstance(center, (int, float)) and isinstance(width, (int, float)) and width > 0:
         low, high = center - width / 2, center + width / 2
     else:
-        low, high = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
+        finite = values[np.isfinite(values)]
+        low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     if high <= low:
         high = low + 1
-    return (np.clip((values - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+    scaled = np.nan_to_num((values - low) / (high - low), nan=0.0)
+    return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> str:
