@@ -163,8 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     dockerfile.set_defaults(run=_generate_dockerfile)
 
     from datamint_core.batch._cli import add_batch_command
+    from datamint_core.platform.cli import add_config_command
 
     add_batch_command(commands, _model_argument, _mode_arguments)
+    add_config_command(commands)
     return parser
 
 

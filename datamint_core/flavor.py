@@ -134,6 +134,8 @@ def save_model(
         signature: defaults to a params-only signature declaring ``mode``,
             ``confidence_threshold`` and every mode param, so ``params`` reach the model
             through ``mlflow.pyfunc``.
+        input_example: defaults to a small blank resource of the kind the model serves, with
+            ``{"mode": "default"}`` (see :mod:`datamint_core.platform.input_example`).
         pip_requirements, extra_pip_requirements, conda_env: as in ``mlflow.pyfunc``;
             by default the minimal pinned requirements of :func:`get_default_pip_requirements`.
         Other arguments: as in :func:`mlflow.pyfunc.save_model`.
@@ -171,6 +173,10 @@ def save_model(
         model_config[LINKED_MODELS_CONFIG_KEY] = block["linked_models"]
     if data_path is not None:
         artifacts = {**(artifacts or {}), "data": os.fspath(data_path)}
+    if input_example is None:
+        from datamint_core.platform.input_example import default_input_example
+
+        input_example = default_input_example(block["supported_modes"])
     if signature is None:
         signature = ModelSignature(params=_params_schema(block["mode_params"]))
     elif signature.params is None:
@@ -461,6 +467,8 @@ def _params_schema(mode_params: dict[str, dict[str, list[str]]]) -> ParamSchema:
     specs = [
         ParamSpec("mode", "string", PredictionMode.DEFAULT.value),
         ParamSpec("confidence_threshold", "double", None),
+        ParamSpec("model_name", "string", None),
+        ParamSpec("log_predictions", "boolean", None),
     ]
     specs += [ParamSpec(name, _PARAM_TYPES.get(name, "string"), None) for name in names]
     return ParamSchema(specs)
