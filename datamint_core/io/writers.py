@@ -406,10 +406,17 @@ def _atomic(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
     os.close(handle)
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; the target is not
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 #: Writers by the suffix of the file they write.
