@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,3 +31,20 @@ class Decoded:
     affine: np.ndarray | None = None
     modality: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def check_decoded_size(shape: Sequence[int], itemsize: int, where: str) -> None:
+    """Refuse pixel data over the decode budget from its declared size, before allocating it.
+
+    Every reader calls this one function with what the file's header declares. The budget is
+    the serving layer's per-request one (``datamint_core._limits``), where that module is
+    present; without it nothing is refused here.
+
+    Raises:
+        ValueError: over the budget (``InputTooLargeError``, which servers answer with 413).
+    """
+    try:
+        from datamint_core._limits import check_decoded_size as check_budget
+    except ImportError:
+        return
+    check_budget(list(shape), itemsize, where)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from datamint_core.io._decoded import Decoded
+from datamint_core.io._decoded import Decoded, check_decoded_size
 from datamint_core.io._extras import require
 from datamint_core.io.geometry import WORLD_FRAME, dicom_affine, slice_normal
 from datamint_core.resources import ResourceError
@@ -493,6 +493,7 @@ def _read_volume(
     first = headers[0].dataset
     rows, columns = int(first.Rows), int(first.Columns)
     out_dtype = _output_dtype(first, rescales)
+    check_decoded_size((len(headers), rows, columns), out_dtype.itemsize, headers[0].path)
     volume = np.empty((len(headers), rows, columns), dtype=out_dtype)
     stored = _stored_dtype(first)
     # Reading into the volume itself works when its type has the stored bytes' meaning.
@@ -555,6 +556,14 @@ def _read_native_frame(header: _Header, frame: int, target: np.ndarray) -> bool:
 
 def _frames_array(header: _Header) -> np.ndarray:
     """Decode every frame of a file with pydicom (compressed syntaxes, colour)."""
+    dataset = header.dataset
+    declared = [
+        int(dataset.get("NumberOfFrames", 1) or 1),
+        int(dataset.get("Rows", 0)),
+        int(dataset.get("Columns", 0)),
+        int(dataset.get("SamplesPerPixel", 1)),
+    ]
+    check_decoded_size(declared, max(1, int(dataset.get("BitsAllocated", 8)) // 8), header.path)
     try:
         pixels = _full(header).dataset.pixel_array
     except Exception as error:  # pydicom raises many types for undecodable pixel data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamint_core.io._decoded import Decoded
+from datamint_core.io._decoded import Decoded, check_decoded_size
 from datamint_core.io._extras import require
 from datamint_core.resources import ResourceError
 
@@ -29,6 +29,8 @@ def decode_image(path: str) -> Decoded:
 
     try:
         with Image.open(path) as image:
+            bands = max(len(image.getbands()), 3)
+            check_decoded_size((image.height, image.width, bands), 4, path)
             image.load()
             picture_format = image.format
             mode = image.mode

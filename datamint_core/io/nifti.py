@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamint_core.io._decoded import Decoded
+from datamint_core.io._decoded import Decoded, check_decoded_size
 from datamint_core.io._extras import require
 from datamint_core.io.geometry import WORLD_FRAME, nifti_to_dhw, spacing_of
 from datamint_core.resources import ResourceError
@@ -43,6 +43,9 @@ def decode_nifti(path: str) -> Decoded:
             f"{path!r} is a {len(image.shape)}-D NIfTI of shape {image.shape}; accepted: one "
             "3-D volume (a 4-D file with one volume is fine). Split it into 3-D files first."
         )
+    scaled = image.dataobj.slope != 1 or image.dataobj.inter != 0
+    itemsize = max(image.get_data_dtype().itemsize, 8 if scaled else 1)
+    check_decoded_size(image.shape, itemsize, path)
     data = np.asanyarray(image.dataobj)
     data = data.reshape(shape + (1,) * (3 - len(shape)), order="A")
     if not data.dtype.isnative:
