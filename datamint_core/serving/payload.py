@@ -247,7 +247,8 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
     files = part if isinstance(part, list) else [part]
     first = getattr(files[0], "file", files[0])
     first.seek(0)
-    if len(files) == 1 and first.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+    named_npy = str(getattr(files[0], "filename", None) or "").lower().endswith(".npy")
+    if len(files) == 1 and (first.read(len(_NPY_MAGIC)) == _NPY_MAGIC or named_npy):
         array = _read_npy_part(first, name, position)
         # An array under the "list" encoding is taken as it is (np.asarray: no copy).
         return {**record, "pixel_data": {"encoding": "list", "data": array}}
