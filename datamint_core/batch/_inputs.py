@@ -18,13 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from datamint_core.resources import (
-    _KIND_BY_NDIM,
-    RESOURCE_KINDS,
-    BaseResource,
-    ResourceError,
-    _read_array_file,
-)
+from datamint_core.resources import BaseResource, ResourceError
 
 #: Columns of a manifest; only ``path`` is required (``id`` defaults to it).
 MANIFEST_COLUMNS = (
@@ -99,20 +93,17 @@ def manifest_format(path: Path) -> str | None:
 
 
 def load_resource(row: Mapping[str, Any]) -> BaseResource:
-    """Read the study a row names, with the row's geometry and descriptors applied.
+    """Read the study a row names (any format :func:`datamint_core.io.read` takes), with the
+    row's kind, geometry and descriptors applied.
 
     Raises:
-        ResourceError: the file cannot be read, or the row's fields are not valid.
+        ResourceError: the file cannot be read (as the row's kind), or the row's fields are
+            not valid.
+        ImportError: the study's format needs an extra that is not installed.
     """
-    path = row["path"]
-    kind = row.get("kind")
-    if kind is not None and kind not in RESOURCE_KINDS:
-        raise ResourceError(
-            f"Unknown resource kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}."
-        )
-    resource = _read(path)
-    if kind is not None and resource.kind != kind:
-        resource = RESOURCE_KINDS[kind](resource.pixels)
+    from datamint_core.io import read
+
+    resource = read(row["path"], kind=row.get("kind"))
     resource.id = row["id"]
     for key in ("modality", "filename", "mimetype"):
         if row.get(key) is not None:
@@ -120,37 +111,15 @@ def load_resource(row: Mapping[str, Any]) -> BaseResource:
     metadata = _metadata(row.get("metadata"), row["id"])
     if metadata:
         resource.metadata = {**resource.metadata, **metadata}
-    if row.get("spacing") is not None or row.get("affine") is not None:
+    if row.get("spacing") is not None:  # validated by the resource: 2 values, or 3 for volumes
+        resource.spacing = _as_list(row["spacing"])  # type: ignore[attr-defined]
+    if row.get("affine") is not None:
         if resource.kind != "volume":
             raise ResourceError(
-                f"'spacing' and 'affine' describe volumes; row {row['id']!r} is a {resource.kind}."
+                f"An 'affine' describes a volume; row {row['id']!r} is a {resource.kind}."
             )
-        from datamint_core.resources import _checked_affine, _checked_spacing
-
-        if row.get("spacing") is not None:
-            resource.spacing = _checked_spacing(_as_list(row["spacing"]))  # type: ignore[attr-defined]
-        if row.get("affine") is not None:
-            resource.affine = _checked_affine(_as_list(row["affine"]))  # type: ignore[attr-defined]
+        resource.affine = _as_list(row["affine"])  # type: ignore[attr-defined]
     return resource
-
-
-def _read(path: str) -> BaseResource:
-    try:
-        from datamint_core.io import read
-    except ImportError:  # the readers of the imaging extras are not in this build
-        return _read_array(path)
-    return read(path)
-
-
-def _read_array(path: str) -> BaseResource:
-    array = _read_array_file(path)
-    kind = _KIND_BY_NDIM.get(array.ndim)
-    if kind is None:
-        raise ResourceError(
-            f"Cannot tell what {path!r} holds: its array has {array.ndim} dimensions; 2 are an "
-            "image, 3 a volume, 4 a video (or give a 'kind' column in a manifest)."
-        )
-    return RESOURCE_KINDS[kind](array)
 
 
 def _studies(directory: Path) -> Iterator[Path]:

@@ -30,6 +30,7 @@ from datamint_core.batch import (
 from datamint_core.batch._inputs import iter_inputs
 from datamint_core.batch._rows import mask_file_name
 from datamint_core.cli import main
+from datamint_core.io import read
 from tests.conftest import REPO_ROOT
 from tests.core.batch_models import LOAD_LOG_ENV, UNREADABLE, TwoLabelModel, make_studies
 
@@ -42,18 +43,15 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
     directory = tmp_path_factory.mktemp("studies") / "cohort"
     return directory, make_studies(directory)
 
 
-def expected_annotations(model_path: Path, arrays: dict[str, np.ndarray], params=None) -> dict:
+def expected_annotations(model_path: Path, studies: dict[str, Path], params=None) -> dict:
+    """In-process predict on each study, read with the same reader, one call per study."""
     model = load_model(str(model_path))
-    expected = {}
-    for name, array in arrays.items():
-        resource = (ImageResource if array.ndim == 2 else VolumeResource)(array, id=name)
-        (expected[name],) = model.predict([resource], params or {})
-    return expected
+    return {name: model.predict([read(path)], params or {})[0] for name, path in studies.items()}
 
 
 def assert_matches_in_process_predict(output: Path, expected: dict, failed: set[str]) -> None:
@@ -76,7 +74,7 @@ def assert_matches_in_process_predict(output: Path, expected: dict, failed: set[
 def test_local_engine_gives_in_process_annotations_and_records_unreadable_files_as_failed(
     model_path, studies, tmp_path, monkeypatch
 ):
-    directory, arrays = studies
+    directory, studies_by_id = studies
     load_log = tmp_path / "loads.txt"
     monkeypatch.setenv(LOAD_LOG_ENV, str(load_log))
     output = tmp_path / "out"
@@ -84,14 +82,14 @@ def test_local_engine_gives_in_process_annotations_and_records_unreadable_files_
     report = run_batch(str(model_path), directory, output, workers=2, rows_per_part=16)
 
     assert (report.total, report.succeeded, report.failed, report.skipped) == (
-        len(arrays) + 3,
-        len(arrays),
-        3,
+        len(studies_by_id) + len(UNREADABLE),
+        len(studies_by_id),
+        len(UNREADABLE),
         0,
     )
     assert not report.ok
     bad = assert_matches_in_process_predict(
-        output, expected_annotations(model_path, arrays), set(UNREADABLE)
+        output, expected_annotations(model_path, studies_by_id), set(UNREADABLE)
     )
     assert "it is not a .npy file" in bad.error["corrupt.npy"]
     # datamint_core.io detects formats by content and lists every one it reads.
@@ -106,7 +104,7 @@ def test_local_engine_gives_in_process_annotations_and_records_unreadable_files_
 
 
 def test_killed_job_reruns_to_a_complete_output_with_no_duplicate_rows(studies, tmp_path):
-    directory, arrays = studies
+    directory, studies_by_id = studies
     model_path = tmp_path / "slow"
     save_model(TwoLabelModel(seconds_per_image=0.01), model_path)
     output = tmp_path / "out"
@@ -127,7 +125,7 @@ def test_killed_job_reruns_to_a_complete_output_with_no_duplicate_rows(studies, 
     job.wait()
 
     committed = read_results(output)
-    assert 0 < len(committed) < len(arrays), "the kill came too late to test a resume"
+    assert 0 < len(committed) < len(studies_by_id), "the kill came too late to test a resume"
     assert committed.id.is_unique
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
 
@@ -135,7 +133,7 @@ def test_killed_job_reruns_to_a_complete_output_with_no_duplicate_rows(studies, 
     assert f"{len(committed) - sum(committed.status == 'failed')} already done" in rerun.stdout
     assert "3 row(s) failed" in rerun.stderr
     assert_matches_in_process_predict(
-        output, expected_annotations(model_path, arrays), set(UNREADABLE)
+        output, expected_annotations(model_path, studies_by_id), set(UNREADABLE)
     )
     assert not list(output.rglob("*.incomplete"))
 
@@ -310,8 +308,8 @@ def test_the_batch_package_exports_exactly_this_and_adds_no_heavy_import(run_pyt
     assert out.strip() == "[]"
 
 
-def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_arrays():
-    # What Spark and Arrow hand to predict: metadata as a string column, lists as arrays.
+def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_studies_by_id():
+    # What Spark and Arrow hand to predict: metadata as a string column, lists as studies_by_id.
     from datamint_core.resources import ResourceError, as_resources
 
     volume = np.zeros((2, 3, 3), dtype=np.float32)
