@@ -31,7 +31,6 @@ import os
 import pickle
 import sys
 import tempfile
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
-from datamint_core import _env
+from datamint_core import _env, _requirements, _wheel
 from datamint_core._mlmodel import read_flavors
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
@@ -76,14 +75,20 @@ def get_default_pip_requirements(
 ) -> list[str]:
     """Return the minimal requirements of a saved Datamint model, pinned to the versions in use.
 
+    ``datamint`` itself is the wheel bundled in the model directory (``./wheels/...``): on
+    the public index ``datamint`` is another project. ``save_model`` adds to these every
+    distribution the model's pickle or code needs.
+
     Args:
         model: the model being saved; an extra's model class (``[torch]``) names its extra
             and what it needs through ``_pip_requirements()``.
         from_code: the model is saved from code, so loading it needs no cloudpickle.
     """
-    requirements = model._pip_requirements() if model is not None else [f"datamint=={__version__}"]
+    own = model._pip_requirements() if model is not None else [f"datamint=={__version__}"]
     packages = ["mlflow-skinny", "numpy", "pandas"] + ([] if from_code else ["cloudpickle"])
-    return requirements + [_pinned(package) for package in packages]
+    return _requirements.with_bundled_datamint(own) + [
+        _requirements.pinned(package) for package in packages
+    ]
 
 
 def save_model(
@@ -133,8 +138,11 @@ def save_model(
         signature: defaults to a params-only signature declaring ``mode``,
             ``confidence_threshold`` and every mode param, so ``params`` reach the model
             through ``mlflow.pyfunc``.
-        pip_requirements, extra_pip_requirements, conda_env: as in ``mlflow.pyfunc``;
-            by default the minimal pinned requirements of :func:`get_default_pip_requirements`.
+        pip_requirements, extra_pip_requirements, conda_env: as in ``mlflow.pyfunc``. By
+            default: :func:`get_default_pip_requirements` plus every distribution the model's
+            pickle, code file, ``code_paths`` and class module import, pinned (found without
+            loading the model in a subprocess). A ``datamint`` line in ``pip_requirements``
+            is pointed at the bundled wheel.
         Other arguments: as in :func:`mlflow.pyfunc.save_model`.
 
     Raises:
@@ -146,6 +154,8 @@ def save_model(
     source = _one_model_argument(datamint_model, python_model)
     code_path = _code_path(source)
     model = _load_code_model(code_path, model_config) if code_path else _as_model(source)
+    for prepared in {id(m): m for m in (model, weights_from) if m is not None}.values():
+        prepared._prepare_for_inference()  # save what a loaded model serves (torch: eval)
     if weights_from is not None and type(weights_from).__qualname__ != type(model).__qualname__:
         raise MlflowException(
             f"weights_from is a {type(weights_from).__name__} but the model is a "
@@ -180,9 +190,13 @@ def save_model(
             if isinstance(extra_pip_requirements, str)
             else (list(extra_pip_requirements or []))
         )
-        pip_requirements = get_default_pip_requirements(model, from_code=code_path is not None)
-        pip_requirements += [r for r in extra if r not in pip_requirements]
+        pip_requirements = _requirements.model_requirements(
+            model, model._pip_requirements(), code_path=code_path, code_paths=code_paths or ()
+        )
+        pip_requirements = _requirements.unique_by_name(pip_requirements + extra)
         extra_pip_requirements = None
+    elif isinstance(pip_requirements, list):
+        pip_requirements = _requirements.with_bundled_datamint(pip_requirements)
 
     with (
         tempfile.TemporaryDirectory(prefix="datamint-bundle-") as staging,
@@ -211,6 +225,7 @@ def save_model(
     # Route pyfunc loading through this module so that predictions come back JSON-ready.
     mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME][mlflow.pyfunc.MAIN] = __name__
     mlflow_model.save(os.path.join(os.fspath(path), "MLmodel"))
+    _wheel.bundle_into(path)
 
 
 def log_model(
@@ -308,6 +323,8 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _Data
 
     try:
         wrapper = pyfunc_model._load_pyfunc(path, model_config)
+    except ModuleNotFoundError as error:
+        raise MlflowException(_requirements.missing_dependency_message(error, path)) from error
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
         raise MlflowException(
             f"Cannot load the Datamint model in {path!r}: {type(error).__name__}: {error}. "
@@ -504,13 +521,6 @@ def _invalid_to_mlflow(parse: Any, value: Any) -> Any:
         return parse(value)
     except (ValueError, TypeError) as error:
         raise MlflowException(str(error), INVALID_PARAMETER_VALUE) from None
-
-
-def _pinned(package: str) -> str:
-    try:
-        return f"{package}=={importlib_metadata.version(package)}"
-    except importlib_metadata.PackageNotFoundError:
-        return package
 
 
 def _this_module() -> Any:
