@@ -19,12 +19,13 @@ The standard library, MLflow (pinned separately as ``mlflow-skinny``) and datami
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import importlib.util
 import os
 import pickletools
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -353,6 +354,27 @@ def _datamint_extras(requirements: Iterable[str]) -> list[str]:
             inside = requirement.split("[", 1)[1].split("]", 1)[0]
             extras.extend(e.strip() for e in inside.split(",") if e.strip())
     return extras
+
+
+@contextlib.contextmanager
+def report_missing_dependencies(model_dir: str) -> Iterator[None]:
+    """Turn a missing module met while loading ``model_dir`` into an error that says so.
+
+    Raises:
+        MlflowException: naming the module, the requirement providing it and the install
+            command (see :func:`missing_dependency_message`).
+    """
+    try:
+        yield
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, ModuleNotFoundError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        from mlflow.exceptions import MlflowException
+
+        raise MlflowException(missing_dependency_message(cause, model_dir)) from error
 
 
 def missing_dependency_message(error: ModuleNotFoundError, model_dir: str) -> str:

@@ -322,9 +322,8 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _Data
     from mlflow.pyfunc import model as pyfunc_model
 
     try:
-        wrapper = pyfunc_model._load_pyfunc(path, model_config)
-    except ModuleNotFoundError as error:
-        raise MlflowException(_requirements.missing_dependency_message(error, path)) from error
+        with _requirements.report_missing_dependencies(path):
+            wrapper = pyfunc_model._load_pyfunc(path, model_config)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
         raise MlflowException(
             f"Cannot load the Datamint model in {path!r}: {type(error).__name__}: {error}. "
