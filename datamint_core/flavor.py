@@ -49,6 +49,7 @@ from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.linked_models import (
     BUNDLE_ARTIFACT,
     LINKED_MODELS_CONFIG_KEY,
+    local_model_dir,
     pin,
     stage_bundle,
 )
@@ -290,12 +291,18 @@ def load_model(
             path, or any URI MLflow resolves.
         device: the inference device (``cpu``, ``cuda:0``); beats
             ``MLFLOW_DEFAULT_PREDICTION_DEVICE`` and hardware detection.
-        dst_path: where to download the model; a temporary directory by default.
+        dst_path: where to download the model. By default ``models:/`` and ``runs:/``
+            models go through the artifact cache (as linked models do: a second load
+            downloads nothing, ``DATAMINT_OFFLINE=true`` needs no server) and local
+            directories are used in place.
 
     Raises:
         MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
     """
-    local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+    if dst_path is None:
+        local_path = local_model_dir(model_uri)
+    else:
+        local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
     require_datamint_flavor(read_flavors(local_path), model_uri)
     config = {"device": device} if device else None
     return mlflow.pyfunc.load_model(local_path, model_config=config).unwrap_python_model()
