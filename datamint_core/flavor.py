@@ -42,8 +42,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
-from datamint_core import _env, _requirements, _wheel
-from datamint_core._mlmodel import read_flavors
+from datamint_core import _env, _loader, _requirements, _wheel
+from datamint_core._mlmodel import read_flavors, write_mlmodel
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.linked_models import (
@@ -170,8 +170,9 @@ def save_model(
     block = _flavor_block(model, task_type, supported_modes, annotation_specs)
     block["linked_models"] = {key: link.to_dict() for key, link in links.items()}
     block["linked_models_bundled"] = bool(bundle_linked_models and links)
+    # The datamint block joins the MLmodel after MLflow has written it: MLflow dumps MLmodel
+    # twice with the pure-Python YAML emitter, whose time grows with the file.
     mlflow_model = mlflow_model or Model()
-    mlflow_model.add_flavor(FLAVOR_NAME, **block)
 
     # MLflow lets load-time model_config override only keys saved with the model, so the
     # device key is always saved: load_model(device=...) and MLFLOW_PYFUNC_INFERENCE_CONFIG
@@ -225,7 +226,8 @@ def save_model(
         )
     # Route pyfunc loading through this module so that predictions come back JSON-ready.
     mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME][mlflow.pyfunc.MAIN] = __name__
-    mlflow_model.save(os.path.join(os.fspath(path), "MLmodel"))
+    mlflow_model.add_flavor(FLAVOR_NAME, **block)
+    write_mlmodel(mlflow_model, path)
     _wheel.bundle_into(path)
 
 
@@ -303,9 +305,14 @@ def load_model(
         local_path = local_model_dir(model_uri)
     else:
         local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
-    require_datamint_flavor(read_flavors(local_path), model_uri)
-    config = {"device": device} if device else None
-    return mlflow.pyfunc.load_model(local_path, model_config=config).unwrap_python_model()
+    # What mlflow.pyfunc.load_model does, from one parse of MLmodel (it parses it 3 times).
+    flavors = read_flavors(local_path)
+    block = require_datamint_flavor(flavors, model_uri)
+    pyfunc_conf = flavors.get(mlflow.pyfunc.FLAVOR_NAME) or {}
+    config = _loader.prepare_environment(
+        local_path, pyfunc_conf, {"device": device} if device else None
+    )
+    return _load_datamint(local_path, pyfunc_conf, block, config).python_model
 
 
 def require_datamint_flavor(flavors: dict[str, Any], model_uri: str) -> dict[str, Any]:
@@ -326,25 +333,33 @@ def require_datamint_flavor(flavors: dict[str, Any], model_uri: str) -> dict[str
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _DatamintPyfuncModel:
     """Load the ``python_function`` flavor (MLflow's loader-module contract)."""
-    from mlflow.pyfunc import model as pyfunc_model
+    flavors = read_flavors(path)
+    pyfunc_conf = flavors.get(mlflow.pyfunc.FLAVOR_NAME) or {}
+    return _load_datamint(path, pyfunc_conf, flavors.get(FLAVOR_NAME) or {}, model_config)
 
+
+def _load_datamint(
+    path: str,
+    pyfunc_conf: dict[str, Any],
+    block: dict[str, Any],
+    model_config: dict[str, Any] | None,
+) -> _DatamintPyfuncModel:
     try:
         with _requirements.report_missing_dependencies(path):
-            wrapper = pyfunc_model._load_pyfunc(path, model_config)
+            model, context = _loader.load_python_model(path, pyfunc_conf, model_config)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
         raise MlflowException(
             f"Cannot load the Datamint model in {path!r}: {type(error).__name__}: {error}. "
             "The model directory is incomplete or corrupted, or the code it needs is not "
             "importable here; download or save it again."
         ) from error
-    model = wrapper.python_model
     if not isinstance(model, BaseDatamintModel):
         raise MlflowException(
             f"The model in {path!r} is a {type(model).__name__}, not a Datamint model; its "
             "MLmodel file claims the datamint flavor but the python model does not match."
         )
-    _restore_saved_metadata(model, path)
-    return _DatamintPyfuncModel(model, wrapper.context)
+    _restore_saved_metadata(model, block)
+    return _DatamintPyfuncModel(model, context)
 
 
 class _DatamintPyfuncModel:
@@ -408,8 +423,7 @@ def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
         return self.python_model
 
 
-def _restore_saved_metadata(model: BaseDatamintModel, path: str) -> None:
-    conf = read_flavors(path).get(FLAVOR_NAME) or {}
+def _restore_saved_metadata(model: BaseDatamintModel, conf: dict[str, Any]) -> None:
     saved_version = conf.get("datamint_version")
     if saved_version != __version__:
         _logger.warning(

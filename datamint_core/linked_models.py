@@ -303,8 +303,9 @@ def local_model_dir(model_uri: str, settings: LinkSettings | None = None) -> str
 
     The top-level model is found like a linked one: ``models:/`` and ``runs:/`` URIs are
     pinned, then served from the cache (a second load downloads nothing; offline mode needs
-    no server) or downloaded into it once; a local directory is used in place. Other
-    schemes (``s3://``, ``dbfs:/``, ...) are downloaded by MLflow into a temporary directory.
+    no server) or downloaded into it once; a local directory is used in place. Other URIs
+    (``s3://``, ``models:/m-<logged model id>``, ...) are downloaded by MLflow into a
+    temporary directory.
 
     Raises:
         LinkedModelNotFoundError: unknown model, or not cached in offline mode.
@@ -312,7 +313,10 @@ def local_model_dir(model_uri: str, settings: LinkSettings | None = None) -> str
     """
     if os.path.isdir(model_uri):
         return model_uri
-    if not model_uri.startswith(("models:", "runs:", "file:")):
+    cacheable = (
+        _REGISTRY_URI.match(model_uri) or _RUNS_URI.match(model_uri)
+    ) is not None or model_uri.startswith("file:")
+    if not cacheable:  # other schemes, and MLflow 3's logged-model URIs (models:/m-<id>)
         from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
         with _env.mlflow_progress_bar_only_on_a_terminal():
