@@ -92,17 +92,15 @@ def prepare_environment(
     version (as MLflow does), puts the model's ``code_paths`` on ``sys.path`` and returns
     the model config: the saved one, overridden by ``model_config``.
     """
-    from mlflow.pyfunc import (
-        _get_pip_requirements_from_model_path,
-        _warn_potentially_incompatible_py_version_if_necessary,
-    )
+    from mlflow.pyfunc import _warn_potentially_incompatible_py_version_if_necessary
     from mlflow.utils.model_utils import (
         _add_code_from_conf_to_system_path,
         _get_overridden_pyfunc_model_config,
     )
-    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
-    warn_dependency_requirement_mismatches(_get_pip_requirements_from_model_path(model_dir))
+    from datamint_core._requirements import warn_requirement_mismatches
+
+    warn_requirement_mismatches(model_dir)
     _warn_potentially_incompatible_py_version_if_necessary(pyfunc_conf.get("python_version"))
     _add_code_from_conf_to_system_path(model_dir, pyfunc_conf, code_key="code")
     return _get_overridden_pyfunc_model_config(pyfunc_conf.get("config"), model_config, _logger)

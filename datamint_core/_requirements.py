@@ -22,6 +22,7 @@ import ast
 import contextlib
 import functools
 import importlib.util
+import logging
 import os
 import pickletools
 import sys
@@ -31,6 +32,8 @@ from pathlib import Path
 
 from datamint_core._wheel import DISTRIBUTION, WHEELS_DIR, requirement_line
 from datamint_core._wheel import PACKAGES as DATAMINT_PACKAGES
+
+_logger = logging.getLogger(__name__)
 
 #: Distributions never written as inferred requirements: MLflow comes pinned as
 #: ``mlflow-skinny``, and setuptools is in every environment (MLflow skips it too).
@@ -333,6 +336,15 @@ def with_bundled_datamint(requirements: list[str]) -> list[str]:
     ]
 
 
+def with_extra(requirements: list[str], extra: Iterable[str]) -> list[str]:
+    """``requirements`` with ``extra`` (``extra_pip_requirements``) added; an extra naming a
+    distribution already listed replaces that line, since the user said so explicitly."""
+    extra = list(extra)
+    by_name = {requirement_name(r): r for r in extra}
+    merged = [by_name.pop(requirement_name(r), r) for r in requirements]
+    return merged + [r for r in extra if requirement_name(r) in by_name]
+
+
 def unique_by_name(requirements: Iterable[str]) -> list[str]:
     """The first requirement of each distribution, in order."""
     seen: set[str] = set()
@@ -414,3 +426,53 @@ def missing_dependency_message(error: ModuleNotFoundError, model_dir: str) -> st
         "save the model with code_paths=[...] or from a code file), or install the model's "
         f"requirements: pip install -r {os.fspath(requirements_file)!r}."
     )
+
+
+def warn_requirement_mismatches(model_dir: str) -> None:
+    """Warn, as ``mlflow.pyfunc.load_model`` does, when the environment misses a requirement.
+
+    MLflow reads every requirement's ``METADATA`` to find its installed version (for torch
+    that is most of a model's load time); the versions here come from the ``.dist-info``
+    folder names, listed once per process.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        lines = Path(model_dir, "requirements.txt").read_text().splitlines()
+    except OSError:
+        return
+    installed = _installed_versions()
+    mismatches = []
+    for line in lines:
+        try:
+            requirement = Requirement(line.split("#", 1)[0].strip())
+        except InvalidRequirement:
+            continue  # a comment, an option, the bundled wheel's path
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        version = installed.get(_normalise(requirement.name))
+        if version is None:
+            mismatches.append(f"{requirement.name} (current: uninstalled, required: {line})")
+        elif not requirement.specifier.contains(version.split("+", 1)[0], prereleases=True):
+            mismatches.append(f"{requirement.name} (current: {version}, required: {line})")
+    if mismatches:
+        _logger.warning(
+            "Detected one or more mismatches between the model's dependencies and the current "
+            "Python environment:\n - %s\nTo fix the mismatches, run in the model directory: "
+            "pip install -r requirements.txt",
+            "\n - ".join(mismatches),
+        )
+
+
+@functools.cache
+def _installed_versions() -> dict[str, str]:
+    """``{normalised distribution name: version}``, from the ``.dist-info`` folder names."""
+    versions: dict[str, str] = {}
+    for distribution in importlib_metadata.distributions():
+        folder = getattr(distribution, "_path", None)
+        if folder is not None and folder.name.endswith(".dist-info"):
+            name, _, version = folder.name[: -len(".dist-info")].rpartition("-")
+        else:
+            name, version = distribution.metadata["Name"] or "", distribution.version
+        versions.setdefault(_normalise(name), version)
+    return versions

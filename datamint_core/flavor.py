@@ -195,7 +195,7 @@ def save_model(
         pip_requirements = _requirements.model_requirements(
             model, model._pip_requirements(), code_path=code_path, code_paths=code_paths or ()
         )
-        pip_requirements = _requirements.unique_by_name(pip_requirements + extra)
+        pip_requirements = _requirements.with_extra(pip_requirements, extra)
         extra_pip_requirements = None
     elif isinstance(pip_requirements, list):
         pip_requirements = _requirements.with_bundled_datamint(pip_requirements)

@@ -102,6 +102,19 @@ def test_pip_requirements_keep_mlflow_meaning_and_datamint_points_at_the_wheel(t
     assert (tmp_path / "m" / "wheels" / WHEEL).is_file()
 
 
+def test_an_extra_requirement_replaces_the_inferred_pin_and_a_mismatch_warns_at_load(
+    tmp_path, caplog
+):
+    save_model(ThresholdSegmenter(), tmp_path / "m", extra_pip_requirements=["numpy==1.0.0"])
+    requirements = requirements_of(tmp_path / "m")
+    assert "numpy==1.0.0" in requirements and pinned("numpy") not in requirements
+
+    datamint_core.load_model(str(tmp_path / "m"))
+    assert f"numpy (current: {importlib_metadata.version('numpy')}, required: numpy==1.0.0)" in (
+        caplog.text
+    )
+
+
 def test_the_bundled_wheel_is_the_installed_build_and_is_built_once(tmp_path, monkeypatch):
     monkeypatch.setenv("DATAMINT_CACHE_DIR", str(tmp_path / "cache"))
     save_model(ThresholdSegmenter(), tmp_path / "a")
