@@ -18,13 +18,11 @@ The standard library, MLflow (pinned separately as ``mlflow-skinny``) and datami
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import importlib.util
 import logging
 import os
-import pickletools
 import sys
 from collections.abc import Iterable, Iterator
 from importlib import metadata as importlib_metadata
@@ -59,6 +57,8 @@ _SUBIMPORT = ("subimport", "dynamic_subimport")
 
 def modules_in_pickle(data: bytes) -> set[str]:
     """Names of the modules a pickle refers to, read from its opcodes (nothing is unpickled)."""
+    import pickletools
+
     modules: set[str] = set()
     memo: dict[int, object] = {}
     pushed: list[object] = [None, None]
@@ -100,6 +100,8 @@ def modules_imported_by(path: str | os.PathLike[str], module_name: str | None = 
     Args:
         module_name: the file's own dotted name, to resolve its relative imports.
     """
+    import ast
+
     try:
         tree = ast.parse(Path(path).read_bytes(), filename=os.fspath(path))
     except (OSError, SyntaxError, ValueError):

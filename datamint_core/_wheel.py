@@ -23,7 +23,6 @@ import functools
 import hashlib
 import os
 import tempfile
-import zipfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -137,6 +136,8 @@ def _dist_info_files() -> list[tuple[str, bytes]]:
 
 def _write_wheel(wheel: Path, files: list[tuple[str, bytes]]) -> None:
     """Write the wheel atomically: a temporary file in the target directory, then a rename."""
+    import zipfile
+
     wheel.parent.mkdir(parents=True, exist_ok=True)
     record_name = f"{DISTRIBUTION}-{__version__}.dist-info/RECORD"
     record = [f"{name},sha256={_urlsafe_sha256(data)},{len(data)}" for name, data in files]
