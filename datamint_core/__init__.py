@@ -2,7 +2,15 @@
 
 Pure core: numpy and mlflow-skinny only. It never imports torch or lightning; the
 ``datamint_torch`` and ``datamint_lightning`` extras build on it.
+
+The names that need MLflow (the model, the flavor, linked models, validation, the dataset)
+are imported on first use. Besides keeping ``import datamint_core`` cheap, this lets MLflow
+load the ``datamint://`` plugins (``datamint_core.platform``) while MLflow itself is still
+being imported, which an eager ``import mlflow.pyfunc`` here would turn into a circular
+import.
 """
+
+from typing import TYPE_CHECKING
 
 from datamint_core.annotations import (
     Annotation,
@@ -19,14 +27,13 @@ from datamint_core.annotations import (
 )
 from datamint_core.artifact_cache import ArtifactCache
 from datamint_core.enums import PredictionMode, TaskType
-from datamint_core.flavor import FLAVOR_NAME, load_model, log_model, save_model
-from datamint_core.linked_models import (
-    LinkedModelError,
-    LinkedModelNotFoundError,
-    LinkSettings,
-    TrackingServerUnreachableError,
+from datamint_core.platform import (
+    EnvVars,
+    ensure_mlflow_configured,
+    set_project,
+    setup_mlflow_environment,
 )
-from datamint_core.model import BaseDatamintModel, WrappedModel
+from datamint_core.platform.environment import configure_on_import as _configure_on_import
 from datamint_core.resources import (
     BaseResource,
     ImageResource,
@@ -36,8 +43,42 @@ from datamint_core.resources import (
 )
 from datamint_core.routing import ModeSpec, PredictionRouter, prediction_mode
 from datamint_core.settings import ModelSettings
-from datamint_core.validation import ValidationReport, validate_model
 from datamint_core.version import __version__
+
+if TYPE_CHECKING:
+    from datamint_core.dataset import DatamintDatasetSource, DatamintMLflowDataset
+    from datamint_core.flavor import FLAVOR_NAME, load_model, log_model, save_model
+    from datamint_core.linked_models import (
+        LinkedModelError,
+        LinkedModelNotFoundError,
+        LinkSettings,
+        TrackingServerUnreachableError,
+    )
+    from datamint_core.model import BaseDatamintModel, WrappedModel
+    from datamint_core.validation import ValidationReport, validate_model
+
+#: Public names imported on first use, and the module each comes from.
+_LAZY = {
+    "DatamintDatasetSource": "datamint_core.dataset",
+    "DatamintMLflowDataset": "datamint_core.dataset",
+    "FLAVOR_NAME": "datamint_core.flavor",
+    "load_model": "datamint_core.flavor",
+    "log_model": "datamint_core.flavor",
+    "save_model": "datamint_core.flavor",
+    "LinkedModelError": "datamint_core.linked_models",
+    "LinkedModelNotFoundError": "datamint_core.linked_models",
+    "LinkSettings": "datamint_core.linked_models",
+    "TrackingServerUnreachableError": "datamint_core.linked_models",
+    "BaseDatamintModel": "datamint_core.model",
+    "WrappedModel": "datamint_core.model",
+    "ValidationReport": "datamint_core.validation",
+    "validate_model": "datamint_core.validation",
+}
+
+# As the seed's `import datamint.mlflow`: point MLflow at the Datamint platform when an API key
+# is configured. Environment variables only: no network call, and an explicitly set
+# MLFLOW_TRACKING_URI is left alone.
+_configure_on_import()
 
 __all__ = [
     "FLAVOR_NAME",
@@ -50,6 +91,9 @@ __all__ = [
     "BaseResource",
     "BoxAnnotation",
     "CategoryAnnotation",
+    "DatamintDatasetSource",
+    "DatamintMLflowDataset",
+    "EnvVars",
     "ImageResource",
     "LineAnnotation",
     "LinkSettings",
@@ -71,9 +115,28 @@ __all__ = [
     "VolumeResource",
     "WrappedModel",
     "__version__",
+    "ensure_mlflow_configured",
     "load_model",
     "log_model",
     "prediction_mode",
     "save_model",
+    "set_project",
+    "setup_mlflow_environment",
     "validate_model",
 ]
+
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name that needs MLflow on first use (PEP 562)."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

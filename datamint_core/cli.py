@@ -7,9 +7,11 @@ Examples::
     datamint serve -m models:/liver-seg/3 --port 8080 --timeout 30 --max-request-size 1G
     datamint validate -m ./model -i sample.json
     datamint generate-dockerfile -m models:/liver-seg/3 -o build/
+    datamint batch -m models:/liver-seg/3 -i /data/cohort -o /data/out --mode volume
 
 Exit codes: 0 success, 1 a runtime failure (the model cannot load, the input cannot be
-served, validation failed), 2 a usage error (bad arguments). Errors are one line on stderr.
+served, validation failed), 2 a usage error (bad arguments), 3 a batch job in which some rows
+failed (``datamint batch``; the errors are in its output). Errors are one line on stderr.
 Heavy modules (mlflow, FastAPI) are imported only by the subcommand that needs them, so
 ``--help`` is instant.
 """
@@ -142,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     dockerfile.add_argument("-o", "--output-dir", required=True, help="build context to write")
     dockerfile.add_argument("--base-image", help="default: python:<model's version>-slim")
     dockerfile.set_defaults(run=_generate_dockerfile)
+
+    from datamint_core.batch._cli import add_batch_command
+    from datamint_core.platform.cli import add_config_command
+
+    add_batch_command(commands, _model_argument, _mode_arguments)
+    add_config_command(commands)
     return parser
 
 

@@ -26,6 +26,7 @@ Models are saved either as a pickled instance or from code
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -139,6 +140,8 @@ def save_model(
         signature: defaults to a params-only signature declaring ``mode``,
             ``confidence_threshold`` and every mode param, so ``params`` reach the model
             through ``mlflow.pyfunc``.
+        input_example: defaults to a small blank resource of the kind the model serves, with
+            ``{"mode": "default"}`` (see :mod:`datamint_core.platform.input_example`).
         pip_requirements, extra_pip_requirements, conda_env: as in ``mlflow.pyfunc``. By
             default: :func:`get_default_pip_requirements` plus every distribution the model's
             pickle, code file, ``code_paths`` and class module import, pinned (found without
@@ -182,6 +185,10 @@ def save_model(
         model_config[LINKED_MODELS_CONFIG_KEY] = block["linked_models"]
     if data_path is not None:
         artifacts = {**(artifacts or {}), "data": os.fspath(data_path)}
+    if input_example is None:
+        from datamint_core.platform.input_example import default_input_example
+
+        input_example = default_input_example(block["supported_modes"])
     if signature is None:
         signature = ModelSignature(params=_params_schema(block["mode_params"]))
     elif signature.params is None:
@@ -371,10 +378,26 @@ class _DatamintPyfuncModel:
 
     def predict(
         self, model_input: Any, params: dict[str, Any] | None = None
-    ) -> list[list[dict[str, Any]]]:
+    ) -> list[list[dict[str, Any]]] | list[str]:
+        """One list of annotation dicts per input; inside a Spark task, one JSON string per
+        input (what ``spark_udf(..., result_type="string")`` returns)."""
         _refuse_request_paths(model_input)
         result = self.python_model.predict(model_input, params)
-        return [[annotation.to_dict() for annotation in entry] for entry in result]
+        entries = [[annotation.to_dict() for annotation in entry] for entry in result]
+        if _in_spark_task():
+            # mlflow.pyfunc.spark_udf turns a list of lists into one column per annotation
+            # and keeps the first one's repr; one JSON string per row keeps them all.
+            return [json.dumps(entry, allow_nan=False) for entry in entries]
+        return entries
+
+
+def _in_spark_task() -> bool:
+    """Whether this call runs inside a Spark task (``spark_udf``, ``mapInPandas``)."""
+    if "pyspark" not in sys.modules:  # never import pyspark just to ask
+        return False
+    from pyspark import TaskContext
+
+    return TaskContext.get() is not None
 
 
 def _refuse_request_paths(model_input: Any) -> None:
@@ -481,6 +504,8 @@ def _params_schema(mode_params: dict[str, dict[str, list[str]]]) -> ParamSchema:
     specs = [
         ParamSpec("mode", "string", PredictionMode.DEFAULT.value),
         ParamSpec("confidence_threshold", "double", None),
+        ParamSpec("model_name", "string", None),
+        ParamSpec("log_predictions", "boolean", None),
     ]
     specs += [ParamSpec(name, _PARAM_TYPES.get(name, "string"), None) for name in names]
     return ParamSchema(specs)

@@ -220,7 +220,9 @@ class BaseDatamintModel(PythonModel):
             model_input: resources, resource dicts (as sent in JSON), a list of them, or a
                 pandas DataFrame of resource records.
             params: ``mode`` (default ``default``), ``confidence_threshold`` (drop annotations
-                below it), and the mode's own params (``slice_index``, ``axis``, ...).
+                below it), the mode's own params (``slice_index``, ``axis``, ...), and the
+                Datamint platform's ``model_name`` and ``log_predictions`` (send the
+                annotations to the configured platform), which no handler sees.
 
         Returns:
             One list of annotations per input, in input order.
@@ -236,12 +238,16 @@ class BaseDatamintModel(PythonModel):
         resources = as_resources(model_input)
         with self._inference_context():
             result = self.router.dispatch(resources, params)
-        if threshold is not None:
-            return [
-                [a for a in entry if a.confidence is None or a.confidence >= threshold]
-                for entry in result
-            ]
-        return [list(entry) for entry in result]
+        output = [
+            [a for a in entry if threshold is None or a.confidence is None
+             or a.confidence >= threshold]
+            for entry in result
+        ]
+        if _is_true(params.get("log_predictions")):
+            from datamint_core.platform.predictions import log_predictions
+
+            log_predictions(resources, output, params.get("model_name"))
+        return output
 
     def predict_default(
         self, model_input: list[BaseResource], **kwargs: Any
@@ -326,6 +332,13 @@ class WrappedModel(BaseDatamintModel):
 def as_datamint_model(model: Any) -> BaseDatamintModel:
     """Return ``model`` itself if it is a Datamint model, else a :class:`WrappedModel`."""
     return model if isinstance(model, BaseDatamintModel) else WrappedModel(model)
+
+
+def _is_true(value: Any) -> bool:
+    """Read a flag sent as a bool, a number or a string (``"true"``, ``"1"``)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def _checked_threshold(threshold: Any) -> float | None:

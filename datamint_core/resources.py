@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import sys
 import threading
@@ -379,7 +380,11 @@ def as_resources(model_input: Any) -> list[BaseResource]:
         model_input = model_input.ravel().tolist()
     elif _is_dataframe(model_input):
         model_input = [
-            {key: value for key, value in record.items() if not _is_missing(value)}
+            {
+                key: _dataframe_cell(key, value)
+                for key, value in record.items()
+                if not _is_missing(value)
+            }
             for record in model_input.to_dict(orient="records")
         ]
     if not isinstance(model_input, (list, tuple)):
@@ -576,6 +581,19 @@ def _unwrap_numpy(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.item() if value.ndim == 0 else value.tolist()
     return value
+
+
+def _dataframe_cell(column: str, value: Any) -> Any:
+    # Table columns (Spark, Arrow, CSV) hold metadata as a JSON string and lists as arrays.
+    if column == "metadata" and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ResourceError(
+                f"metadata {value[:80]!r} is not valid JSON; in a table, give metadata as a "
+                "JSON object written as a string."
+            ) from None
+    return _unwrap_numpy(value)
 
 
 def _is_missing(value: Any) -> bool:

@@ -40,8 +40,9 @@ _logger = logging.getLogger(__name__)
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Params the router consumes itself; they never reach a handler.
-RESERVED_PARAMS = frozenset({"mode", "confidence_threshold"})
+#: Params the router and the model consume themselves; they never reach a handler.
+#: ``model_name`` and ``log_predictions`` are what the Datamint platform sends with a request.
+RESERVED_PARAMS = frozenset({"mode", "confidence_threshold", "model_name", "log_predictions"})
 
 #: Parameters a convention-named ``predict_<mode>`` method takes, by mode.
 CONVENTION_PARAM_KEYS: dict[PredictionMode, tuple[str, ...]] = {
@@ -397,7 +398,11 @@ def _invoke(route: _Route, model_input: list[BaseResource], params: dict[str, An
     if route.takes_extra_params:
         kwargs = {key: value for key, value in params.items() if value is not None}
     else:
-        unexpected = sorted(key for key in params if key not in route.spec.param_keys)
+        unexpected = sorted(
+            key
+            for key, value in params.items()
+            if value is not None and key not in route.spec.param_keys
+        )
         if unexpected:
             raise InvalidRequestError(
                 f"Prediction mode {mode!r} does not take the parameter(s) {unexpected}; "

@@ -22,8 +22,8 @@ except ImportError:
     ) from None
 
 import datamint_torch  # noqa: F401  (registers torch device detection with the core)
+from datamint_core.dataset import DatamintDatasetSource, DatamintMLflowDataset
 from datamint_lightning.checkpoint import REGISTER_STAGES, MLflowModelCheckpoint
-from datamint_lightning.dataset import DatamintDatasetSource, DatamintMLflowDataset
 from datamint_lightning.lineage import SPLIT_CONTEXTS, MLflowDatasetLineage, log_dataset_splits
 
 __all__ = [

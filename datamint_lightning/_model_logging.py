@@ -130,12 +130,16 @@ def log_lightning_model(
     signature: Any,
     tags: dict[str, str],
     model_code: str | None = None,
+    code_paths: list[str] | None = None,
+    extra_pip_requirements: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Any:
     """Log the module with the ``datamint`` flavor when it is (or wraps) a Datamint model.
 
     Otherwise with ``mlflow.pytorch`` (pickled, so a LightningModule loads back whole).
     With ``model_code``, the Datamint model is logged from that code file, with the trained
-    weights (``weights_from``), so loading it unpickles nothing.
+    weights (``weights_from``), so loading it unpickles nothing. ``code_paths``,
+    ``extra_pip_requirements`` and ``metadata`` go to MLflow as in ``log_model``.
 
     Returns:
         MLflow's ``ModelInfo``.
@@ -144,13 +148,16 @@ def log_lightning_model(
     if datamint_model is not None:
         import datamint_core
 
-        metadata = {"training_signature": signature.to_dict()} if signature else None
+        if signature:
+            metadata = {**(metadata or {}), "training_signature": signature.to_dict()}
         return datamint_core.log_model(
             python_model=model_code or datamint_model,
             weights_from=datamint_model if model_code else None,
             name=name,
             registered_model_name=registered_model_name,
             metadata=metadata,
+            code_paths=code_paths,
+            extra_pip_requirements=extra_pip_requirements,
             run_id=run_id,
             tags=tags,
         )
@@ -166,11 +173,14 @@ def log_lightning_model(
     requirements = [
         *mlflow.pytorch.get_default_pip_requirements(),
         f"lightning=={lightning.__version__}",
+        *(extra_pip_requirements or []),
     ]
     return mlflow.pytorch.log_model(
         pl_module,
         name=name,
         pip_requirements=requirements,
+        code_paths=code_paths,
+        metadata=metadata,
         registered_model_name=registered_model_name,
         signature=signature,
         serialization_format="pickle",

@@ -85,8 +85,13 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         model_code: a ``.py`` file that builds the Datamint model (it calls
             ``mlflow.models.set_model``); the model is then logged from code with the trained
             weights, so it loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
-        **kwargs: the arguments of :class:`~lightning.pytorch.callbacks.ModelCheckpoint`
-            (``dirpath``, ``filename``, ``monitor``, ``save_top_k``, ``save_last``, ...).
+        code_paths, extra_pip_requirements: passed to MLflow when the model is logged.
+        additional_metadata: a JSON-ready dict stored as the logged model's MLmodel metadata.
+        register_model_name, log_model_at_end_only: the public Datamint SDK's names, accepted
+            so its call forms keep working (``register_model_name`` is ``model_name``; only
+            ``log_model_at_end_only=True``, its default, is supported).
+        *args, **kwargs: the arguments of :class:`~lightning.pytorch.callbacks.ModelCheckpoint`
+            (``dirpath`` first, ``filename``, ``monitor``, ``save_top_k``, ``save_last``, ...).
 
     Raises:
         MisconfigurationException: a bad argument (the message repeats it), or, at setup,
@@ -95,15 +100,39 @@ class MLflowModelCheckpoint(ModelCheckpoint):
 
     def __init__(
         self,
-        *,
+        *args: Any,
         register_model_on: str = "train",
         model_name: str | None = None,
         artifact_dir: str = "checkpoints",
         input_from_batch: Callable[[Any], torch.Tensor] | None = None,
         model_code: str | os.PathLike[str] | None = None,
+        code_paths: list[str] | None = None,
+        extra_pip_requirements: list[str] | None = None,
+        additional_metadata: dict[str, Any] | None = None,
+        register_model_name: str | None = None,
+        log_model_at_end_only: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(*args, **kwargs)
+        if register_model_name is not None:
+            if model_name is not None and model_name != register_model_name:
+                raise MisconfigurationException(
+                    f"MLflowModelCheckpoint got model_name={model_name!r} and the Datamint SDK's "
+                    f"register_model_name={register_model_name!r}; they are the same option, "
+                    "give one."
+                )
+            model_name = register_model_name
+        if log_model_at_end_only is not True:
+            raise MisconfigurationException(
+                f"MLflowModelCheckpoint(log_model_at_end_only={log_model_at_end_only!r}) is not "
+                "supported: every checkpoint is mirrored into the run as an artifact, and the "
+                "best one is logged as a model at the end of register_model_on. Leave it out."
+            )
+        if additional_metadata is not None and not isinstance(additional_metadata, dict):
+            raise MisconfigurationException(
+                f"MLflowModelCheckpoint(additional_metadata={additional_metadata!r}) is not a "
+                "dict; give a JSON-ready dict, stored as the logged model's MLmodel metadata."
+            )
         if register_model_on not in REGISTER_STAGES:
             raise MisconfigurationException(
                 f"MLflowModelCheckpoint(register_model_on={register_model_on!r}) is not a stage; "
@@ -142,6 +171,9 @@ class MLflowModelCheckpoint(ModelCheckpoint):
                 ".py file; give the file that calls mlflow.models.set_model(...), or None."
             )
         self.model_code = os.fspath(model_code) if model_code is not None else None
+        self.code_paths = list(code_paths) if code_paths else None
+        self.extra_pip_requirements = list(extra_pip_requirements or []) or None
+        self.additional_metadata = dict(additional_metadata) if additional_metadata else None
         self.register_model_on = register_model_on
         self.model_name = model_name
         self.artifact_dir = artifact_dir.strip("/")
@@ -154,7 +186,7 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         self.logged_model_uri: str | None = None
         #: The registered version of ``model_name``, once registered.
         self.registered_model_version: int | None = None
-        self._dirpath_given = kwargs.get("dirpath") is not None
+        self._dirpath_given = self.dirpath is not None
         self._tracking_uri: str | None = None
         self._client: Any = None
         self._mlflow_logger: MLFlowLogger | None = None
@@ -163,6 +195,10 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         self._logged_model_id: str | None = None
         self._is_global_zero = True
         self._warned_no_run = False
+
+    def get_last_model_uri(self) -> str | None:
+        """The URI of the last model logged (``models:/<model id>``), or ``None`` (SDK name)."""
+        return self.logged_model_uri
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -399,6 +435,9 @@ class MLflowModelCheckpoint(ModelCheckpoint):
                     signature=self._signature(pl_module),
                     tags=tags,
                     model_code=self.model_code,
+                    code_paths=self.code_paths,
+                    extra_pip_requirements=self.extra_pip_requirements,
+                    metadata=self.additional_metadata,
                 )
         except Exception as error:
             rank_zero_warn(

@@ -6,7 +6,8 @@ PYTHON="${PYTHON:-python3}"
 #         and no torch.
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
 #         datamint[lightning,sqlite] for the main job's training step.
-#   full: torch first (pinned), then datamint[torch,lightning,test].
+#   full: torch first (pinned), then datamint[torch,lightning,test,spark] (a real local
+#         Spark for the batch engine tests; Java 17 must be installed).
 ensure_venv() {
     local name="$1" venv=".venv/$1"
     if [ ! -x "$venv/bin/python" ]; then
@@ -21,7 +22,7 @@ ensure_venv() {
             ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch
-            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test]"
+            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test,spark]"
             ;;
         *) echo "unknown environment $name" >&2; return 2 ;;
     esac

@@ -14,6 +14,20 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+_PLATFORM_SETTINGS = ("DATAMINT_API_KEY", "DATAMINT_API_URL", "DATAMINT_MLFLOW_URL",
+                      "DATAMINT_PROJECT_ID", "DATAMINT_PROJECT_NAME")
+
+
+@pytest.fixture(autouse=True)
+def no_datamint_platform_settings(tmp_path_factory: pytest.TempPathFactory,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's Datamint settings (environment or config file)."""
+    for name in _PLATFORM_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path_factory.getbasetemp() / "no-datamint-config.json"
+    monkeypatch.setenv("DATAMINT_CONFIG_FILE", str(config))
+
+
 @pytest.fixture
 def sqlite_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh embedded SQLite tracking + registry store, with artifacts under ``tmp_path``."""

@@ -25,6 +25,9 @@ def test_public_api_is_exactly_this():
             "BaseResource",
             "BoxAnnotation",
             "CategoryAnnotation",
+            "DatamintDatasetSource",
+            "DatamintMLflowDataset",
+            "EnvVars",
             "ImageResource",
             "LineAnnotation",
             "LinkSettings",
@@ -46,10 +49,13 @@ def test_public_api_is_exactly_this():
             "VolumeResource",
             "WrappedModel",
             "__version__",
+            "ensure_mlflow_configured",
             "load_model",
             "log_model",
             "prediction_mode",
             "save_model",
+            "set_project",
+            "setup_mlflow_environment",
             "validate_model",
         ]
     )

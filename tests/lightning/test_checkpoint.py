@@ -129,8 +129,11 @@ def test_a_plain_module_is_logged_with_the_pytorch_flavor_at_test_end_with_its_s
     import torch
 
     data = PhantomData()
+    # The public Datamint SDK's call form: positional dirpath and its option names.
     checkpoint = MLflowModelCheckpoint(
-        monitor="val_loss", register_model_on="test", model_name="plain-seg"
+        str(tmp_path / "sdk-checkpoints"), monitor="val_loss", register_model_on="test",
+        register_model_name="plain-seg", additional_metadata={"dataset": "phantoms-v1"},
+        log_model_at_end_only=True,
     )
     logger = MLFlowLogger(experiment_name="plain", tracking_uri=sqlite_tracking_uri)
     trainer = trainer_for(tmp_path, [checkpoint], logger=logger, max_epochs=2)
@@ -148,6 +151,10 @@ def test_a_plain_module_is_logged_with_the_pytorch_flavor_at_test_end_with_its_s
         {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 1, 16, 16)}}
     ]
     assert info.signature.outputs.inputs[0].shape == (-1, 1, 16, 16)
+    assert checkpoint.get_last_model_uri() == version.source
+    assert info.metadata["dataset"] == "phantoms-v1"
+    assert {p.parent for p in (tmp_path / "sdk-checkpoints").glob("*.ckpt")} == {
+        tmp_path / "sdk-checkpoints"}
     logged = client.get_logged_model(version.source.removeprefix("models:/"))
     (test_loss,) = [m.value for m in logged.metrics if m.key == "test_loss"]
     assert test_loss == pytest.approx(trainer.callback_metrics["test_loss"].item())
@@ -206,6 +213,17 @@ def test_register_model_on_outside_the_four_stages_is_refused_with_the_accepted_
         MLflowModelCheckpoint(artifact_dir="/abs")
     with pytest.raises(MisconfigurationException, match=r"input_from_batch=3\) is not callable"):
         MLflowModelCheckpoint(input_from_batch=3)
+
+
+def test_sdk_option_names_that_mean_something_else_here_are_refused_with_the_fix():
+    with pytest.raises(MisconfigurationException, match="model_name='a' and the Datamint "
+                       "SDK's register_model_name='b'; they are the same option, give one"):
+        MLflowModelCheckpoint(model_name="a", register_model_name="b")
+    with pytest.raises(MisconfigurationException, match="log_model_at_end_only=False\\) is not "
+                       "supported: every checkpoint is mirrored"):
+        MLflowModelCheckpoint(log_model_at_end_only=False)
+    assert MLflowModelCheckpoint(register_model_name="seg").model_name == "seg"
+    assert MLflowModelCheckpoint().get_last_model_uri() is None
 
 
 def test_a_model_name_with_no_mlflow_run_fails_before_training(tmp_path):

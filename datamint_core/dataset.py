@@ -29,7 +29,7 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 from mlflow.types import ColSpec, DataType, Schema
 
-from datamint_core import BaseResource
+from datamint_core.resources import BaseResource
 
 SOURCE_TYPE = "datamint"
 #: What a resource given as a bare id counts as in the profile.

@@ -1,0 +1,88 @@
+"""``datamint batch``: registered on the ``datamint`` command by :func:`add_batch_command`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+#: Exit code when the job ran but at least one row failed (recorded in the output).
+EXIT_ROWS_FAILED = 3
+
+
+def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -> None:
+    """Add the ``batch`` subcommand to the ``datamint`` command's subparsers.
+
+    Args:
+        commands: the ``add_subparsers()`` object of the ``datamint`` parser.
+        model_argument: adds ``-m/--model-uri`` to a parser.
+        mode_arguments: adds ``--mode`` and ``--param`` to a parser.
+    """
+    batch = commands.add_parser(
+        "batch",
+        help="predict on every study of a directory or manifest; write Parquet",
+        description="Predict on every study of INPUT (a directory of studies: DICOM series "
+        "directories, NIfTI, images, .npy/.npz; or a manifest table: .parquet, .csv, .jsonl "
+        "with a 'path' column) and write OUTPUT, a Parquet dataset with one row per study "
+        "(id, path, status, error, annotations JSON, mask_file, num_annotations) and the "
+        "masks as .npz files under OUTPUT/_masks. Parts are committed atomically; rerunning "
+        "into the same OUTPUT skips done rows and retries failed ones.",
+        epilog=f"Exit codes: 0 every row ok, {EXIT_ROWS_FAILED} the job finished but some rows "
+        "failed (their errors are in OUTPUT), 1 runtime failure (model cannot load, input "
+        "cannot be listed), 2 usage error.",
+    )
+    model_argument(batch)
+    batch.add_argument("-i", "--input", required=True, help="directory of studies or manifest")
+    batch.add_argument("-o", "--output", required=True, help="output directory (Parquet)")
+    mode_arguments(batch)
+    batch.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: a process pool (default); spark: pyspark, datamint[spark]",
+    )
+    batch.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="local processes, or N of local[N] for spark (default: CPU count)",
+    )
+    batch.add_argument(
+        "--rows-per-part", type=_positive_int, default=64, help="rows per Parquet part (64)"
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    batch.set_defaults(run=run_batch_command)
+
+
+def run_batch_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    """Run the job the arguments describe; print the report; return the exit code."""
+    from datamint_core.batch import run_batch
+
+    report = run_batch(
+        args.model_uri,
+        args.input,
+        args.output,
+        params,
+        engine=args.engine,
+        workers=args.workers,
+        rows_per_part=args.rows_per_part,
+        progress=not args.no_progress,
+    )
+    print(report)
+    if not report.ok:
+        print(
+            f"datamint batch: {report.failed} row(s) failed; their errors are in the "
+            f"'error' column of {report.output}; rerun the same command to retry them.",
+            file=sys.stderr,
+        )
+        return EXIT_ROWS_FAILED
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value

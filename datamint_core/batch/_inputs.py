@@ -1,0 +1,257 @@
+"""What a batch job reads: a directory of studies or a manifest table, one resource per row.
+
+A row is a plain dict (it travels through process pools and Arrow as is)::
+
+    {"id": "ct-001", "path": "/data/ct-001.nii.gz", "kind": None, "spacing": None,
+     "affine": None, "modality": "CT", "filename": None, "mimetype": None,
+     "metadata": '{"PatientAge": "061Y"}'}
+
+``metadata`` stays a JSON string until the row is read, so rows stay flat.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from datamint_core.resources import (
+    _KIND_BY_NDIM,
+    RESOURCE_KINDS,
+    BaseResource,
+    ResourceError,
+    _read_array_file,
+)
+
+#: Columns of a manifest; only ``path`` is required (``id`` defaults to it).
+MANIFEST_COLUMNS = (
+    "id",
+    "path",
+    "kind",
+    "spacing",
+    "affine",
+    "modality",
+    "filename",
+    "mimetype",
+    "metadata",
+)
+_MANIFEST_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+class BatchInputError(ValueError):
+    """The batch input cannot be listed: missing, an unknown table format, bad columns."""
+
+
+def iter_inputs(source: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield one row per study in ``source``, streamed (never the whole table at once).
+
+    Args:
+        source: a directory (each entry not starting with ``.`` or ``_`` is one study: a
+            file, or a directory such as a DICOM series) or a manifest table (``.parquet``,
+            ``.csv``, ``.jsonl``) with the columns in :data:`MANIFEST_COLUMNS`. Relative
+            paths in a manifest are relative to the manifest's directory.
+
+    Raises:
+        BatchInputError: the source does not exist, is an unknown table format, has unknown
+            columns or no ``path`` column, or repeats an id.
+    """
+    path = Path(source)
+    if path.is_dir():
+        rows: Iterator[dict[str, Any]] = (
+            _row({"id": entry.name, "path": os.fspath(entry)}) for entry in _studies(path)
+        )
+    elif path.is_file():
+        rows = _manifest_rows(path)
+    else:
+        raise BatchInputError(
+            f"Batch input {os.fspath(source)!r} does not exist; give a directory of studies or "
+            f"a manifest table ({', '.join(sorted(_MANIFEST_SUFFIXES))})."
+        )
+    seen: set[str] = set()
+    for row in rows:
+        if row["id"] in seen:
+            raise BatchInputError(
+                f"Batch input {os.fspath(source)!r} names id {row['id']!r} twice; every row "
+                "needs its own id (one output row per id)."
+            )
+        seen.add(row["id"])
+        yield row
+
+
+def count_inputs(source: str | os.PathLike[str]) -> int:
+    """Count the rows :func:`iter_inputs` yields, reading as little as possible."""
+    path = Path(source)
+    if path.is_dir():
+        return sum(1 for _ in _studies(path))
+    if path.is_file() and _manifest_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return sum(1 for _ in iter_inputs(source))
+
+
+def manifest_format(path: Path) -> str | None:
+    """``parquet``, ``csv`` or ``jsonl`` for a manifest file; ``None`` for a directory."""
+    return None if path.is_dir() else _manifest_format(path)
+
+
+def load_resource(row: Mapping[str, Any]) -> BaseResource:
+    """Read the study a row names, with the row's geometry and descriptors applied.
+
+    Raises:
+        ResourceError: the file cannot be read, or the row's fields are not valid.
+    """
+    path = row["path"]
+    kind = row.get("kind")
+    if kind is not None and kind not in RESOURCE_KINDS:
+        raise ResourceError(
+            f"Unknown resource kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}."
+        )
+    resource = _read(path)
+    if kind is not None and resource.kind != kind:
+        resource = RESOURCE_KINDS[kind](resource.pixels)
+    resource.id = row["id"]
+    for key in ("modality", "filename", "mimetype"):
+        if row.get(key) is not None:
+            setattr(resource, key, row[key])
+    metadata = _metadata(row.get("metadata"), row["id"])
+    if metadata:
+        resource.metadata = {**resource.metadata, **metadata}
+    if row.get("spacing") is not None or row.get("affine") is not None:
+        if resource.kind != "volume":
+            raise ResourceError(
+                f"'spacing' and 'affine' describe volumes; row {row['id']!r} is a {resource.kind}."
+            )
+        from datamint_core.resources import _checked_affine, _checked_spacing
+
+        if row.get("spacing") is not None:
+            resource.spacing = _checked_spacing(_as_list(row["spacing"]))  # type: ignore[attr-defined]
+        if row.get("affine") is not None:
+            resource.affine = _checked_affine(_as_list(row["affine"]))  # type: ignore[attr-defined]
+    return resource
+
+
+def _read(path: str) -> BaseResource:
+    try:
+        from datamint_core.io import read
+    except ImportError:  # the readers of the imaging extras are not in this build
+        return _read_array(path)
+    return read(path)
+
+
+def _read_array(path: str) -> BaseResource:
+    array = _read_array_file(path)
+    kind = _KIND_BY_NDIM.get(array.ndim)
+    if kind is None:
+        raise ResourceError(
+            f"Cannot tell what {path!r} holds: its array has {array.ndim} dimensions; 2 are an "
+            "image, 3 a volume, 4 a video (or give a 'kind' column in a manifest)."
+        )
+    return RESOURCE_KINDS[kind](array)
+
+
+def _studies(directory: Path) -> Iterator[Path]:
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if not entry.name.startswith((".", "_")):
+            yield Path(entry.path)
+
+
+def _manifest_format(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, kind in _MANIFEST_SUFFIXES.items():
+        if name.endswith(suffix):
+            return kind
+    raise BatchInputError(
+        f"Cannot tell the table format of {os.fspath(path)!r}; a manifest is "
+        f"{', '.join(sorted(_MANIFEST_SUFFIXES))}, or give a directory of studies."
+    )
+
+
+def _manifest_rows(path: Path) -> Iterator[dict[str, Any]]:
+    kind = _manifest_format(path)
+    base = path.parent
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path)
+        _check_columns(table.schema_arrow.names, path)
+        for batch in table.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                yield _row(record, base)
+    elif kind == "csv":
+        with open(path, newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            _check_columns(reader.fieldnames or [], path)
+            for record in reader:
+                yield _row({k: (v if v != "" else None) for k, v in record.items()}, base)
+    else:
+        with open(path, encoding="utf-8") as file:
+            for number, line in enumerate(file, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as error:
+                    raise BatchInputError(
+                        f"Line {number} of {os.fspath(path)!r} is not JSON ({error}); a .jsonl "
+                        "manifest holds one JSON object per line."
+                    ) from None
+                if not isinstance(record, dict):
+                    raise BatchInputError(
+                        f"Line {number} of {os.fspath(path)!r} is not a JSON object."
+                    )
+                _check_columns(list(record), path)
+                yield _row(record, base)
+
+
+def _check_columns(names: list[str], path: Path) -> None:
+    unknown = sorted(set(names) - set(MANIFEST_COLUMNS))
+    if unknown or "path" not in names:
+        problem = f"unknown column(s) {unknown}" if unknown else "no 'path' column"
+        raise BatchInputError(
+            f"Manifest {os.fspath(path)!r} has {problem}; accepted columns: "
+            f"{list(MANIFEST_COLUMNS)} ('path' required, 'metadata' a JSON object as a string)."
+        )
+
+
+def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
+    path = record.get("path")
+    if path is None or str(path).strip() == "":
+        raise BatchInputError(f"A manifest row has no path: {dict(record)!r}.")
+    path = str(path)
+    if base is not None and "://" not in path and not os.path.isabs(path):
+        path = os.fspath(base / path)
+    row = {column: record.get(column) for column in MANIFEST_COLUMNS}
+    row["path"] = path
+    row["id"] = str(record["id"]) if record.get("id") is not None else str(record["path"])
+    for key in ("spacing", "affine"):
+        if isinstance(row[key], str):  # a CSV cell holds JSON text
+            row[key] = json.loads(row[key])
+    if isinstance(row["metadata"], Mapping):
+        row["metadata"] = json.dumps(row["metadata"])
+    return row
+
+
+def _metadata(value: Any, row_id: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    try:
+        metadata = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        metadata = None
+    if not isinstance(metadata, Mapping):
+        raise ResourceError(
+            f"Row {row_id!r}: metadata must be a JSON object (as a string); got {value!r}."
+        )
+    return dict(metadata)
+
+
+def _as_list(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)
+    value = tolist() if tolist is not None else value
+    if isinstance(value, list):
+        return [_as_list(item) for item in value]
+    return value

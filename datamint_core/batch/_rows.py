@@ -1,0 +1,163 @@
+"""One input row in, one output row out: read the study, predict, write its masks beside.
+
+An output row (every engine writes the same)::
+
+    {"id": "ct-001", "path": "/data/ct-001.npy", "status": "ok", "error": None,
+     "annotations": '[{"identifier": "liver", "type": "segmentation", ...,
+                       "mask": {"file": "_masks/ct-001-3f2a9c1d.npz", "array": "0",
+                                "shape": [48, 96, 96]}}]',
+     "mask_file": "_masks/ct-001-3f2a9c1d.npz", "num_annotations": 1}
+
+``annotations`` holds every annotation as :meth:`Annotation.to_dict` writes it, except that a
+segmentation mask is a reference into the row's ``.npz`` file (relative to the output
+directory) instead of its run-length code; :func:`read_annotations` turns it back into
+annotation objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datamint_core.annotations import Annotation, SegmentationAnnotation, encode_mask_rle
+from datamint_core.batch._files import write_atomically
+from datamint_core.batch._inputs import load_resource
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+MASK_DIR = "_masks"
+#: Output columns, in order, with their Arrow types.
+OUTPUT_COLUMNS = {
+    "id": "string",
+    "path": "string",
+    "status": "string",
+    "error": "string",
+    "annotations": "string",
+    "mask_file": "string",
+    "num_annotations": "int32",
+}
+
+
+def predict_row(
+    model: Any, row: Mapping[str, Any], params: Mapping[str, Any], output_dir: str
+) -> dict[str, Any]:
+    """Predict on one row; any failure becomes a ``failed`` row with its error, never raises.
+
+    Args:
+        model: a loaded :class:`~datamint_core.BaseDatamintModel`.
+        row: an input row (see :mod:`datamint_core.batch._inputs`).
+        params: the prediction params (``mode`` and the mode's own).
+        output_dir: the job's output directory; masks go under ``_masks/`` in it.
+    """
+    result: dict[str, Any] = {
+        "id": row["id"],
+        "path": row["path"],
+        "status": STATUS_FAILED,
+        "error": None,
+        "annotations": None,
+        "mask_file": None,
+        "num_annotations": 0,
+    }
+    try:
+        resource = load_resource(row)
+        (annotations,) = model.predict([resource], dict(params))
+        records, mask_file = _records_with_mask_refs(annotations, row["id"], output_dir)
+    except Exception as error:  # a row's failure is recorded, and the job goes on
+        result["error"] = _error_text(error)
+        return result
+    result.update(
+        status=STATUS_OK,
+        annotations=json.dumps(records, allow_nan=False),
+        mask_file=mask_file,
+        num_annotations=len(records),
+    )
+    return result
+
+
+def read_annotations(annotations_json: str, output_dir: str | os.PathLike[str]) -> list[Annotation]:
+    """Turn an output row's ``annotations`` back into annotation objects, masks loaded.
+
+    Args:
+        annotations_json: the row's ``annotations`` cell.
+        output_dir: the job's output directory (mask references are relative to it).
+
+    Raises:
+        ValueError: the JSON or a mask file it names is not valid.
+    """
+    records = json.loads(annotations_json)
+    files: dict[str, Any] = {}
+    annotations = []
+    try:
+        for record in records:
+            mask = record.get("mask")
+            if isinstance(mask, Mapping) and "file" in mask:
+                if mask["file"] not in files:
+                    files[mask["file"]] = np.load(
+                        os.path.join(os.fspath(output_dir), mask["file"]), allow_pickle=False
+                    )
+                array = files[mask["file"]][mask["array"]]
+                record = {**record, "mask": encode_mask_rle(array)}
+            annotations.append(Annotation.from_dict(record))
+    finally:
+        for file in files.values():
+            file.close()
+    return annotations
+
+
+def _records_with_mask_refs(
+    annotations: list[Annotation], row_id: str, output_dir: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    records = [annotation.to_dict() for annotation in annotations]
+    masks = {
+        str(index): annotation.mask
+        for index, annotation in enumerate(annotations)
+        if isinstance(annotation, SegmentationAnnotation)
+    }
+    if not masks:
+        return records, None
+    mask_file = f"{MASK_DIR}/{mask_file_name(row_id)}"
+    write_atomically(
+        os.path.join(output_dir, mask_file), lambda file: np.savez_compressed(file, **masks)
+    )
+    for index, mask in masks.items():
+        records[int(index)]["mask"] = {
+            "file": mask_file,
+            "array": index,
+            "shape": [int(size) for size in mask.shape],
+        }
+    return records, mask_file
+
+
+def mask_file_name(row_id: str) -> str:
+    """A file name for a row's masks: readable, unique per id, safe on any file system."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", row_id)[-80:].strip("._") or "row"
+    digest = hashlib.sha1(row_id.encode("utf-8")).hexdigest()[:10]
+    return f"{readable}-{digest}.npz"
+
+
+def _error_text(error: BaseException) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    where = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    origin = f" (at {Path(where[0].filename).name}:{where[0].lineno})" if where else ""
+    return f"{type(error).__name__}: {message}{origin}"
+
+
+def output_row_for_failure(row: Mapping[str, Any], error: BaseException) -> dict[str, Any]:
+    """The output row of a row that could not even be attempted (its worker died)."""
+    return {
+        "id": row["id"],
+        "path": row["path"],
+        "status": STATUS_FAILED,
+        "error": _error_text(error),
+        "annotations": None,
+        "mask_file": None,
+        "num_annotations": 0,
+    }

@@ -1,0 +1,83 @@
+"""The Spark engine and ``mlflow.pyfunc.spark_udf``, on a real local Spark."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow.pyfunc
+import pytest
+
+from datamint_core import save_model
+from datamint_core.batch import read_results, run_batch
+from tests.core.batch_models import UNREADABLE, TwoLabelModel, make_studies
+from tests.core.test_batch import assert_matches_in_process_predict, expected_annotations
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("spark") / "two-label"
+    save_model(TwoLabelModel(), path)
+    return path
+
+
+def test_spark_engine_gives_in_process_annotations_failed_rows_and_resumes(
+    spark, spark_load_log, model_path, tmp_path
+):
+    directory = tmp_path / "cohort"
+    arrays = make_studies(directory)
+    loads_before = spark_load_log.read_text().split() if spark_load_log.exists() else []
+    output = tmp_path / "out"
+
+    report = run_batch(str(model_path), directory, output, engine="spark", spark=spark)
+    rerun = run_batch(str(model_path), directory, output, engine="spark", spark=spark)
+
+    assert (report.total, report.succeeded, report.failed) == (len(arrays) + 3, len(arrays), 3)
+    assert (rerun.skipped, rerun.succeeded, rerun.failed) == (len(arrays), 0, 3)
+    bad = assert_matches_in_process_predict(
+        output, expected_annotations(model_path, arrays), set(UNREADABLE)
+    )
+    assert "it is not a .npy file" in bad.error["corrupt.npy"]
+    assert not [p for p in output.iterdir() if p.name.startswith("_pending-")]
+    # Each executor Python worker loaded the model once, however many tasks it ran.
+    loads = spark_load_log.read_text().split()[len(loads_before) :]
+    worker_loads = [pid for pid in loads if int(pid) != os.getpid()]
+    assert worker_loads and len(worker_loads) == len(set(worker_loads))
+    assert len(read_results(output)) == report.total
+
+
+def test_spark_udf_returns_every_annotation_of_every_row_as_json(spark, model_path, tmp_path):
+    from pyspark.sql.functions import col, struct
+
+    # One spark_udf batch goes to predict at once, and mode "default" needs one kind per call.
+    arrays = {
+        name: array
+        for name, array in make_studies(tmp_path / "cohort", count=8).items()
+        if array.ndim == 3
+    }
+    rows = [
+        (name, "volume", str(tmp_path / "cohort" / name), json.dumps({"source": name}))
+        for name in arrays
+    ]
+    frame = spark.createDataFrame(rows, "id string, kind string, path string, metadata string")
+    udf = mlflow.pyfunc.spark_udf(
+        spark,
+        str(model_path),
+        result_type="string",
+        extra_env={"DATAMINT_SERVE_ALLOW_PATH_DIRS": str(tmp_path / "cohort")},
+    )
+
+    scored = frame.withColumn("annotations", udf(struct(*[col(c) for c in frame.columns])))
+    got = {row.id: json.loads(row.annotations) for row in scored.collect()}
+
+    expected = expected_annotations(model_path, arrays)
+    assert got == {
+        name: [annotation.to_dict() for annotation in annotations]
+        for name, annotations in expected.items()
+    }
+    assert all(len(annotations) >= 2 for annotations in got.values())
+    assert {a["identifier"] for annotations in got.values() for a in annotations} == {
+        "bright",
+        "contrast",
+    }
