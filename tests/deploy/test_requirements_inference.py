@@ -11,6 +11,8 @@ MLflow's known over-inclusions, ignored here:
 - ``tqdm``: imported while loading by the full ``mlflow`` package (``mlflow.genai``'s
   simulators) and by ``torch.hub``, each only because it happens to be installed; the model
   never uses it.
+- ``pyspark``: ``mlflow.types.schema`` imports it whenever it is installed (the ``[spark]``
+  extra of the test environment); a model that does not use Spark does not need it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datamint_core._requirements import requirement_name
 
 pytestmark = pytest.mark.deploy
 
-MLFLOW_OVER_INCLUSIONS = {"mlflow", "tqdm"}
+MLFLOW_OVER_INCLUSIONS = {"mlflow", "tqdm", "pyspark"}
 
 
 def _saved_and_inferred(model_dir) -> tuple[set[str], set[str]]:
