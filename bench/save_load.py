@@ -5,9 +5,10 @@ Measures, in milliseconds, with one ``ConstantClassifier`` instance (``bench/_mo
 fresh directory per repetition:
 
 - save, ours: ``datamint_core.save_model(model, path, pip_requirements=REQS)``;
-- save, anchor: ``mlflow.pyfunc.save_model(path, python_model=model, pip_requirements=REQS)``;
-  both get the same explicit ``REQS`` (``get_default_pip_requirements(model)``), so neither
-  runs MLflow's requirement inference;
+- save, anchor: ``mlflow.pyfunc.save_model(path, python_model=model, pip_requirements=REQS,
+  input_example=EXAMPLE)``; both get the same explicit ``REQS``
+  (``get_default_pip_requirements(model)``), so neither runs MLflow's requirement inference,
+  and the anchor gets the input example ``datamint_core.save_model`` writes by default;
 - save with each side's inferred requirements: ``datamint_core.save_model`` without
   ``pip_requirements`` (reads the pickle's opcodes and the imports of the model's code,
   maps them to installed distributions, bundles the datamint wheel) against
@@ -47,6 +48,7 @@ from _models import BENIGN_FINDING, ConstantClassifier
 
 import datamint_core
 from datamint_core.flavor import get_default_pip_requirements
+from datamint_core.platform.input_example import default_input_example
 
 TARGET_RATIO = 1.1
 #: "A fraction of MLflow's time" for the inferred-requirements save.
@@ -77,6 +79,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     model = ConstantClassifier()
     requirements = get_default_pip_requirements(model)
+    example = default_input_example(model.get_supported_modes())
 
     print_header(
         f"Save/load: datamint_core vs mlflow.pyfunc, one trivial model, {args.repeats} "
@@ -92,11 +95,12 @@ def main() -> None:
                     model, directory("ours", repetition), pip_requirements=requirements),
                 SAVE_ANCHOR: lambda: mlflow.pyfunc.save_model(
                     directory("anchor", repetition), python_model=model,
-                    pip_requirements=requirements),
+                    pip_requirements=requirements, input_example=example),
                 SAVE_OURS_DEFAULT: lambda: datamint_core.save_model(
                     model, directory("ours-default", repetition)),
                 SAVE_ANCHOR_DEFAULT: lambda: mlflow.pyfunc.save_model(
-                    directory("anchor-default", repetition), python_model=model),
+                    directory("anchor-default", repetition), python_model=model,
+                    input_example=example),
             }
 
         def load_actions(repetition: int | str) -> dict[str, Callable[[], object]]:

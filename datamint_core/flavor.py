@@ -30,8 +30,10 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -207,30 +209,32 @@ def save_model(
     elif isinstance(pip_requirements, list):
         pip_requirements = _requirements.with_bundled_datamint(pip_requirements)
 
-    with (
-        tempfile.TemporaryDirectory(prefix="datamint-bundle-") as staging,
-        _env.mlflow_progress_bar_only_on_a_terminal(),
-    ):
-        artifacts = {**(artifacts or {}), **(weights_from or model)._save_artifacts(Path(staging))}
+    # Created only by what writes into it (torch weights, bundled links): most saves need none.
+    staging = Path(tempfile.gettempdir(), f"datamint-bundle-{uuid.uuid4().hex}")
+    try:
+        artifacts = {**(artifacts or {}), **(weights_from or model)._save_artifacts(staging)}
         if bundle_linked_models and links:
-            artifacts[BUNDLE_ARTIFACT] = os.fspath(stage_bundle(links, Path(staging)))
-        mlflow.pyfunc.save_model(
-            path=os.fspath(path),
-            python_model=os.fspath(code_path) if code_path else model,
-            artifacts=artifacts or None,
-            code_paths=code_paths,
-            infer_code_paths=infer_code_paths,
-            conda_env=conda_env,
-            mlflow_model=mlflow_model,
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=pip_requirements,
-            extra_pip_requirements=extra_pip_requirements,
-            metadata=metadata,
-            model_config=model_config,
-            streamable=streamable,
-            **kwargs,
-        )
+            artifacts[BUNDLE_ARTIFACT] = os.fspath(stage_bundle(links, staging))
+        with _env.mlflow_progress_bar_only_on_a_terminal():
+            mlflow.pyfunc.save_model(
+                path=os.fspath(path),
+                python_model=os.fspath(code_path) if code_path else model,
+                artifacts=artifacts or None,
+                code_paths=code_paths,
+                infer_code_paths=infer_code_paths,
+                conda_env=conda_env,
+                mlflow_model=mlflow_model,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements,
+                extra_pip_requirements=extra_pip_requirements,
+                metadata=metadata,
+                model_config=model_config,
+                streamable=streamable,
+                **kwargs,
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     # Route pyfunc loading through this module so that predictions come back JSON-ready.
     mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME][mlflow.pyfunc.MAIN] = __name__
     mlflow_model.add_flavor(FLAVOR_NAME, **block)
