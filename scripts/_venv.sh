@@ -5,7 +5,8 @@ PYTHON="${PYTHON:-python3}"
 #   core: datamint with the test extra (SQLite store, the full mlflow for `mlflow server`),
 #         and no torch.
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
-#         datamint[lightning,sqlite] for the main job's training step.
+#         datamint[lightning,sqlite,images] for the main job's training step and its
+#         overlay picture.
 #   full: torch first (pinned), then datamint[torch,lightning,test,spark] (a real local
 #         Spark for the batch engine tests; Java 17 must be installed).
 ensure_venv() {
@@ -18,7 +19,7 @@ ensure_venv() {
         core) "${pip[@]}" -e ".[test]" ;;
         demo)
             "${pip[@]}" -c ci/constraints.txt torch
-            "${pip[@]}" -c ci/constraints.txt -e ".[lightning,sqlite]"
+            "${pip[@]}" -c ci/constraints.txt -e ".[lightning,sqlite,images]"
             ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch

@@ -88,7 +88,9 @@ def test_local_engine_gives_in_process_annotations_and_records_unreadable_files_
         output, expected_annotations(model_path, arrays), set(UNREADABLE)
     )
     assert "it is not a .npy file" in bad.error["corrupt.npy"]
-    assert "accepted local files are .npy and .npz" in bad.error["notes.txt"]
+    # datamint_core.io detects formats by content and lists every one it reads.
+    assert "Cannot tell the format of" in bad.error["notes.txt"]
+    assert "NIfTI (.nii, .nii.gz), PNG, JPEG, .npy or .npz" in bad.error["notes.txt"]
     assert "pickled Python objects, which are never loaded" in bad.error["pickled.npy"]
     worker_loads = [pid for pid in load_log.read_text().split() if int(pid) != os.getpid()]
     assert 1 <= len(worker_loads) == len(set(worker_loads)) <= 2  # once per worker process

@@ -205,3 +205,42 @@ def test_logging_a_model_no_longer_warns_about_a_missing_input_example(sqlite_tr
     with mlflow.start_run():
         log_model(PlatformModel(), name="model")
     assert not [w for w in recwarn if "input example was not provided" in str(w.message)]
+
+
+def test_every_datamint_plugin_registers_even_when_mlflow_is_imported_first(run_python):
+    completed = run_python(
+        """
+        import mlflow
+        from mlflow.store.artifact.artifact_repository_registry import (
+            _artifact_repository_registry as artifacts)
+        from mlflow.tracking._model_registry.utils import _get_store_registry
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry as stores
+        from mlflow.tracking.default_experiment.registry import (
+            _default_experiment_provider_registry as experiments)
+        from mlflow.tracking.request_auth.registry import (
+            _request_auth_provider_registry as auths)
+        print(sorted([
+            stores._registry["datamint"].__name__,
+            _get_store_registry()._registry["datamint"].__name__,
+            artifacts._registry["datamint"].__name__,
+            *(type(p).__name__ for p in experiments if "Datamint" in type(p).__name__),
+            *(type(p).__name__ for p in auths if "Datamint" in type(p).__name__),
+        ]))
+        """,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Failure attempting to register" not in completed.stderr
+    assert completed.stdout.strip() == str(sorted([
+        "DatamintStore", "DatamintRegistryStore", "DatamintArtifactsRepository",
+        "DatamintExperimentProvider", "DatamintAuthProvider"]))
+
+
+def test_importing_the_core_imports_no_mlflow_until_a_model_name_is_used(run_python):
+    out = run_python(
+        "import sys, datamint_core\n"
+        "before = 'mlflow' in sys.modules\n"
+        "datamint_core.BaseDatamintModel\n"
+        "print(before, 'mlflow.pyfunc' in sys.modules)"
+    )
+    assert out.split() == ["False", "True"]
