@@ -259,9 +259,12 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     import uvicorn
 
+    from datamint_core.linked_models import local_model_dir
     from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 
     config = ServerConfig.resolve(args.max_request_size, args.timeout, args.allow_path_dir)
+    # Through the artifact cache, once, before any worker starts: N workers load one copy.
+    model_dir = local_model_dir(args.model_uri)
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -274,12 +277,12 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     if args.workers == 1:
         from datamint_core.serving.app import create_app
 
-        app = create_app(args.model_uri, config)
+        app = create_app(model_dir, config)
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         uvicorn.run(app, **options)
     else:
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        os.environ.update({MODEL_URI_ENV: args.model_uri, **config.to_env()})
+        os.environ.update({MODEL_URI_ENV: model_dir, **config.to_env()})
         uvicorn.run(
             "datamint_core.serving.app:create_app_from_env",
             factory=True,
