@@ -36,3 +36,16 @@ def read_flavors(model_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
     """``{flavor name: its configuration}`` of a local model directory."""
     flavors = read_mlmodel(model_dir).get("flavors") or {}
     return {name: conf or {} for name, conf in flavors.items()}
+
+
+def write_mlmodel(model: Any, model_dir: str | os.PathLike[str]) -> None:
+    """Write ``model`` (an ``mlflow.models.Model``) as the MLmodel file of ``model_dir``.
+
+    The same YAML as ``Model.save`` (``safe_dump``, block style), written with libyaml's
+    emitter when it is there: MLflow's pure-Python emitter is a large part of a save.
+    """
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    with open(os.path.join(os.fspath(model_dir), "MLmodel"), "w", encoding="utf-8") as file:
+        yaml.dump(model.to_dict(), file, Dumper=dumper, default_flow_style=False)

@@ -28,6 +28,9 @@ from typing import Any
 
 PROG = "datamint"
 _INPUT_TYPES = {".json": "json", ".npy": "npy", ".npz": "npz"}
+# Medical image files, read by datamint_core.io (a directory is a DICOM series).
+_IMAGE_FILE = "image"
+_IMAGE_SUFFIXES = (".dcm", ".dicom", ".nii", ".nii.gz", ".png", ".jpg", ".jpeg")
 
 
 class _RuntimeFailure(Exception):
@@ -65,19 +68,33 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict",
-        help="predict on a file and write the annotations as JSON",
-        description="Predict on a JSON request (any body POST /invocations accepts) or on "
-        'an .npy/.npz file of pixel data, and write {"predictions": ...}.',
+        help="predict on a file and write the annotations (JSON, NIfTI, DICOM SEG, picture)",
+        description="Predict on a JSON request (any body POST /invocations accepts), an "
+        ".npy/.npz file of pixel data, or a medical image (DICOM file or series directory, "
+        'NIfTI, PNG, JPEG), and write {"predictions": ...} as JSON, the masks as a NIfTI '
+        "label map (.nii.gz) or a DICOM SEG (.dcm, for a DICOM input), and optionally an "
+        "overlay picture.",
     )
     _model_argument(predict)
     predict.add_argument(
-        "-i", "--input", help="input file (.json, .npy or .npz); stdin when left out"
+        "-i",
+        "--input",
+        help="input: .json, .npy, .npz, a DICOM file or series directory, .nii/.nii.gz, "
+        ".png/.jpg; stdin (JSON or npy/npz) when left out",
     )
-    predict.add_argument("-o", "--output", help="output JSON file; stdout when left out")
+    predict.add_argument(
+        "-o",
+        "--output",
+        help="output: .json (the predictions), .nii/.nii.gz (label map with the input's "
+        "affine) or .dcm (DICOM SEG referencing the input series); stdout JSON when left out",
+    )
+    predict.add_argument(
+        "--overlay", metavar="PNG", help="also draw the prediction over the image (a slice)"
+    )
     predict.add_argument(
         "-t",
         "--content-type",
-        choices=sorted(set(_INPUT_TYPES.values())),
+        choices=sorted({*_INPUT_TYPES.values(), _IMAGE_FILE}),
         help="input format; by default from the input's suffix (json for stdin)",
     )
     _mode_arguments(predict)
@@ -222,19 +239,39 @@ def _content_type(path: str | None, explicit: str | None) -> str:
         return explicit
     if path is None:
         return "json"
+    if Path(path).is_dir() or path.lower().endswith(_IMAGE_SUFFIXES):
+        return _IMAGE_FILE
     suffix = Path(path).suffix.lower()
     if suffix not in _INPUT_TYPES:
         raise _RuntimeFailure(
-            f"Cannot tell the format of {path!r} from its suffix; use .json, .npy or .npz, "
-            "or give --content-type."
+            f"Cannot tell the format of {path!r} from its suffix; use .json, .npy, .npz, "
+            "a DICOM file or series directory, .nii/.nii.gz, .png or .jpg, or give "
+            "--content-type."
         )
     return _INPUT_TYPES[suffix]
 
 
 def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    from datamint_core.serving.backend import DatamintBackend
+    from datamint_core.io.predict import output_format
 
     content_type = _content_type(args.input, args.content_type)
+    wants_files = output_format(args.output) != ".json" or args.overlay is not None
+    if content_type == _IMAGE_FILE or (wants_files and content_type in ("npy", "npz")):
+        if args.input is None:
+            raise _RuntimeFailure("A medical image input is read from a file: give -i PATH.")
+        from datamint_core.io.predict import predict_file
+
+        predict_file(
+            args.model_uri, args.input, args.output, overlay_path=args.overlay, params=params
+        )
+        return 0
+    if wants_files:
+        raise _RuntimeFailure(
+            "Masks (.nii.gz, .dcm) and --overlay are written for an image file input "
+            "(DICOM, NIfTI, PNG, JPEG, .npy); a JSON request's result is written as JSON."
+        )
+    from datamint_core.serving.backend import DatamintBackend
+
     DatamintBackend({}).predict(args.model_uri, args.input, args.output, content_type, params)
     return 0
 
@@ -244,6 +281,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     import uvicorn
 
+    from datamint_core.linked_models import local_model_dir
     from datamint_core.serving.app import GuardedH11Protocol
     from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 
@@ -252,6 +290,8 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     )
     _raise_open_file_limit(config.limit_concurrency)
     GuardedH11Protocol.read_timeout = config.read_timeout
+    # Through the artifact cache, once, before any worker starts: N workers load one copy.
+    model_dir = local_model_dir(args.model_uri)
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -269,12 +309,12 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     if args.workers == 1:
         from datamint_core.serving.app import create_app
 
-        app = create_app(args.model_uri, config)
+        app = create_app(model_dir, config)
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         uvicorn.run(app, **options)
     else:
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        os.environ.update({MODEL_URI_ENV: args.model_uri, **config.to_env()})
+        os.environ.update({MODEL_URI_ENV: model_dir, **config.to_env()})
         uvicorn.run(
             "datamint_core.serving.app:create_app_from_env",
             factory=True,

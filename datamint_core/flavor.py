@@ -30,9 +30,10 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import sys
 import tempfile
-from importlib import metadata as importlib_metadata
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,15 @@ from mlflow.protos.databricks_pb2 import (
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
-from datamint_core import _env
+from datamint_core import _env, _loader, _requirements, _wheel
 from datamint_core._limits import InputTooLargeError
-from datamint_core._mlmodel import read_flavors
+from datamint_core._mlmodel import read_flavors, write_mlmodel
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.linked_models import (
     BUNDLE_ARTIFACT,
     LINKED_MODELS_CONFIG_KEY,
+    local_model_dir,
     pin,
     stage_bundle,
 )
@@ -84,14 +86,20 @@ def get_default_pip_requirements(
 ) -> list[str]:
     """Return the minimal requirements of a saved Datamint model, pinned to the versions in use.
 
+    ``datamint`` itself is the wheel bundled in the model directory (``./wheels/...``): on
+    the public index ``datamint`` is another project. ``save_model`` adds to these every
+    distribution the model's pickle or code needs.
+
     Args:
         model: the model being saved; an extra's model class (``[torch]``) names its extra
             and what it needs through ``_pip_requirements()``.
         from_code: the model is saved from code, so loading it needs no cloudpickle.
     """
-    requirements = model._pip_requirements() if model is not None else [f"datamint=={__version__}"]
+    own = model._pip_requirements() if model is not None else [f"datamint=={__version__}"]
     packages = ["mlflow-skinny", "numpy", "pandas"] + ([] if from_code else ["cloudpickle"])
-    return requirements + [_pinned(package) for package in packages]
+    return _requirements.with_bundled_datamint(own) + [
+        _requirements.pinned(package) for package in packages
+    ]
 
 
 def save_model(
@@ -143,8 +151,11 @@ def save_model(
             through ``mlflow.pyfunc``.
         input_example: defaults to a small blank resource of the kind the model serves, with
             ``{"mode": "default"}`` (see :mod:`datamint_core.platform.input_example`).
-        pip_requirements, extra_pip_requirements, conda_env: as in ``mlflow.pyfunc``;
-            by default the minimal pinned requirements of :func:`get_default_pip_requirements`.
+        pip_requirements, extra_pip_requirements, conda_env: as in ``mlflow.pyfunc``. By
+            default: :func:`get_default_pip_requirements` plus every distribution the model's
+            pickle, code file, ``code_paths`` and class module import, pinned (found without
+            loading the model in a subprocess). A ``datamint`` line in ``pip_requirements``
+            is pointed at the bundled wheel.
         Other arguments: as in :func:`mlflow.pyfunc.save_model`.
 
     Raises:
@@ -156,6 +167,8 @@ def save_model(
     source = _one_model_argument(datamint_model, python_model)
     code_path = _code_path(source)
     model = _load_code_model(code_path, model_config) if code_path else _as_model(source)
+    for prepared in {id(m): m for m in (model, weights_from) if m is not None}.values():
+        prepared._prepare_for_inference()  # save what a loaded model serves (torch: eval)
     if weights_from is not None and type(weights_from).__qualname__ != type(model).__qualname__:
         raise MlflowException(
             f"weights_from is a {type(weights_from).__name__} but the model is a "
@@ -169,8 +182,9 @@ def save_model(
     block = _flavor_block(model, task_type, supported_modes, annotation_specs)
     block["linked_models"] = {key: link.to_dict() for key, link in links.items()}
     block["linked_models_bundled"] = bool(bundle_linked_models and links)
+    # The datamint block joins the MLmodel after MLflow has written it: MLflow dumps MLmodel
+    # twice with the pure-Python YAML emitter, whose time grows with the file.
     mlflow_model = mlflow_model or Model()
-    mlflow_model.add_flavor(FLAVOR_NAME, **block)
 
     # MLflow lets load-time model_config override only keys saved with the model, so the
     # device key is always saved: load_model(device=...) and MLFLOW_PYFUNC_INFERENCE_CONFIG
@@ -194,37 +208,45 @@ def save_model(
             if isinstance(extra_pip_requirements, str)
             else (list(extra_pip_requirements or []))
         )
-        pip_requirements = get_default_pip_requirements(model, from_code=code_path is not None)
-        pip_requirements += [r for r in extra if r not in pip_requirements]
-        extra_pip_requirements = None
-
-    with (
-        tempfile.TemporaryDirectory(prefix="datamint-bundle-") as staging,
-        _env.mlflow_progress_bar_only_on_a_terminal(),
-    ):
-        artifacts = {**(artifacts or {}), **(weights_from or model)._save_artifacts(Path(staging))}
-        if bundle_linked_models and links:
-            artifacts[BUNDLE_ARTIFACT] = os.fspath(stage_bundle(links, Path(staging)))
-        mlflow.pyfunc.save_model(
-            path=os.fspath(path),
-            python_model=os.fspath(code_path) if code_path else model,
-            artifacts=artifacts or None,
-            code_paths=code_paths,
-            infer_code_paths=infer_code_paths,
-            conda_env=conda_env,
-            mlflow_model=mlflow_model,
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=pip_requirements,
-            extra_pip_requirements=extra_pip_requirements,
-            metadata=metadata,
-            model_config=model_config,
-            streamable=streamable,
-            **kwargs,
+        pip_requirements = _requirements.model_requirements(
+            model, model._pip_requirements(), code_path=code_path, code_paths=code_paths or ()
         )
+        pip_requirements = _requirements.with_extra(pip_requirements, extra)
+        extra_pip_requirements = None
+    elif isinstance(pip_requirements, list):
+        pip_requirements = _requirements.with_bundled_datamint(pip_requirements)
+
+    # Created only by what writes into it (torch weights, bundled links): most saves need none.
+    staging = Path(tempfile.gettempdir(), f"datamint-bundle-{uuid.uuid4().hex}")
+    try:
+        artifacts = {**(artifacts or {}), **(weights_from or model)._save_artifacts(staging)}
+        if bundle_linked_models and links:
+            artifacts[BUNDLE_ARTIFACT] = os.fspath(stage_bundle(links, staging))
+        with _env.mlflow_progress_bar_only_on_a_terminal():
+            mlflow.pyfunc.save_model(
+                path=os.fspath(path),
+                python_model=os.fspath(code_path) if code_path else model,
+                artifacts=artifacts or None,
+                code_paths=code_paths,
+                infer_code_paths=infer_code_paths,
+                conda_env=conda_env,
+                mlflow_model=mlflow_model,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=pip_requirements,
+                extra_pip_requirements=extra_pip_requirements,
+                metadata=metadata,
+                model_config=model_config,
+                streamable=streamable,
+                **kwargs,
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     # Route pyfunc loading through this module so that predictions come back JSON-ready.
     mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME][mlflow.pyfunc.MAIN] = __name__
-    mlflow_model.save(os.path.join(os.fspath(path), "MLmodel"))
+    mlflow_model.add_flavor(FLAVOR_NAME, **block)
+    write_mlmodel(mlflow_model, path)
+    _wheel.bundle_into(path)
 
 
 def log_model(
@@ -289,15 +311,26 @@ def load_model(
             path, or any URI MLflow resolves.
         device: the inference device (``cpu``, ``cuda:0``); beats
             ``MLFLOW_DEFAULT_PREDICTION_DEVICE`` and hardware detection.
-        dst_path: where to download the model; a temporary directory by default.
+        dst_path: where to download the model. By default ``models:/`` and ``runs:/``
+            models go through the artifact cache (as linked models do: a second load
+            downloads nothing, ``DATAMINT_OFFLINE=true`` needs no server) and local
+            directories are used in place.
 
     Raises:
         MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
     """
-    local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
-    require_datamint_flavor(read_flavors(local_path), model_uri)
-    config = {"device": device} if device else None
-    return mlflow.pyfunc.load_model(local_path, model_config=config).unwrap_python_model()
+    if dst_path is None:
+        local_path = local_model_dir(model_uri)
+    else:
+        local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+    # What mlflow.pyfunc.load_model does, from one parse of MLmodel (it parses it 3 times).
+    flavors = read_flavors(local_path)
+    block = require_datamint_flavor(flavors, model_uri)
+    pyfunc_conf = flavors.get(mlflow.pyfunc.FLAVOR_NAME) or {}
+    config = _loader.prepare_environment(
+        local_path, pyfunc_conf, {"device": device} if device else None
+    )
+    return _load_datamint(local_path, pyfunc_conf, block, config).python_model
 
 
 def require_datamint_flavor(flavors: dict[str, Any], model_uri: str) -> dict[str, Any]:
@@ -318,24 +351,33 @@ def require_datamint_flavor(flavors: dict[str, Any], model_uri: str) -> dict[str
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> _DatamintPyfuncModel:
     """Load the ``python_function`` flavor (MLflow's loader-module contract)."""
-    from mlflow.pyfunc import model as pyfunc_model
+    flavors = read_flavors(path)
+    pyfunc_conf = flavors.get(mlflow.pyfunc.FLAVOR_NAME) or {}
+    return _load_datamint(path, pyfunc_conf, flavors.get(FLAVOR_NAME) or {}, model_config)
 
+
+def _load_datamint(
+    path: str,
+    pyfunc_conf: dict[str, Any],
+    block: dict[str, Any],
+    model_config: dict[str, Any] | None,
+) -> _DatamintPyfuncModel:
     try:
-        wrapper = pyfunc_model._load_pyfunc(path, model_config)
+        with _requirements.report_missing_dependencies(path):
+            model, context = _loader.load_python_model(path, pyfunc_conf, model_config)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
         raise MlflowException(
             f"Cannot load the Datamint model in {path!r}: {type(error).__name__}: {error}. "
             "The model directory is incomplete or corrupted, or the code it needs is not "
             "importable here; download or save it again."
         ) from error
-    model = wrapper.python_model
     if not isinstance(model, BaseDatamintModel):
         raise MlflowException(
             f"The model in {path!r} is a {type(model).__name__}, not a Datamint model; its "
             "MLmodel file claims the datamint flavor but the python model does not match."
         )
-    _restore_saved_metadata(model, path)
-    return _DatamintPyfuncModel(model, wrapper.context)
+    _restore_saved_metadata(model, block)
+    return _DatamintPyfuncModel(model, context)
 
 
 class _DatamintPyfuncModel:
@@ -441,8 +483,7 @@ def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "path": path}
 
 
-def _restore_saved_metadata(model: BaseDatamintModel, path: str) -> None:
-    conf = read_flavors(path).get(FLAVOR_NAME) or {}
+def _restore_saved_metadata(model: BaseDatamintModel, conf: dict[str, Any]) -> None:
     saved_version = conf.get("datamint_version")
     if saved_version != __version__:
         _logger.warning(
@@ -562,13 +603,6 @@ def _invalid_to_mlflow(parse: Any, value: Any) -> Any:
         return parse(value)
     except (ValueError, TypeError) as error:
         raise MlflowException(str(error), INVALID_PARAMETER_VALUE) from None
-
-
-def _pinned(package: str) -> str:
-    try:
-        return f"{package}=={importlib_metadata.version(package)}"
-    except importlib_metadata.PackageNotFoundError:
-        return package
 
 
 def _this_module() -> Any:

@@ -56,6 +56,9 @@ BUNDLE_ARTIFACT = "datamint.linked_models"
 #: model_config key holding the pinned references, so that load_context can read them.
 LINKED_MODELS_CONFIG_KEY = "datamint_linked_models"
 
+#: The key under which the top-level model goes through pinning and the cache.
+TOP_LEVEL_KEY = "<model>"
+
 _ACCEPTED = (
     "models:/<name>/<version>, models:/<name>@<alias>, models:/<name>/latest, "
     "runs:/<run_id>/<path>, or a local model directory"
@@ -210,7 +213,7 @@ def pin(
     if settings.offline_mode:
         if not concrete:
             raise LinkedModelError(
-                f"Linked model {key!r} ({uri!r}) needs the registry to resolve "
+                f"{_subject(key)} ({uri!r}) needs the registry to resolve "
                 f"{'alias ' + repr(alias) if alias else repr(version)}, but offline mode is on "
                 f"({OFFLINE_ENV}). Pin a version (models:/{name}/<n>) or save the parent online."
             )
@@ -230,13 +233,13 @@ def pin(
             versions = client.search_model_versions(f"name = '{name}'")
             if not versions:
                 raise LinkedModelNotFoundError(
-                    f"Linked model {key!r} ({uri!r}): registered model {name!r} has no versions "
+                    f"{_subject(key)} ({uri!r}): registered model {name!r} has no versions "
                     f"on {_registry()}."
                 )
             found = max(versions, key=lambda mv: int(mv.version))
         else:
             raise MlflowException(
-                f"Linked model {key!r}: {uri!r} names version {version!r}; accepted: {_ACCEPTED}.",
+                f"{_subject(key)}: {uri!r} names version {version!r}; accepted: {_ACCEPTED}.",
                 INVALID_PARAMETER_VALUE,
             )
         download_uri = client.get_model_version_download_uri(name, found.version)
@@ -265,7 +268,7 @@ def locate(
         path = Path(linked.resolved_uri).expanduser()
         if not (path / "MLmodel").is_file():
             raise LinkedModelNotFoundError(
-                f"Linked model {linked.key!r}: {linked.resolved_uri!r} is not an MLflow model "
+                f"{_subject(linked.key)}: {linked.resolved_uri!r} is not an MLflow model "
                 "directory (no MLmodel file)."
             )
         return path
@@ -284,18 +287,49 @@ def locate(
         )
     except CorruptedCacheEntryError as error:
         raise LinkedModelError(
-            f"Linked model {linked.key!r} ({linked.resolved_uri}): {error}. Offline mode is on, "
+            f"{_subject(linked.key)} ({linked.resolved_uri}): {error}. Offline mode is on, "
             "so it cannot be downloaded again; turn offline mode off once, or restore the cache."
         ) from error
     except CacheNotWritableError:
         raise
     except CacheError:
         raise LinkedModelNotFoundError(
-            f"Linked model {linked.key!r} ({linked.resolved_uri}) is not in the artifact cache "
+            f"{_subject(linked.key)} ({linked.resolved_uri}) is not in the artifact cache "
             f"at {cache.root}, and offline mode ({OFFLINE_ENV}) forbids downloading it. Fill the "
-            "cache online first, export one (ArtifactCache.export), or bundle the linked models "
-            "into the parent (bundle_linked_models=True)."
+            "cache online first, export one (ArtifactCache.export)"
+            + (
+                ", or bundle the linked models into the parent (bundle_linked_models=True)."
+                if linked.key != TOP_LEVEL_KEY
+                else "."
+            )
         ) from None
+
+
+def local_model_dir(model_uri: str, settings: LinkSettings | None = None) -> str:
+    """A local directory holding the model at ``model_uri``, through the artifact cache.
+
+    The top-level model is found like a linked one: ``models:/`` and ``runs:/`` URIs are
+    pinned, then served from the cache (a second load downloads nothing; offline mode needs
+    no server) or downloaded into it once; a local directory is used in place. Other URIs
+    (``s3://``, ``models:/m-<logged model id>``, ...) are downloaded by MLflow into a
+    temporary directory.
+
+    Raises:
+        LinkedModelNotFoundError: unknown model, or not cached in offline mode.
+        TrackingServerUnreachableError: the server did not answer.
+    """
+    if os.path.isdir(model_uri):
+        return model_uri
+    cacheable = (
+        _REGISTRY_URI.match(model_uri) or _RUNS_URI.match(model_uri)
+    ) is not None or model_uri.startswith("file:")
+    if not cacheable:  # other schemes, and MLflow 3's logged-model URIs (models:/m-<id>)
+        from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+
+        with _env.mlflow_progress_bar_only_on_a_terminal():
+            return _download_artifact_from_uri(model_uri)
+    reference = pin(TOP_LEVEL_KEY, model_uri, settings)
+    return os.fspath(locate(reference, settings=settings))
 
 
 def load_linked_models(
@@ -321,7 +355,7 @@ def load_linked_models(
     for key, reference in linked.items():
         if reference.flavor not in known:
             raise LinkedModelError(
-                f"Linked model {key!r} is a {reference.flavor!r} model; loading it needs an "
+                f"{_subject(key)} is a {reference.flavor!r} model; loading it needs an "
                 f"extra (known flavors here: {sorted(known)})."
             )
         # A cached entry stays in place while it loads, even if another process clears
@@ -332,8 +366,8 @@ def load_linked_models(
             flavors = read_flavors(path)
             if reference.flavor not in flavors:
                 raise LinkedModelError(
-                    f"Linked model {key!r} ({reference.uri!r}) is not a {reference.flavor} "
-                    f"model: its flavors are {sorted(flavors)}."
+                    f"{_subject(key)} ({reference.uri!r}) is not a {reference.flavor} model: "
+                    f"its flavors are {sorted(flavors)}."
                 )
             loaded[key] = known[reference.flavor](path, device)
     return loaded
@@ -380,7 +414,7 @@ def _version_by_alias(client: Any, key: str, uri: str, name: str, alias: str) ->
             raise
     known = sorted(client.get_registered_model(name).aliases)  # the model itself exists?
     raise LinkedModelNotFoundError(
-        f"Linked model {key!r} ({uri!r}): registered model {name!r} has no alias {alias!r} "
+        f"{_subject(key)} ({uri!r}): registered model {name!r} has no alias {alias!r} "
         f"on {_registry()}; its aliases: {known}."
     )
 
@@ -398,20 +432,20 @@ def _download(linked: LinkedModel, source: str, into: Path) -> Path:
 def _parse(key: str, uri: Any) -> dict[str, Any]:
     if not isinstance(uri, str) or not uri.strip():
         raise MlflowException(
-            f"Linked model {key!r}: URI {uri!r} is not valid; accepted: {_ACCEPTED}.",
+            f"{_subject(key)}: URI {uri!r} is not valid; accepted: {_ACCEPTED}.",
             INVALID_PARAMETER_VALUE,
         )
     if uri.startswith("models:"):
         match = _REGISTRY_URI.match(uri)
         if match is None:
             raise MlflowException(
-                f"Linked model {key!r}: {uri!r} is not a valid model URI; accepted: {_ACCEPTED}.",
+                f"{_subject(key)}: {uri!r} is not a valid model URI; accepted: {_ACCEPTED}.",
                 INVALID_PARAMETER_VALUE,
             )
         version = match["version"]
         if version is not None and not (version.isdigit() or version == "latest"):
             raise MlflowException(
-                f"Linked model {key!r}: {uri!r} names version {version!r}; use a number, "
+                f"{_subject(key)}: {uri!r} names version {version!r}; use a number, "
                 "'latest' or an alias (models:/<name>@<alias>). Stages are not supported.",
                 INVALID_PARAMETER_VALUE,
             )
@@ -420,17 +454,26 @@ def _parse(key: str, uri: Any) -> dict[str, Any]:
         match = _RUNS_URI.match(uri)
         if match is None:
             raise MlflowException(
-                f"Linked model {key!r}: {uri!r} is not a valid runs URI; accepted: {_ACCEPTED}.",
+                f"{_subject(key)}: {uri!r} is not a valid runs URI; accepted: {_ACCEPTED}.",
                 INVALID_PARAMETER_VALUE,
             )
         return {"kind": "run", **match.groupdict()}
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri) and not uri.startswith("file://"):
         raise MlflowException(
-            f"Linked model {key!r}: URI scheme of {uri!r} is not supported; accepted: {_ACCEPTED}.",
+            f"{_subject(key)}: URI scheme of {uri!r} is not supported; accepted: {_ACCEPTED}.",
             INVALID_PARAMETER_VALUE,
         )
     path = uri[len("file://") :] if uri.startswith("file://") else uri
     return {"kind": "local", "path": os.path.abspath(os.path.expanduser(path))}
+
+
+def _subject(key: str) -> str:
+    """How errors name a model: the top-level one, or a linked one by its key."""
+    return "Model" if key == TOP_LEVEL_KEY else f"Linked model {key!r}"
+
+
+def _subject_lower(key: str) -> str:
+    return "the model" if key == TOP_LEVEL_KEY else f"linked model {key!r}"
 
 
 def _accepts_device(path: Path) -> bool:
@@ -453,7 +496,7 @@ def _registry_errors(key: str, uri: str, name: str) -> Iterator[None]:
             if error.error_code != "RESOURCE_DOES_NOT_EXIST" or isinstance(error, LinkedModelError):
                 raise
             raise LinkedModelNotFoundError(
-                f"Linked model {key!r} ({uri!r}) does not exist on {_registry()}: {error.message}"
+                f"{_subject(key)} ({uri!r}) does not exist on {_registry()}: {error.message}"
             ) from None
 
 
@@ -467,7 +510,7 @@ def _server_errors(key: str, uri: str) -> Iterator[None]:
         if not _is_connection_error(error):
             raise
         raise TrackingServerUnreachableError(
-            f"Cannot reach the tracking server at {_registry()} for linked model {key!r} "
+            f"Cannot reach the tracking server at {_registry()} for {_subject_lower(key)} "
             f"({uri!r}): {type(error).__name__}. Start the server, or run offline "
             f"({OFFLINE_ENV}=true) with the model in the artifact cache, or save the parent "
             "with bundle_linked_models=True."

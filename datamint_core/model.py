@@ -163,6 +163,13 @@ class BaseDatamintModel(PythonModel):
         """Write what must travel beside the python model; return ``{name: path}``."""
         return {}
 
+    def _prepare_for_inference(self) -> None:
+        """Put the model in the state it predicts in once loaded (the torch extra: eval mode).
+
+        Called before a save and before ``validate_model``'s smoke prediction, so that what
+        is validated in this process is what a loaded model serves.
+        """
+
     def load_context(self, context: Any) -> None:
         """Decide the inference device, then load the linked models.
 

@@ -2,7 +2,10 @@
 
 A resource is a descriptor (``id``, ``filename``, ``mimetype``, ``modality``, ``metadata``)
 plus pixel data that is loaded only when first used, from an in-memory array or a local
-``.npy``/``.npz`` file. Shapes:
+file: ``.npy``/``.npz``, or with the reader extras DICOM (a file or a series directory),
+NIfTI, PNG and JPEG (see :mod:`datamint_core.io`). A resource built from a DICOM, NIfTI or
+image file takes its spacing, affine, modality and metadata from the file (where the caller
+gave none) when the file is first read: reading any of them reads it. Shapes:
 
 - image  ``(H, W)`` or ``(H, W, C)``
 - volume ``(D, H, W)``, ``D`` the axial axis
@@ -89,17 +92,17 @@ class BaseResource:
         self.id = id
         if (pixels is None) == (path is None):
             raise ResourceError(
-                f"{self._label()} needs exactly one pixel source: "
-                "an array (pixels=...) or a local .npy/.npz file (path=...)."
+                f"{self._label()} needs exactly one pixel source: an array (pixels=...) or a "
+                "local file (path=...: .npy, .npz, DICOM, NIfTI, PNG or JPEG)."
             )
         self.filename = filename
         self.mimetype = mimetype
-        self.modality = modality
+        self._modality = modality
         if metadata is not None and not isinstance(metadata, Mapping):
             raise ResourceError(
                 f"metadata must be a JSON object (dict), got {type(metadata).__name__}."
             )
-        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._metadata: dict[str, Any] = dict(metadata or {})
         self.path = os.fspath(path) if path is not None else None
         self._pixels: np.ndarray | None = None
         if pixels is not None:
@@ -110,8 +113,49 @@ class BaseResource:
         """The pixel array, read from ``path`` on first access."""
         if self._pixels is None:
             assert self.path is not None
-            self._pixels = self._checked(_read_array_file(self.path))
+            if _is_array_file(self.path):
+                self._pixels = self._checked(_read_array_file(self.path))
+            else:
+                from datamint_core.io._read import decode_path
+
+                decoded = decode_path(self.path, self.kind)
+                self._pixels = self._checked(decoded.pixels)
+                self._adopt_file_fields(decoded)
         return self._pixels
+
+    @property
+    def modality(self) -> str | None:
+        """Imaging modality; from the file (DICOM) when not given and read from a path."""
+        self._read_file_fields()
+        return self._modality
+
+    @modality.setter
+    def modality(self, modality: str | None) -> None:
+        self._modality = modality
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form JSON-ready metadata; the file's own (DICOM tags, NIfTI header facts)
+        under the caller's when read from a path."""
+        self._read_file_fields()
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, metadata: Mapping[str, Any]) -> None:
+        self._metadata = dict(metadata)
+
+    def _read_file_fields(self) -> None:
+        """Read the file now if it can still fill in descriptor or geometry fields."""
+        if self._pixels is None and self.path is not None and not _is_array_file(self.path):
+            self.pixels  # noqa: B018 - reading the pixels fills the fields in
+
+    def _adopt_file_fields(self, decoded: Any) -> None:
+        """Take what the file says where the caller said nothing."""
+        if self._modality is None:
+            self._modality = decoded.modality
+        if self.mimetype is None:
+            self.mimetype = decoded.mimetype
+        self._metadata = {**decoded.metadata, **self._metadata}
 
     @property
     def is_loaded(self) -> bool:
@@ -140,9 +184,10 @@ class BaseResource:
         return array
 
     def _descriptor(self) -> dict[str, Any]:
+        self._read_file_fields()
         return {key: getattr(self, key) for key in _DESCRIPTOR_KEYS}
 
-    def _extra_fields(self) -> dict[str, Any]:
+    def _extra_fields(self, read_file: bool = True) -> dict[str, Any]:
         return {}
 
     def to_dict(
@@ -155,8 +200,15 @@ class BaseResource:
                 for tiny inputs) or ``none`` (descriptor only; keeps ``path`` if there is one).
         """
         data: dict[str, Any] = {"kind": self.kind}
-        data.update({k: v for k, v in self._descriptor().items() if v not in (None, {})})
-        data.update(self._extra_fields())
+        if pixel_encoding == "none":
+            # The descriptor as given, without reading the file: the path stands for it.
+            fields = {key: getattr(self, f"_{key}", None) for key in ("modality", "metadata")}
+            descriptor = {**{k: getattr(self, k) for k in ("id", "filename", "mimetype")}, **fields}
+            data.update({k: v for k, v in descriptor.items() if v not in (None, {})})
+            data.update(self._extra_fields(read_file=False))
+        else:
+            data.update({k: v for k, v in self._descriptor().items() if v not in (None, {})})
+            data.update(self._extra_fields())
         if pixel_encoding == "npy_base64":
             data["pixel_data"] = {"encoding": "npy_base64", "data": encode_npy_base64(self.pixels)}
         elif pixel_encoding == "list":
@@ -193,11 +245,46 @@ class BaseResource:
 
 
 class ImageResource(BaseResource):
-    """A 2-D image ``(H, W)`` or ``(H, W, C)``; also what a slice or a frame is."""
+    """A 2-D image ``(H, W)`` or ``(H, W, C)``; also what a slice or a frame is.
+
+    Args:
+        spacing: pixel size along ``(H, W)`` (row spacing, column spacing) in mm, when known;
+            read from the file (DICOM PixelSpacing, PNG/JPEG resolution) when left out.
+        **kwargs: see :class:`BaseResource`.
+    """
 
     kind = "image"
     _accepted_ndims = (2, 3)
     _shape_text = "(H, W) or (H, W, C)"
+
+    def __init__(
+        self,
+        pixels: np.ndarray | None = None,
+        *,
+        spacing: tuple[float, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(pixels, **kwargs)
+        self._spacing = _checked_spacing(spacing, 2)
+
+    @property
+    def spacing(self) -> tuple[float, float] | None:
+        """Pixel size along ``(H, W)`` in mm, when known."""
+        self._read_file_fields()
+        return self._spacing  # type: ignore[return-value]
+
+    @spacing.setter
+    def spacing(self, spacing: tuple[float, float] | None) -> None:
+        self._spacing = _checked_spacing(spacing, 2)
+
+    def _adopt_file_fields(self, decoded: Any) -> None:
+        super()._adopt_file_fields(decoded)
+        if self._spacing is None and decoded.spacing is not None:
+            self._spacing = _checked_spacing(decoded.spacing, 2)
+
+    def _extra_fields(self, read_file: bool = True) -> dict[str, Any]:
+        spacing = self.spacing if read_file else self._spacing
+        return {} if spacing is None else {"spacing": list(spacing)}
 
 
 class VolumeResource(BaseResource):
@@ -222,8 +309,35 @@ class VolumeResource(BaseResource):
         **kwargs: Any,
     ) -> None:
         super().__init__(pixels, **kwargs)
-        self.spacing = _checked_spacing(spacing)
-        self.affine = _checked_affine(affine)
+        self._spacing = _checked_spacing(spacing, 3)
+        self._affine = _checked_affine(affine)
+
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        """Voxel size along ``(D, H, W)`` in mm, when known."""
+        self._read_file_fields()
+        return self._spacing  # type: ignore[return-value]
+
+    @spacing.setter
+    def spacing(self, spacing: tuple[float, float, float] | None) -> None:
+        self._spacing = _checked_spacing(spacing, 3)
+
+    @property
+    def affine(self) -> np.ndarray | None:
+        """4x4 matrix from ``(d, h, w, 1)`` to RAS millimetres, when known."""
+        self._read_file_fields()
+        return self._affine
+
+    @affine.setter
+    def affine(self, affine: np.ndarray | None) -> None:
+        self._affine = _checked_affine(affine)
+
+    def _adopt_file_fields(self, decoded: Any) -> None:
+        super()._adopt_file_fields(decoded)
+        if self._spacing is None and decoded.spacing is not None:
+            self._spacing = _checked_spacing(decoded.spacing, 3)
+        if self._affine is None and decoded.affine is not None:
+            self._affine = _checked_affine(decoded.affine)
 
     @property
     def num_slices(self) -> int:
@@ -243,8 +357,10 @@ class VolumeResource(BaseResource):
                 f"slice_index={slice_index!r} is outside {self._label()} "
                 f"({size} {axis} slices); accepted: an integer from 0 to {size - 1}."
             )
+        spacing = self.spacing
         return ImageResource(
             _slice_view(self.pixels, int(slice_index), array_axis),
+            spacing=None if spacing is None else _without(spacing, array_axis),
             id=self.id,
             filename=self.filename,
             mimetype=self.mimetype,
@@ -257,12 +373,14 @@ class VolumeResource(BaseResource):
         for index in range(self.pixels.shape[_array_axis(axis)]):
             yield self.get_slice(index, axis)
 
-    def _extra_fields(self) -> dict[str, Any]:
+    def _extra_fields(self, read_file: bool = True) -> dict[str, Any]:
+        spacing = self.spacing if read_file else self._spacing
+        affine = self.affine if read_file else self._affine
         fields: dict[str, Any] = {}
-        if self.spacing is not None:
-            fields["spacing"] = list(self.spacing)
-        if self.affine is not None:
-            fields["affine"] = self.affine.tolist()
+        if spacing is not None:
+            fields["spacing"] = list(spacing)
+        if affine is not None:
+            fields["affine"] = affine.tolist()
         return fields
 
 
@@ -332,7 +450,7 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
     if has_pixels == has_path:
         raise ResourceError(
             f"Resource {data.get('id', '')!r} needs exactly one of 'pixel_data' "
-            "(inline pixels) or 'path' (a local .npy/.npz file)."
+            "(inline pixels) or 'path' (a local file: .npy, .npz, DICOM, NIfTI, PNG or JPEG)."
         )
     pixels = _decode_pixel_data(data["pixel_data"], data.get("id")) if has_pixels else None
 
@@ -358,9 +476,15 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
     if cls is VolumeResource:
         kwargs["spacing"] = data.get("spacing")
         kwargs["affine"] = data.get("affine")
-    elif data.get("spacing") is not None or data.get("affine") is not None:
+    elif data.get("affine") is not None:
         raise ResourceError(
-            f"'spacing' and 'affine' describe volumes; resource {data.get('id', '')!r} "
+            f"'affine' describes volumes; resource {data.get('id', '')!r} is of kind {kind!r}."
+        )
+    elif cls is ImageResource:
+        kwargs["spacing"] = data.get("spacing")
+    elif data.get("spacing") is not None:
+        raise ResourceError(
+            f"'spacing' describes images and volumes; resource {data.get('id', '')!r} "
             f"is of kind {kind!r}."
         )
     return cls(pixels, path=data.get("path") if not has_pixels else None, **kwargs)
@@ -561,6 +685,10 @@ def _cast_exactly(array: np.ndarray, target: np.dtype) -> np.ndarray:
             f"within +/-{np.finfo(target).max:g}."
         )
     return cast
+
+
+def _is_array_file(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in (".npy", ".npz")
 
 
 def _read_array_file(path: str) -> np.ndarray:
@@ -778,18 +906,27 @@ def _slice_view(volume: np.ndarray, index: int, array_axis: int) -> np.ndarray:
     return volume[tuple(key)]
 
 
-def _checked_spacing(spacing: Any) -> tuple[float, float, float] | None:
+def _checked_spacing(spacing: Any, count: int = 3) -> tuple[float, ...] | None:
     if spacing is None:
         return None
     try:
         values = tuple(float(v) for v in spacing)
     except (TypeError, ValueError):
         values = ()
-    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+    if len(values) != count or not all(np.isfinite(v) and v > 0 for v in values):
+        axes = "(D, H, W)" if count == 3 else "(H, W)"
         raise ResourceError(
-            f"spacing={spacing!r} is not valid; expected three positive numbers (D, H, W) in mm."
+            f"spacing={spacing!r} is not valid; expected {_COUNT_WORDS[count]} positive numbers "
+            f"{axes} in mm."
         )
-    return values  # type: ignore[return-value]
+    return values
+
+
+_COUNT_WORDS = {2: "two", 3: "three"}
+
+
+def _without(values: tuple[float, ...], axis: int) -> tuple[float, ...]:
+    return values[:axis] + values[axis + 1 :]
 
 
 def _checked_affine(affine: Any) -> np.ndarray | None:

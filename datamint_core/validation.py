@@ -95,6 +95,7 @@ def validate_model(
 
         model = load_model(model)
     model = as_datamint_model(model)
+    model._prepare_for_inference()  # validate what a loaded model serves (torch: eval mode)
     checks = _metadata_checks(model)
     try:
         resources = as_resources(sample_input) if sample_input is not None else _sample(model)

@@ -169,6 +169,11 @@ class DatamintModel(BaseDatamintModel):
             router.update_registry(self.torch_model, base_class=nn.Module)
         return router
 
+    def _prepare_for_inference(self) -> None:
+        """Eval mode for every module the model holds (BatchNorm, dropout: as once loaded)."""
+        for module in self.torch_modules().values():
+            module.eval()
+
     def _pip_requirements(self) -> list[str]:
         return [f"datamint[torch]=={__version__}", f"torch=={torch.__version__.split('+')[0]}"]
 

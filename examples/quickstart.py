@@ -9,7 +9,9 @@ embedded SQLite store ``sqlite:///mlflow.db`` in the current directory.
 2. In a new Python process: ``load_model("models:/quickstart-segmenter/<version>")`` and
    predict on a synthetic 48-slice phantom in ``volume`` mode, which runs every axial slice
    through the slice -> image bridges.
-3. Print what it found, and check it against the phantom's truth.
+3. Print what it found, check it against the phantom's truth, and draw it: an overlay
+   picture of the slice where the model found the most (``quickstart-segmenter-overlay.png``,
+   with the ``[images]`` extra, which ``scripts/demo`` installs).
 4. With the ``[lightning]`` extra installed (``scripts/demo`` installs it): train a tiny CNN
    for a few steps on synthetic phantom slices (``train_segmenter.py``), checkpointed and
    registered as ``quickstart-cnn`` through ``MLflowModelCheckpoint`` with the train/val/test
@@ -63,6 +65,7 @@ def predict_in_this_process(model_uri: str, volume_path: str) -> None:
         path=volume_path, id="phantom-ct", spacing=(2.5, 0.8, 0.8), modality="CT"
     )
     (annotations,) = model.predict([volume], params={"mode": "volume"})
+    overlay = draw_overlay(model_uri, volume, annotations)
     print(
         json.dumps(
             [
@@ -74,11 +77,22 @@ def predict_in_this_process(model_uri: str, volume_path: str) -> None:
                     "confidence": None if a.confidence is None else round(a.confidence, 3),
                     "spacing": list(a.spacing),
                     "slices": int(a.mask.any(axis=(1, 2)).sum()),
+                    "overlay": overlay,
                 }
                 for a in annotations
             ]
         )
     )
+
+
+def draw_overlay(model_uri: str, volume, annotations) -> str | None:
+    """Write the prediction over its busiest slice as a PNG; None without Pillow."""
+    if importlib.util.find_spec("PIL") is None:
+        return None
+    from datamint_core.io.writers import write_overlay_png
+
+    name = model_uri.removeprefix("models:/").split("/")[0]
+    return write_overlay_png(volume, annotations, f"{name}-overlay.png")
 
 
 def predict_in_new_process(model_uri: str, volume_path: Path) -> dict | None:
@@ -102,6 +116,10 @@ def report(found: dict, truth: np.ndarray) -> None:
         f"confidence {found['confidence']}, mask {found['shape']}, spacing {found['spacing']}"
     )
     print(f"  truth: {int(truth.sum())} voxels on {int(truth.any(axis=(1, 2)).sum())} slices")
+    if found["overlay"]:
+        print(f"  overlay picture: {found['overlay']}")
+    else:
+        print('  overlay picture skipped: Pillow is not installed (pip install "datamint[images]")')
 
 
 def train_step(volume_path: Path, truth: np.ndarray) -> int:

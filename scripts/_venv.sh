@@ -2,11 +2,13 @@
 PYTHON="${PYTHON:-python3}"
 
 # ensure_venv NAME: create .venv/NAME if missing and install what it needs.
-#   core: datamint with the test and batch extras (SQLite store, Hypothesis, pyarrow) on
-#         mlflow-skinny only, as a serving image has it: no torch and no full mlflow. Tests that need `mlflow server`
-#         run it from .venv/full (see DATAMINT_TEST_MLFLOW in scripts/test).
+#   core: datamint with the test and batch extras (SQLite store, Hypothesis, pyarrow, the
+#         image readers) on mlflow-skinny only, as a serving image has it: no torch and no
+#         full mlflow. Tests that need `mlflow server` run it from .venv/full (see
+#         DATAMINT_TEST_MLFLOW in scripts/test).
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
-#         datamint[lightning,sqlite] for the main job's training step.
+#         datamint[lightning,sqlite,images] for the main job's training step and its
+#         overlay picture.
 #   full: torch first (pinned), then datamint[torch,lightning,test,test-server,spark]: the
 #         full mlflow, whose `mlflow server` every suite's tracking-server fixture runs, and a
 #         real local Spark for the batch engine tests (Java 17 must be installed).
@@ -20,7 +22,7 @@ ensure_venv() {
         core) "${pip[@]}" -e ".[test,batch]" ;;
         demo)
             "${pip[@]}" -c ci/constraints.txt torch
-            "${pip[@]}" -c ci/constraints.txt -e ".[lightning,sqlite]"
+            "${pip[@]}" -c ci/constraints.txt -e ".[lightning,sqlite,images]"
             ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch

@@ -18,13 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from datamint_core.resources import (
-    _KIND_BY_NDIM,
-    RESOURCE_KINDS,
-    BaseResource,
-    ResourceError,
-    _read_array_file,
-)
+from datamint_core.resources import BaseResource, ResourceError
 
 #: Columns of a manifest; only ``path`` is required (``id`` defaults to it).
 MANIFEST_COLUMNS = (
@@ -99,20 +93,17 @@ def manifest_format(path: Path) -> str | None:
 
 
 def load_resource(row: Mapping[str, Any]) -> BaseResource:
-    """Read the study a row names, with the row's geometry and descriptors applied.
+    """Read the study a row names (any format :func:`datamint_core.io.read` takes), with the
+    row's kind, geometry and descriptors applied.
 
     Raises:
-        ResourceError: the file cannot be read, or the row's fields are not valid.
+        ResourceError: the file cannot be read (as the row's kind), or the row's fields are
+            not valid.
+        ImportError: the study's format needs an extra that is not installed.
     """
-    path = row["path"]
-    kind = row.get("kind")
-    if kind is not None and kind not in RESOURCE_KINDS:
-        raise ResourceError(
-            f"Unknown resource kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}."
-        )
-    resource = _read(path)
-    if kind is not None and resource.kind != kind:
-        resource = RESOURCE_KINDS[kind](resource.pixels)
+    from datamint_core.io import read
+
+    resource = read(row["path"], kind=row.get("kind"))
     resource.id = row["id"]
     for key in ("modality", "filename", "mimetype"):
         if row.get(key) is not None:
@@ -120,37 +111,15 @@ def load_resource(row: Mapping[str, Any]) -> BaseResource:
     metadata = _metadata(row.get("metadata"), row["id"])
     if metadata:
         resource.metadata = {**resource.metadata, **metadata}
-    if row.get("spacing") is not None or row.get("affine") is not None:
+    if row.get("spacing") is not None:  # validated by the resource: 2 values, or 3 for volumes
+        resource.spacing = _as_list(row["spacing"])  # type: ignore[attr-defined]
+    if row.get("affine") is not None:
         if resource.kind != "volume":
             raise ResourceError(
-                f"'spacing' and 'affine' describe volumes; row {row['id']!r} is a {resource.kind}."
+                f"An 'affine' describes a volume; row {row['id']!r} is a {resource.kind}."
             )
-        from datamint_core.resources import _checked_affine, _checked_spacing
-
-        if row.get("spacing") is not None:
-            resource.spacing = _checked_spacing(_as_list(row["spacing"]))  # type: ignore[attr-defined]
-        if row.get("affine") is not None:
-            resource.affine = _checked_affine(_as_list(row["affine"]))  # type: ignore[attr-defined]
+        resource.affine = _as_list(row["affine"])  # type: ignore[attr-defined]
     return resource
-
-
-def _read(path: str) -> BaseResource:
-    try:
-        from datamint_core.io import read
-    except ImportError:  # the readers of the imaging extras are not in this build
-        return _read_array(path)
-    return read(path)
-
-
-def _read_array(path: str) -> BaseResource:
-    array = _read_array_file(path)
-    kind = _KIND_BY_NDIM.get(array.ndim)
-    if kind is None:
-        raise ResourceError(
-            f"Cannot tell what {path!r} holds: its array has {array.ndim} dimensions; 2 are an "
-            "image, 3 a volume, 4 a video (or give a 'kind' column in a manifest)."
-        )
-    return RESOURCE_KINDS[kind](array)
 
 
 def _studies(directory: Path) -> Iterator[Path]:
@@ -196,12 +165,13 @@ def _manifest_rows(path: Path) -> Iterator[dict[str, Any]]:
                     record = json.loads(line)
                 except ValueError as error:
                     raise BatchInputError(
-                        f"Line {number} of {os.fspath(path)!r} is not JSON ({error}); a .jsonl "
-                        "manifest holds one JSON object per line."
+                        f"Line {number} of {os.fspath(path)!r} is not JSON ({error}); "
+                        "accepted: one JSON object per line."
                     ) from None
                 if not isinstance(record, dict):
                     raise BatchInputError(
-                        f"Line {number} of {os.fspath(path)!r} is not a JSON object."
+                        f"Line {number} of {os.fspath(path)!r} is not a JSON object; "
+                        "accepted: one JSON object per line."
                     )
                 _check_columns(list(record), path)
                 yield _row(record, base)
@@ -220,7 +190,10 @@ def _check_columns(names: list[str], path: Path) -> None:
 def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
     path = record.get("path")
     if path is None or str(path).strip() == "":
-        raise BatchInputError(f"A manifest row has no path: {dict(record)!r}.")
+        raise BatchInputError(
+            f"A manifest row has no path: {dict(record)!r}; every row needs a 'path' "
+            f"(accepted columns: {list(MANIFEST_COLUMNS)})."
+        )
     path = str(path)
     if base is not None and "://" not in path and not os.path.isabs(path):
         path = os.fspath(base / path)
@@ -229,7 +202,13 @@ def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
     row["id"] = str(record["id"]) if record.get("id") is not None else str(record["path"])
     for key in ("spacing", "affine"):
         if isinstance(row[key], str):  # a CSV cell holds JSON text
-            row[key] = json.loads(row[key])
+            try:
+                row[key] = json.loads(row[key])
+            except ValueError:
+                raise BatchInputError(
+                    f"Row {row['id']!r}: {key} {row[key][:80]!r} is not JSON; give a list of "
+                    "numbers, e.g. [2.5, 0.7, 0.7]."
+                ) from None
     if isinstance(row["metadata"], Mapping):
         row["metadata"] = json.dumps(row["metadata"])
     return row

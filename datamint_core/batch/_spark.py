@@ -7,7 +7,7 @@ module-level cache keyed by URI, kept across tasks while Spark reuses the worker
 study from its path, predicts, writes masks, and commits a Parquet part per
 ``rows_per_part`` rows with the same atomic writer as the local engine. Part names are
 fixed by run, partition and sequence, so a retried or speculative task overwrites its own
-parts. Only ``(id, status)`` rows come back to the driver, to be counted.
+parts. Only one ``(ok, failed)`` count per part comes back to the driver.
 
 The output directory (and the studies' paths) must be reachable from every executor: a
 shared file system on a cluster, any local directory with ``local[N]``.
@@ -23,13 +23,12 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from datamint_core.batch._rows import STATUS_FAILED, STATUS_OK, predict_row
-from datamint_core.batch._store import commit_part, part_name, require_pyarrow
+from datamint_core.batch._rows import STATUS_FAILED, predict_row
+from datamint_core.batch._store import STAGING_PREFIX, commit_part, part_name, require_pyarrow
 
-_STAGING_PREFIX = "_pending-"
 #: Executor Python workers keep their models here, across tasks.
 _MODELS: dict[str, Any] = {}
-_SUMMARY_SCHEMA = "id string, status string"
+_SUMMARY_SCHEMA = "ok long, failed long"
 
 
 def require_pyspark() -> Any:
@@ -78,7 +77,7 @@ def run_spark(
     require_pyspark()
     # Parquet readers skip names starting with "_", so the staging directory stays out of
     # the results while the file in it keeps a name Spark reads.
-    staging_dir = os.path.join(output_dir, f"{_STAGING_PREFIX}{run_id}")
+    staging_dir = os.path.join(output_dir, f"{STAGING_PREFIX}{run_id}")
     staging = os.path.join(staging_dir, "rows.parquet")
     os.makedirs(staging_dir, exist_ok=True)
     try:
@@ -95,18 +94,16 @@ def run_spark(
             run_id,
             rows_per_part,
         )
-        counts = (
+        # One small summary row per committed part comes back: no shuffle, no ids.
+        parts = (
             spark.read.parquet(os.path.abspath(staging))
             .repartition(partitions)
             .mapInPandas(predict, schema=_SUMMARY_SCHEMA)
-            .groupBy("status")
-            .count()
             .collect()
         )
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)
-    by_status = {row["status"]: row["count"] for row in counts}
-    return by_status.get(STATUS_OK, 0), by_status.get(STATUS_FAILED, 0)
+    return sum(part["ok"] for part in parts), sum(part["failed"] for part in parts)
 
 
 def _stage_rows(rows: Iterable[dict[str, Any]], staging: str) -> int:
@@ -132,7 +129,7 @@ def _stage_rows(rows: Iterable[dict[str, Any]], staging: str) -> int:
     with pq.ParquetWriter(staging, schema) as writer:
         for row in rows:
             batch.append(row)
-            if len(batch) == 4096:
+            if len(batch) == 1024:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 count += len(batch)
                 batch.clear()
@@ -163,9 +160,8 @@ def _predict_partition(
         nonlocal sequence
         commit_part(output_dir, part_name(run_id, task, sequence), buffer)
         sequence += 1
-        summary = pd.DataFrame(
-            {"id": [r["id"] for r in buffer], "status": [r["status"] for r in buffer]}
-        )
+        failed = sum(row["status"] == STATUS_FAILED for row in buffer)
+        summary = pd.DataFrame({"ok": [len(buffer) - failed], "failed": [failed]})
         buffer.clear()
         return summary
 

@@ -8,6 +8,7 @@ Layout::
       _masks/<id>-<hash>.npz             the masks of each row that has any (a name Parquet
                                          readers skip, so OUTPUT reads as one table)
       .part-....parquet.incomplete       a part being written (never read; removed on rerun)
+      _pending-<run>/rows.parquet        the Spark engine's input rows (removed after the run)
 
 A part is written under a temporary name and ``os.replace``d into place, so a killed job
 leaves whole parts or nothing. Names starting with ``.`` or ``_`` are skipped by Parquet
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,6 +35,8 @@ from datamint_core.batch._files import INCOMPLETE_SUFFIX, write_atomically
 from datamint_core.batch._rows import MASK_DIR, OUTPUT_COLUMNS, STATUS_OK
 
 JOB_FILE = "_datamint_batch.json"
+#: Where the Spark engine stages its input rows (one directory per run).
+STAGING_PREFIX = "_pending-"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 
@@ -67,7 +71,7 @@ def new_run_id() -> str:
 def prepare_output(output_dir: str | os.PathLike[str], job: Mapping[str, Any]) -> set[str]:
     """Make ``output_dir`` ready for a (re)run of ``job``; return the ids already done.
 
-    Removes parts and masks left incomplete by a killed run, drops ``failed`` rows from
+    Removes parts, masks and staged inputs left behind by a killed run, drops ``failed`` rows from
     committed parts (they are retried), and records ``job``.
 
     Raises:
@@ -90,6 +94,8 @@ def prepare_output(output_dir: str | os.PathLike[str], job: Mapping[str, Any]) -
     incomplete = f".*{INCOMPLETE_SUFFIX}"
     for stale in [*output.glob(incomplete), *output.glob(f"{MASK_DIR}/{incomplete}")]:
         stale.unlink(missing_ok=True)
+    for staging in output.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(staging, ignore_errors=True)
     done: set[str] = set()
     for part in committed_parts(output):
         done.update(_drop_failed_rows(part))

@@ -76,6 +76,7 @@ from datamint_core.serving.payload import (
     predictions_to_json,
     too_large_input,
 )
+from datamint_core.serving.viewer import STATIC_FILES, static_file, with_preview
 
 _logger = logging.getLogger(__name__)
 
@@ -90,6 +91,10 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/version": ("GET",),
     "/metadata": ("GET",),
     "/invocations": ("POST",),
+    # The viewer page (serving/static/), its files, and its predictions with a preview.
+    "/": ("GET",),
+    "/static/{name}": ("GET",),
+    "/viewer/predict": ("POST",),
 }
 
 
@@ -159,6 +164,7 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     config = config or ServerConfig.resolve()
     versions = _json({"datamint": __version__, "mlflow": mlflow.__version__})
     metadata = _json(_public_metadata(served.metadata))
+    static = {name: static_file(name) for name in STATIC_FILES}
     app = FastAPI(
         title="datamint scoring server", openapi_url=None, docs_url=None, redoc_url=None
     )
@@ -187,10 +193,32 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     async def model_metadata() -> Response:
         return Response(metadata, media_type=JSON)
 
+    @app.get("/")
+    async def viewer_page() -> Response:
+        return Response(static["index.html"], media_type=STATIC_FILES["index.html"])
+
+    @app.get("/static/{name}")
+    async def viewer_file(name: str) -> Response:
+        if name not in static:
+            return _error(RequestError(404, "NOT_FOUND", f"No static file {name!r}."))
+        return Response(static[name], media_type=STATIC_FILES[name])
+
+    def predict_with_preview(
+        served: ServedModel, resources: list[BaseResource], params: dict[str, Any]
+    ) -> bytes:
+        return with_preview(_predict(served, resources, params), resources)
+
+    @app.post("/viewer/predict")
+    async def viewer_predict(request: Request) -> Response:
+        return await answer(request, predict_with_preview)
+
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
+        return await answer(request, _predict)
+
+    async def answer(request: Request, respond: Callable[..., bytes]) -> Response:
         try:
-            handle = await _read_request(request, config)
+            handle = await _read_request(request, config, respond)
             # asyncio.to_thread copies this context: the worker thread decodes and predicts
             # under this request's limits and deadline.
             limits = RequestLimits(
@@ -233,8 +261,11 @@ def create_app_from_env() -> ASGIApp:
     return create_app(os.environ[MODEL_URI_ENV], config)
 
 
-async def _read_request(request: Request, config: ServerConfig) -> Callable[[ServedModel], bytes]:
-    """Read the body (within the size limit) and return the work left for a worker thread."""
+async def _read_request(
+    request: Request, config: ServerConfig, respond: Callable[..., bytes]
+) -> Callable[[ServedModel], bytes]:
+    """Read the body (within the size limit) and return the work left for a worker thread,
+    which ends with ``respond(served, resources, params)``."""
     content_type = request.headers.get("content-type", "")
     mime_type = content_type.split(";", 1)[0].strip().lower()
     if mime_type not in (JSON, "multipart/form-data"):
@@ -253,7 +284,7 @@ async def _read_request(request: Request, config: ServerConfig) -> Callable[[Ser
 
         def handle_json(served: ServedModel) -> bytes:
             records, params = parse_json_envelope(body)
-            return _predict(served, build_resources(records, None, allow_dirs), params)
+            return respond(served, build_resources(records, None, allow_dirs), params)
 
         return handle_json
 
@@ -264,9 +295,11 @@ async def _read_request(request: Request, config: ServerConfig) -> Callable[[Ser
         form = await parser.parse()
     except MultiPartException as error:
         raise malformed(f"Cannot read the multipart body: {error}.") from None
-    files = {
-        name: value.file for name, value in form.multi_items() if isinstance(value, UploadFile)
-    }
+    files: dict[str, Any] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):  # several files under one name: a DICOM series
+            files.setdefault(name, []).append(value)
+    files = {name: parts[0] if len(parts) == 1 else parts for name, parts in files.items()}
     if REQUEST_PART not in form:
         raise malformed(
             f"A multipart request needs a part named {REQUEST_PART!r} holding the JSON "
@@ -283,7 +316,7 @@ async def _read_request(request: Request, config: ServerConfig) -> Callable[[Ser
             else:
                 records, params = parse_json_envelope(envelope_part)
             resources = build_resources(records, files, allow_dirs)
-            return _predict(served, resources, params)
+            return respond(served, resources, params)
         finally:
             for upload in form.values():
                 if isinstance(upload, UploadFile):

@@ -4,12 +4,15 @@
 
     OUTPUT_DIR/
         Dockerfile
-        model/            # a copy of the model directory (MLmodel, requirements.txt, ...)
+        model/            # a copy of the model directory (MLmodel, requirements.txt,
+                          # wheels/datamint-<version>-py3-none-any.whl, ...)
 
 The image is ``python:<the model's Python>-slim``, installs only the model's own
-``requirements.txt`` (``datamint`` core, plus ``datamint[torch]`` and torch only when the
-model was saved with torch modules), runs as a non-root user, serves with
-``datamint serve`` on port 8080 and checks its health with ``GET /ping``.
+``requirements.txt`` (the ``datamint`` wheel bundled in the model, with ``[torch]`` and torch
+only when the model was saved with torch modules; never ``datamint`` from an index, where
+that name is another project), runs as a non-root user, serves with ``datamint serve`` on
+port 8080 and checks its health with ``GET /ping``. A model saved before wheels were bundled
+gets the running datamint's wheel in its copy.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \\
 RUN useradd --create-home --uid 10001 datamint
 WORKDIR /opt/datamint
 
-# The model's own requirements only ({needs}).
-COPY {model_dir}/requirements.txt /opt/datamint/requirements.txt
-RUN pip install --no-cache-dir -r /opt/datamint/requirements.txt
+# The model's own requirements only ({needs}); datamint is the wheel bundled in the model.
+COPY {model_dir}/requirements.txt /opt/datamint/{model_dir}/requirements.txt
+COPY {model_dir}/wheels /opt/datamint/{model_dir}/wheels
+RUN cd /opt/datamint/{model_dir} && pip install --no-cache-dir -r requirements.txt
 
 COPY --chown=datamint:datamint {model_dir} /opt/datamint/{model_dir}
 USER datamint
@@ -80,6 +84,7 @@ def write_dockerfile(local_model_path: str, output_dir: str, base_image: str | N
         raise FileExistsError(f"{os.fspath(target)!r} already exists; choose an empty directory.")
     context.mkdir(parents=True, exist_ok=True)
     shutil.copytree(local_model_path, target)
+    _bundle_datamint_if_missing(target)
 
     pyfunc_conf = Model.load(local_model_path).flavors.get("python_function", {})
     python_version = ".".join(str(pyfunc_conf.get("python_version", "3.11")).split(".")[:2])
@@ -95,6 +100,18 @@ def write_dockerfile(local_model_path: str, output_dir: str, base_image: str | N
         )
     )
     return dockerfile
+
+
+def _bundle_datamint_if_missing(model_dir: Path) -> None:
+    """Give a model saved before wheels were bundled the running datamint's wheel."""
+    from datamint_core import _requirements, _wheel
+
+    if any((model_dir / _wheel.WHEELS_DIR).glob(f"{_wheel.DISTRIBUTION}-*.whl")):
+        return
+    _wheel.bundle_into(model_dir)
+    requirements = model_dir / "requirements.txt"
+    lines = requirements.read_text().splitlines()
+    requirements.write_text("\n".join(_requirements.with_bundled_datamint(lines)) + "\n")
 
 
 def needs_torch(requirements_text: str) -> bool:

@@ -307,9 +307,7 @@ def _with_part_arrays(records: list[Any], arrays: Mapping[str, BinaryIO]) -> lis
                 f"does not have; its file parts are {sorted(arrays)}."
             )
         used.add(name)
-        array = _read_npy_part(arrays[name], name, position)
-        # An array under the "list" encoding is taken as it is (np.asarray: no copy).
-        resolved.append({**record, "pixel_data": {"encoding": "list", "data": array}})
+        resolved.append(_with_part(record, arrays[name], name, position))
     unused = sorted(set(arrays) - used)
     if unused:
         raise malformed(
@@ -317,6 +315,53 @@ def _with_part_arrays(records: list[Any], arrays: Mapping[str, BinaryIO]) -> lis
             'part with "pixel_data": {"encoding": "multipart", "part": NAME}.'
         )
     return resolved
+
+
+def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -> dict[str, Any]:
+    """The record with its pixels from a part: ``.npy`` bytes, or image files.
+
+    A part holding a DICOM file, NIfTI, PNG or JPEG is read with :mod:`datamint_core.io`;
+    several file parts under one name are one DICOM series. What the file says (kind,
+    spacing, affine, modality, metadata) fills in what the record leaves out.
+    """
+    files = part if isinstance(part, list) else [part]
+    first = getattr(files[0], "file", files[0])
+    first.seek(0)
+    named_npy = str(getattr(files[0], "filename", None) or "").lower().endswith(".npy")
+    if len(files) == 1 and (first.read(len(_NPY_MAGIC)) == _NPY_MAGIC or named_npy):
+        array = _read_npy_part(first, name, position)
+        # An array under the "list" encoding is taken as it is (np.asarray: no copy).
+        return {**record, "pixel_data": {"encoding": "list", "data": array}}
+    from datamint_core.io.uploads import decode_uploads
+
+    uploads = [(getattr(f, "filename", None), getattr(f, "file", f)) for f in files]
+    try:
+        decoded = decode_uploads(uploads, record.get("kind"))
+    except ResourceError as error:
+        raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
+    except ImportError as error:
+        raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", f"Input #{position}: {error}") from None
+    found: dict[str, Any] = {
+        "kind": decoded.kind,
+        "filename": uploads[0][0],
+        "mimetype": decoded.mimetype,
+        "modality": decoded.modality,
+    }
+    if decoded.spacing is not None and decoded.kind != "video":
+        found["spacing"] = list(decoded.spacing)
+    if decoded.affine is not None and decoded.kind == "volume":
+        found["affine"] = decoded.affine
+    merged = {key: value for key, value in found.items() if value is not None}
+    merged.update({key: value for key, value in record.items() if value is not None})
+    given = record.get("metadata")
+    merged["metadata"] = {**decoded.metadata, **given} if isinstance(given, Mapping) else given
+    if merged["metadata"] is None:
+        merged["metadata"] = decoded.metadata
+    merged["pixel_data"] = {"encoding": "list", "data": decoded.pixels}
+    return merged
+
+
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,17 +14,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import datamint_core.batch
 from datamint_core import ImageResource, VolumeResource, load_model, save_model
 from datamint_core.batch import (
+    MANIFEST_COLUMNS,
     BatchInputError,
     OutputMismatchError,
     read_annotations,
     read_results,
     run_batch,
 )
+from datamint_core.batch._inputs import iter_inputs
+from datamint_core.batch._rows import mask_file_name
 from datamint_core.cli import main
+from datamint_core.io import read
 from tests.conftest import REPO_ROOT
 from tests.core.batch_models import LOAD_LOG_ENV, UNREADABLE, TwoLabelModel, make_studies
 
@@ -36,18 +43,15 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
     directory = tmp_path_factory.mktemp("studies") / "cohort"
     return directory, make_studies(directory)
 
 
-def expected_annotations(model_path: Path, arrays: dict[str, np.ndarray], params=None) -> dict:
+def expected_annotations(model_path: Path, studies: dict[str, Path], params=None) -> dict:
+    """In-process predict on each study, read with the same reader, one call per study."""
     model = load_model(str(model_path))
-    expected = {}
-    for name, array in arrays.items():
-        resource = (ImageResource if array.ndim == 2 else VolumeResource)(array, id=name)
-        (expected[name],) = model.predict([resource], params or {})
-    return expected
+    return {name: model.predict([read(path)], params or {})[0] for name, path in studies.items()}
 
 
 def assert_matches_in_process_predict(output: Path, expected: dict, failed: set[str]) -> None:
@@ -70,7 +74,7 @@ def assert_matches_in_process_predict(output: Path, expected: dict, failed: set[
 def test_local_engine_gives_in_process_annotations_and_records_unreadable_files_as_failed(
     model_path, studies, tmp_path, monkeypatch
 ):
-    directory, arrays = studies
+    directory, studies_by_id = studies
     load_log = tmp_path / "loads.txt"
     monkeypatch.setenv(LOAD_LOG_ENV, str(load_log))
     output = tmp_path / "out"
@@ -78,17 +82,19 @@ def test_local_engine_gives_in_process_annotations_and_records_unreadable_files_
     report = run_batch(str(model_path), directory, output, workers=2, rows_per_part=16)
 
     assert (report.total, report.succeeded, report.failed, report.skipped) == (
-        len(arrays) + 3,
-        len(arrays),
-        3,
+        len(studies_by_id) + len(UNREADABLE),
+        len(studies_by_id),
+        len(UNREADABLE),
         0,
     )
     assert not report.ok
     bad = assert_matches_in_process_predict(
-        output, expected_annotations(model_path, arrays), set(UNREADABLE)
+        output, expected_annotations(model_path, studies_by_id), set(UNREADABLE)
     )
     assert "it is not a .npy file" in bad.error["corrupt.npy"]
-    assert "accepted local files are .npy and .npz" in bad.error["notes.txt"]
+    # datamint_core.io detects formats by content and lists every one it reads.
+    assert "Cannot tell the format of" in bad.error["notes.txt"]
+    assert "NIfTI (.nii, .nii.gz), PNG, JPEG, .npy or .npz" in bad.error["notes.txt"]
     assert "pickled Python objects, which are never loaded" in bad.error["pickled.npy"]
     worker_loads = [pid for pid in load_log.read_text().split() if int(pid) != os.getpid()]
     assert 1 <= len(worker_loads) == len(set(worker_loads)) <= 2  # once per worker process
@@ -98,7 +104,7 @@ def test_local_engine_gives_in_process_annotations_and_records_unreadable_files_
 
 
 def test_killed_job_reruns_to_a_complete_output_with_no_duplicate_rows(studies, tmp_path):
-    directory, arrays = studies
+    directory, studies_by_id = studies
     model_path = tmp_path / "slow"
     save_model(TwoLabelModel(seconds_per_image=0.01), model_path)
     output = tmp_path / "out"
@@ -119,15 +125,15 @@ def test_killed_job_reruns_to_a_complete_output_with_no_duplicate_rows(studies, 
     job.wait()
 
     committed = read_results(output)
-    assert 0 < len(committed) < len(arrays), "the kill came too late to test a resume"
+    assert 0 < len(committed) < len(studies_by_id), "the kill came too late to test a resume"
     assert committed.id.is_unique
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
 
     assert rerun.returncode == 3, rerun.stderr
     assert f"{len(committed) - sum(committed.status == 'failed')} already done" in rerun.stdout
-    assert "3 row(s) failed" in rerun.stderr
+    assert f"{len(UNREADABLE)} row(s) failed" in rerun.stderr
     assert_matches_in_process_predict(
-        output, expected_annotations(model_path, arrays), set(UNREADABLE)
+        output, expected_annotations(model_path, studies_by_id), set(UNREADABLE)
     )
     assert not list(output.rglob("*.incomplete"))
 
@@ -142,6 +148,10 @@ def test_rerun_retries_failed_rows_and_skips_done_ones(model_path, tmp_path):
 
     first = run_batch(str(model_path), directory, output, workers=1, progress=False)
     np.save(directory / "b.npy", array.T)
+    # What a killed run leaves behind: a part being written, a Spark run's staged inputs.
+    (output / ".part-x-local-00009.parquet.123.incomplete").write_bytes(b"PAR1 half")
+    (output / "_pending-0123456789ab").mkdir()
+    (output / "_pending-0123456789ab" / "rows.parquet").write_bytes(b"PAR1")
     second = run_batch(str(model_path), directory, output, workers=1, progress=False)
 
     assert (first.succeeded, first.failed) == (1, 1)
@@ -150,6 +160,7 @@ def test_rerun_retries_failed_rows_and_skips_done_ones(model_path, tmp_path):
     results = read_results(output).set_index("id")
     assert sorted(results.index) == ["a.npy", "b.npy"]
     assert (results.status == "ok").all() and results.error.isna().all()
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith((".", "_p"))) == []
     (expected,) = load_model(str(model_path)).predict([ImageResource(array.T)])
     assert read_annotations(results.annotations["b.npy"], output) == expected
 
@@ -297,8 +308,8 @@ def test_the_batch_package_exports_exactly_this_and_adds_no_heavy_import(run_pyt
     assert out.strip() == "[]"
 
 
-def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_arrays():
-    # What Spark and Arrow hand to predict: metadata as a string column, lists as arrays.
+def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_studies_by_id():
+    # What Spark and Arrow hand to predict: metadata as a string column, lists as studies_by_id.
     from datamint_core.resources import ResourceError, as_resources
 
     volume = np.zeros((2, 3, 3), dtype=np.float32)
@@ -321,3 +332,45 @@ def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_arrays():
     assert np.array_equal(resource.affine, np.eye(4))
     with pytest.raises(ResourceError, match="metadata '{oops' is not valid JSON; in a table"):
         as_resources(frame.assign(metadata="{oops"))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(
+        st.dictionaries(st.sampled_from([*MANIFEST_COLUMNS, "other"]), json_values, max_size=5)
+        | json_values,
+        max_size=4,
+    )
+)
+def test_any_jsonl_manifest_lists_rows_or_says_what_is_accepted(tmp_path, lines):
+    manifest = tmp_path / "hostile.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines))
+
+    try:
+        rows = list(iter_inputs(manifest))
+    except BatchInputError as error:
+        assert re.search(r"accepted|every row needs|give a", str(error)), str(error)
+        return
+    assert all(isinstance(row["id"], str) and isinstance(row["path"], str) for row in rows)
+    assert len({row["id"] for row in rows}) == len(rows)
+
+
+@given(st.lists(st.text(min_size=1, max_size=40), min_size=2, max_size=6, unique=True))
+def test_mask_file_names_are_one_safe_path_component_and_unique_per_id(row_ids):
+    names = [mask_file_name(row_id) for row_id in row_ids]
+
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert os.sep not in name and "/" not in name and not name.startswith(".")
+        assert name.endswith(".npz") and len(name) <= 100

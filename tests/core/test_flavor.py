@@ -150,12 +150,14 @@ def test_an_unknown_task_type_is_refused_with_the_valid_ones(tmp_path):
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
-def test_requirements_are_the_minimal_pinned_ones_without_torch(tmp_path):
+def test_requirements_are_the_bundled_wheel_and_pinned_packages_without_torch(tmp_path):
     save_model(ThresholdSegmenter(), tmp_path / "m", extra_pip_requirements=["scipy>=1.10"])
     requirements = (tmp_path / "m" / "requirements.txt").read_text().split()
-    names = [r.split("==")[0].split(">=")[0] for r in requirements]
-    assert names == ["datamint", "mlflow-skinny", "numpy", "pandas", "cloudpickle", "scipy"]
-    assert requirements[0] == f"datamint=={datamint_core.__version__}"
+    wheel = f"datamint-{datamint_core.__version__}-py3-none-any.whl"
+    assert requirements[0] == f"./wheels/{wheel}"
+    assert (tmp_path / "m" / "wheels" / wheel).is_file()
+    names = [r.split("==")[0].split(">=")[0] for r in requirements[1:]]
+    assert names == ["mlflow-skinny", "numpy", "pandas", "cloudpickle", "scipy"]
     assert not any("torch" in r for r in requirements)
 
 

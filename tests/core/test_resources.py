@@ -190,8 +190,8 @@ def test_a_resource_needs_exactly_one_pixel_source(sources: dict) -> None:
         ResourceError,
         match="^"
         + re.escape(
-            "ImageResource needs exactly one pixel source: an array (pixels=...) "
-            "or a local .npy/.npz file (path=...)."
+            "ImageResource needs exactly one pixel source: an array (pixels=...) or a "
+            "local file (path=...: .npy, .npz, DICOM, NIfTI, PNG or JPEG)."
         ),
     ):
         ImageResource(**sources)
@@ -202,8 +202,8 @@ def test_a_resource_with_an_id_and_no_pixel_source_is_named_by_its_id() -> None:
         ResourceError,
         match="^"
         + re.escape(
-            "ImageResource 'xr-1' needs exactly one pixel source: an array (pixels=...) "
-            "or a local .npy/.npz file (path=...)."
+            "ImageResource 'xr-1' needs exactly one pixel source: an array (pixels=...) or a "
+            "local file (path=...: .npy, .npz, DICOM, NIfTI, PNG or JPEG)."
         ),
     ):
         ImageResource(id="xr-1")
@@ -229,15 +229,16 @@ def test_a_npz_file_holding_two_arrays_is_rejected_naming_them(tmp_path) -> None
         _ = ImageResource(path=path).pixels
 
 
-def test_a_png_file_is_rejected_with_the_accepted_file_types(tmp_path) -> None:
-    path = tmp_path / "chest.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+def test_a_file_of_an_unknown_format_is_rejected_with_the_accepted_file_types(tmp_path) -> None:
+    path = tmp_path / "chest.bmp"
+    path.write_bytes(b"BM\x00\x00")
     image = ImageResource(path=path)
 
     with pytest.raises(
         ResourceError,
         match=re.escape(
-            f"Cannot read pixel data from {str(path)!r}: accepted local files are .npy and .npz."
+            "accepted: a DICOM file (.dcm) or series directory, NIfTI (.nii, .nii.gz), PNG, "
+            "JPEG, .npy or .npz."
         ),
     ):
         _ = image.pixels
@@ -562,11 +563,19 @@ def test_a_volume_carries_spacing_and_affine_in_json() -> None:
     np.testing.assert_array_equal(received.affine, affine)
 
 
-@pytest.mark.parametrize("kind", ["image", "video"])
-@pytest.mark.parametrize("field", ["spacing", "affine"])
-def test_spacing_and_affine_are_rejected_on_resources_that_are_not_volumes(
-    kind: str, field: str
-) -> None:
+@pytest.mark.parametrize(
+    ("kind", "field", "expected"),
+    [
+        ("image", "affine", "'affine' describes volumes; resource 'x' is of kind 'image'."),
+        ("video", "affine", "'affine' describes volumes; resource 'x' is of kind 'video'."),
+        (
+            "video",
+            "spacing",
+            "'spacing' describes images and volumes; resource 'x' is of kind 'video'.",
+        ),
+    ],
+)
+def test_geometry_a_kind_does_not_have_is_rejected(kind: str, field: str, expected: str) -> None:
     value = [1.0, 1.0, 1.0] if field == "spacing" else np.eye(4).tolist()
     data = {
         "kind": kind,
@@ -575,13 +584,16 @@ def test_spacing_and_affine_are_rejected_on_resources_that_are_not_volumes(
         "pixel_data": list_pixels(np.zeros((3, 4, 5)).tolist()),
     }
 
-    with pytest.raises(
-        ResourceError,
-        match=re.escape(
-            f"'spacing' and 'affine' describe volumes; resource 'x' is of kind {kind!r}."
-        ),
-    ):
+    with pytest.raises(ResourceError, match=re.escape(expected)):
         resource_from_dict(data)
+
+
+def test_an_image_carries_its_pixel_spacing_through_json() -> None:
+    image = ImageResource(np.zeros((3, 4)), spacing=(0.5, 0.25))
+    received = resource_from_dict(image.to_dict())
+    assert received.spacing == (0.5, 0.25) and received == image
+    with pytest.raises(ResourceError, match=re.escape("expected two positive numbers (H, W)")):
+        ImageResource(np.zeros((3, 4)), spacing=(1.0, 1.0, 1.0))
 
 
 @pytest.mark.parametrize(
@@ -739,7 +751,7 @@ def test_json_needs_exactly_one_of_pixel_data_or_path(sources: dict) -> None:
         ResourceError,
         match=re.escape(
             "Resource 'x' needs exactly one of 'pixel_data' (inline pixels) or 'path' "
-            "(a local .npy/.npz file)."
+            "(a local file: .npy, .npz, DICOM, NIfTI, PNG or JPEG)."
         ),
     ):
         resource_from_dict({"kind": "image", "id": "x", **sources})

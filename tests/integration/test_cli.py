@@ -149,8 +149,12 @@ def test_generate_dockerfile_writes_a_torch_free_image_for_a_numpy_model(model_p
     dockerfile = (output / "Dockerfile").read_text()
     requirements = (output / "model" / "requirements.txt").read_text()
     assert "torch" not in dockerfile.lower() and "torch" not in requirements.lower()
-    assert "datamint==" in requirements
-    assert "RUN pip install --no-cache-dir -r /opt/datamint/requirements.txt" in dockerfile
+    assert "COPY model/wheels /opt/datamint/model/wheels" in dockerfile
+    assert "RUN cd /opt/datamint/model && pip install --no-cache-dir -r requirements.txt" in (
+        dockerfile
+    )
+    assert requirements.startswith("./wheels/datamint-")
+    assert (output / "model" / requirements.split()[0]).is_file()
     assert "\nUSER datamint\n" in dockerfile
     assert "HEALTHCHECK" in dockerfile and "/ping" in dockerfile
     assert (output / "model" / "MLmodel").is_file()

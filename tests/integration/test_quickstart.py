@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,20 @@ def test_quickstart_registers_the_model_and_a_fresh_process_finds_the_phantom_le
     assert "mask [48, 96, 96], spacing [2.5, 0.8, 0.8]" in out
     assert "truth: 10493 voxels on 21 slices" in out
     assert (workdir / "mlflow.db").is_file()
+
+
+def test_quickstart_ends_by_drawing_its_prediction_over_the_busiest_slice(quickstart):
+    pytest.importorskip("PIL", reason="the overlay picture needs the [images] extra")
+    out, workdir = quickstart
+    assert "overlay picture: quickstart-segmenter-overlay.png" in out
+    from PIL import Image
+
+    from datamint_core.io.writers import PALETTE
+
+    picture = Image.open(workdir / "quickstart-segmenter-overlay.png").convert("RGB")
+    assert picture.width >= 384 and picture.height > picture.width  # the legend is below
+    outline = (np.asarray(picture) == PALETTE[0]).all(axis=2)
+    assert outline.sum() > 200  # the lesion's outline, in its label's colour
 
 
 @pytest.mark.skipif(HAS_LIGHTNING, reason="Lightning is installed here: the step runs")

@@ -11,6 +11,7 @@ import pytest
 
 from datamint_core import save_model
 from datamint_core.batch import read_results, run_batch
+from datamint_core.io import read
 from tests.core.batch_models import UNREADABLE, TwoLabelModel, make_studies
 from tests.core.test_batch import assert_matches_in_process_predict, expected_annotations
 
@@ -26,17 +27,22 @@ def test_spark_engine_gives_in_process_annotations_failed_rows_and_resumes(
     spark, spark_load_log, model_path, tmp_path
 ):
     directory = tmp_path / "cohort"
-    arrays = make_studies(directory)
+    studies = make_studies(directory)
+    unreadable = len(UNREADABLE)
     loads_before = spark_load_log.read_text().split() if spark_load_log.exists() else []
     output = tmp_path / "out"
 
     report = run_batch(str(model_path), directory, output, engine="spark", spark=spark)
     rerun = run_batch(str(model_path), directory, output, engine="spark", spark=spark)
 
-    assert (report.total, report.succeeded, report.failed) == (len(arrays) + 3, len(arrays), 3)
-    assert (rerun.skipped, rerun.succeeded, rerun.failed) == (len(arrays), 0, 3)
+    assert (report.total, report.succeeded, report.failed) == (
+        len(studies) + unreadable,
+        len(studies),
+        unreadable,
+    )
+    assert (rerun.skipped, rerun.succeeded, rerun.failed) == (len(studies), 0, unreadable)
     bad = assert_matches_in_process_predict(
-        output, expected_annotations(model_path, arrays), set(UNREADABLE)
+        output, expected_annotations(model_path, studies), set(UNREADABLE)
     )
     assert "it is not a .npy file" in bad.error["corrupt.npy"]
     assert not [p for p in output.iterdir() if p.name.startswith("_pending-")]
@@ -51,14 +57,14 @@ def test_spark_udf_returns_every_annotation_of_every_row_as_json(spark, model_pa
     from pyspark.sql.functions import col, struct
 
     # One spark_udf batch goes to predict at once, and mode "default" needs one kind per call.
-    arrays = {
-        name: array
-        for name, array in make_studies(tmp_path / "cohort", count=8).items()
-        if array.ndim == 3
+    # Every volume among the studies (arrays, DICOM series, NIfTI), read on the executors.
+    studies = {
+        name: path
+        for name, path in make_studies(tmp_path / "cohort", count=8).items()
+        if read(path).kind == "volume"
     }
     rows = [
-        (name, "volume", str(tmp_path / "cohort" / name), json.dumps({"source": name}))
-        for name in arrays
+        (name, "volume", str(path), json.dumps({"source": name})) for name, path in studies.items()
     ]
     frame = spark.createDataFrame(rows, "id string, kind string, path string, metadata string")
     udf = mlflow.pyfunc.spark_udf(
@@ -71,7 +77,7 @@ def test_spark_udf_returns_every_annotation_of_every_row_as_json(spark, model_pa
     scored = frame.withColumn("annotations", udf(struct(*[col(c) for c in frame.columns])))
     got = {row.id: json.loads(row.annotations) for row in scored.collect()}
 
-    expected = expected_annotations(model_path, arrays)
+    expected = expected_annotations(model_path, studies)
     assert got == {
         name: [annotation.to_dict() for annotation in annotations]
         for name, annotations in expected.items()

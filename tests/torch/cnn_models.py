@@ -10,6 +10,7 @@ from datamint_core import (
     AnnotationSpec,
     AnnotationType,
     CategoryAnnotation,
+    NumericAnnotation,
     SegmentationAnnotation,
     TaskType,
     prediction_mode,
@@ -44,6 +45,17 @@ class CnnSegmenter(DatamintModel):
         )[:, None]
         masks = (net(batch)[:, 0] > 0).cpu().numpy()
         return [[SegmentationAnnotation("lesion", mask)] for mask in masks]
+
+
+class MeanScorer(DatamintModel):
+    """The mean of the network's output per image: shows any change in the numbers."""
+
+    def predict_image(self, model_input, **kwargs):
+        net = self.get_pytorch_model()
+        batch = torch.stack(
+            [as_tensor(r, self.inference_device, torch.float32) for r in model_input]
+        )[:, None]
+        return [[NumericAnnotation("score", float(s))] for s in net(batch).mean(dim=(1, 2, 3))]
 
 
 class NetWithHandlers(nn.Module):

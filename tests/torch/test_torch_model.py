@@ -12,6 +12,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from torch import nn
 
+import datamint_core
 from datamint_core import (
     ImageResource,
     LinkedModelError,
@@ -20,10 +21,12 @@ from datamint_core import (
     load_model,
     log_model,
     save_model,
+    validate_model,
 )
 from datamint_torch import DatamintModel, as_tensor, detect_device, resolve_device
 from tests.torch.cnn_models import (
     CnnSegmenter,
+    MeanScorer,
     NetWithHandlers,
     TinyUNet,
     WrapperWithOwnDefault,
@@ -110,7 +113,9 @@ def test_a_model_saved_on_cuda_loads_and_predicts_on_a_machine_without_cuda(tmp_
 def test_requirements_name_the_torch_extra_and_the_torch_version(tmp_path):
     save_model(trained_segmenter(), tmp_path / "m")
     requirements = (tmp_path / "m" / "requirements.txt").read_text().split()
-    assert requirements[0].startswith("datamint[torch]==")
+    assert requirements[0] == (
+        f"./wheels/datamint-{datamint_core.__version__}-py3-none-any.whl[torch]"
+    )
     assert f"torch=={torch.__version__.split('+')[0]}" in requirements
 
 
@@ -354,3 +359,28 @@ def test_a_code_model_whose_weights_file_is_missing_is_an_incomplete_model(tmp_p
     (tmp_path / "code" / "artifacts" / "torch_weights" / "torch_model.pt").unlink()
     with pytest.raises(MlflowException, match="weights of torch module 'torch_model' are missing"):
         load_model(str(tmp_path / "code"))
+
+
+def test_batchnorm_in_train_mode_is_validated_and_saved_as_it_serves_after_load(tmp_path):
+    torch.manual_seed(3)
+    net = TinyUNet()
+    with torch.no_grad():  # running statistics far from any one image's batch statistics
+        net.encode[1].running_mean.fill_(0.7)
+        net.encode[1].running_var.fill_(3.0)
+    model = MeanScorer(torch_model=net.train())
+    image = ImageResource(np.random.default_rng(1).normal(size=(24, 24)).astype(np.float32))
+
+    def score(m) -> float:
+        return m.predict([image])[0][0].value
+
+    train_mode_score = score(model)
+    report = validate_model(model, [image])
+    validated = score(model)
+    assert report.ok and not net.training
+    assert validated != pytest.approx(train_mode_score)  # the check is not vacuous
+
+    net.train()
+    save_model(model, tmp_path / "m")
+    assert not net.training
+    assert score(load_model(str(tmp_path / "m"))) == pytest.approx(validated, abs=1e-6)
+    assert score(model) == pytest.approx(validated, abs=1e-6)

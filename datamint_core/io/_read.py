@@ -1,0 +1,187 @@
+"""``read(path)``: detect a file's format and build the resource it holds."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from datamint_core.io._decoded import Decoded
+from datamint_core.resources import (
+    RESOURCE_KINDS,
+    BaseResource,
+    ImageResource,
+    ResourceError,
+    VolumeResource,
+    _read_array_file,
+)
+
+#: Formats :func:`read` knows, as :func:`detect_format` names them.
+FORMATS = ("dicom", "nifti", "png", "jpeg", "npy", "npz")
+_ACCEPTED = (
+    "accepted: a DICOM file (.dcm) or series directory, NIfTI (.nii, .nii.gz), PNG, JPEG, "
+    ".npy or .npz"
+)
+_FORMAT_BY_SUFFIX = (
+    ((".dcm", ".dicom"), "dicom"),
+    ((".nii", ".nii.gz"), "nifti"),
+    ((".png",), "png"),
+    ((".jpg", ".jpeg"), "jpeg"),
+    ((".npy",), "npy"),
+    ((".npz",), "npz"),
+)
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Name the format of ``path`` from its first bytes (its suffix where bytes cannot tell).
+
+    Returns:
+        One of :data:`FORMATS`; a directory is ``dicom`` (a series directory).
+
+    Raises:
+        ResourceError: no such file, or a format that is not accepted.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return "dicom"
+    if not os.path.isfile(path):
+        raise ResourceError(f"Cannot read {path!r}: no such file or directory.")
+    with open(path, "rb") as file:
+        head = file.read(352)
+    lower = path.lower()
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head[344:348] in (b"n+1\x00", b"ni1\x00") or head[4:8] in (b"n+2\x00", b"ni2\x00"):
+        return "nifti"
+    # The bytes did not tell: go by the suffix, so that the format's own reader says what is
+    # wrong with the file (and reads DICOM written without its 128-byte preamble).
+    for suffixes, name in _FORMAT_BY_SUFFIX:
+        if lower.endswith(suffixes):
+            return name
+    suffix = ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
+    raise ResourceError(
+        f"Cannot tell the format of {path!r} (suffix {suffix or '(none)'!r}, first bytes "
+        f"{head[:8]!r}); {_ACCEPTED}."
+    )
+
+
+def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decoded:
+    """Read any accepted file into pixels and geometry, as ``kind`` when given."""
+    path = os.fspath(path)
+    file_format = detect_format(path)
+    if file_format == "dicom":
+        from datamint_core.io.dicom import decode_dicom
+
+        decoded = decode_dicom(path, kind)
+    elif file_format == "nifti":
+        from datamint_core.io.nifti import decode_nifti
+
+        decoded = decode_nifti(path)
+    elif file_format in ("png", "jpeg"):
+        from datamint_core.io.image import decode_image
+
+        decoded = decode_image(path)
+    else:
+        array = _read_array_file(path)
+        guessed = {2: "image", 3: "volume", 4: "video"}.get(array.ndim, "image")
+        decoded = Decoded(pixels=array, kind=guessed, mimetype="application/octet-stream")
+    return _as_kind(decoded, kind, path)
+
+
+def _as_kind(decoded: Decoded, kind: str | None, path: str) -> Decoded:
+    """Turn a one-slice volume into an image, or a grayscale image into a one-slice volume."""
+    if kind is None or kind == decoded.kind:
+        return decoded
+    if kind == "image" and decoded.kind == "volume" and decoded.pixels.shape[0] == 1:
+        spacing = decoded.spacing[1:] if decoded.spacing is not None else None
+        return Decoded(
+            pixels=decoded.pixels[0],
+            kind="image",
+            mimetype=decoded.mimetype,
+            spacing=spacing,
+            modality=decoded.modality,
+            metadata=decoded.metadata,
+        )
+    if kind == "volume" and decoded.kind == "image" and decoded.pixels.ndim == 2:
+        spacing = (1.0, *decoded.spacing) if decoded.spacing is not None else None
+        return Decoded(
+            pixels=decoded.pixels[None],
+            kind="volume",
+            mimetype=decoded.mimetype,
+            spacing=spacing,
+            modality=decoded.modality,
+            metadata=decoded.metadata,
+        )
+    if kind == "video" and decoded.kind == "volume" and decoded.affine is None:
+        return Decoded(
+            pixels=decoded.pixels,
+            kind="video",
+            mimetype=decoded.mimetype,
+            modality=decoded.modality,
+            metadata=decoded.metadata,
+        )
+    raise ResourceError(
+        f"{path!r} holds {_describe(decoded)}, which cannot be read as {kind!r}; read it "
+        f"as {decoded.kind!r} (datamint_core.io.read(path) picks the kind from the file)."
+    )
+
+
+def _describe(decoded: Decoded) -> str:
+    return f"{'an' if decoded.kind == 'image' else 'a'} {decoded.kind} of shape " + str(
+        tuple(decoded.pixels.shape)
+    )
+
+
+def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResource:
+    """Read a medical image file into a resource, with its geometry and metadata.
+
+    The format is detected from the file's bytes: DICOM (a file, a series directory, a
+    multi-frame file), NIfTI (``.nii``, ``.nii.gz``), PNG, JPEG, ``.npy`` or ``.npz``. A
+    single-frame DICOM file, PNG and JPEG give an :class:`ImageResource`; a DICOM series,
+    a multi-frame file with frame positions and NIfTI a :class:`VolumeResource` (``(D, H,
+    W)``, RAS affine: see :mod:`datamint_core.io.geometry`); a multi-frame file without
+    positions (ultrasound cine) a :class:`VideoResource`.
+
+    Args:
+        path: the file or DICOM series directory.
+        kind: ``image``, ``volume`` or ``video`` to ask for a kind: a one-slice volume reads
+            as an image and a 2-D image as a one-slice volume.
+
+    Returns:
+        The resource, its pixels in memory; ``filename`` is the file's name.
+
+    Raises:
+        ResourceError: the file cannot be read, or not as ``kind``; the message says why.
+        ImportError: the format's extra is not installed (it names the pip command).
+
+    Example:
+        >>> ct = read("ct_series/")                    # doctest: +SKIP
+        >>> ct.pixels.shape, ct.spacing, ct.metadata["space"]  # doctest: +SKIP
+        ((212, 512, 512), (1.25, 0.7, 0.7), 'RAS')
+    """
+    if kind is not None and kind not in RESOURCE_KINDS:
+        raise ResourceError(f"Unknown kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}.")
+    path = os.fspath(path)
+    decoded = decode_path(path, kind)
+    return resource_from_decoded(decoded, filename=os.path.basename(os.path.normpath(path)))
+
+
+def resource_from_decoded(decoded: Decoded, **descriptor: Any) -> BaseResource:
+    """Build the resource a reader's result describes."""
+    cls = RESOURCE_KINDS[decoded.kind]
+    kwargs: dict[str, Any] = {
+        "mimetype": decoded.mimetype,
+        "modality": decoded.modality,
+        "metadata": decoded.metadata,
+        **descriptor,
+    }
+    if cls is VolumeResource:
+        kwargs.update(spacing=decoded.spacing, affine=decoded.affine)
+    elif cls is ImageResource:
+        kwargs["spacing"] = decoded.spacing
+    return cls(decoded.pixels, **kwargs)

@@ -1,0 +1,79 @@
+"""Predict on a medical image file and write the result as JSON, a mask file or a picture.
+
+What ``datamint predict`` runs when its input is a DICOM, NIfTI or picture file, or its
+output is a mask (``.nii``/``.nii.gz``, DICOM SEG ``.dcm``) or an ``--overlay`` picture.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from datamint_core.annotations import Annotation
+from datamint_core.resources import ResourceError, VolumeResource
+
+
+def output_format(path: str | None) -> str:
+    """The suffix that decides what is written to ``path``: ``.nii``, ``.nii.gz``, ``.dcm``,
+    or ``.json`` (stdout, ``.json`` and any other name get the predictions as JSON)."""
+    lower = (path or "").lower()
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        if lower.endswith(suffix):
+            return suffix
+    return ".json"
+
+
+def predict_file(
+    model_uri: str,
+    input_path: str,
+    output_path: str | None = None,
+    *,
+    overlay_path: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> list[Annotation]:
+    """Read ``input_path``, predict with the model, write the result where asked.
+
+    Args:
+        model_uri: the model to load.
+        input_path: a DICOM file or series directory, NIfTI, PNG, JPEG, ``.npy`` or ``.npz``.
+        output_path: ``.json`` (stdout when None), ``.nii``/``.nii.gz`` or ``.dcm`` (DICOM
+            SEG, for a DICOM input).
+        overlay_path: also draw the annotations over the image (or the busiest slice) here.
+        params: the prediction params (``mode`` and the mode's params).
+
+    Returns:
+        The annotations found for the input.
+
+    Raises:
+        ResourceError: an unreadable input, an output the result cannot be written as.
+    """
+    from datamint_core.flavor import load_model
+    from datamint_core.io import detect_format, read, writers
+    from datamint_core.serving.payload import predictions_to_json
+
+    suffix = output_format(output_path)
+    input_format = detect_format(input_path)
+    if suffix == ".dcm" and input_format != "dicom":
+        raise ResourceError(
+            f"A DICOM SEG references its source series, so it needs a DICOM input; "
+            f"{input_path!r} is {input_format}. Write .nii.gz or .json instead."
+        )
+    resource = read(input_path)
+    model = load_model(model_uri)
+    (annotations,) = model.predict([resource], dict(params or {}))
+    if suffix == ".json":
+        body = predictions_to_json([annotations])
+        if output_path is None:
+            sys.stdout.write(body.decode() + "\n")
+            sys.stdout.flush()
+        else:
+            writers.write_bytes(output_path, body)
+    elif suffix == ".dcm":
+        writers.write_dicom_seg(annotations, output_path, source=input_path)
+    else:
+        source = resource if isinstance(resource, VolumeResource) else None
+        writers.write_nifti(annotations, output_path, source=source)
+    if overlay_path is not None:
+        writers.write_overlay_png(resource, annotations, overlay_path)
+    return list(annotations)

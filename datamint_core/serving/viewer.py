@@ -1,0 +1,60 @@
+"""The viewer page: static files shipped in the package, and the preview it draws on.
+
+``GET /`` serves ``static/index.html``; ``GET /static/<name>`` its script and style sheet
+(only the files shipped, nothing else of the file system). ``POST /viewer/predict`` takes
+what ``POST /invocations`` takes and answers the predictions plus the picture to draw them
+on: the first resource's pixels windowed to 8 bits, as
+``{"image": {"kind", "shape": [N, H, W], "channels": 1 or 3, "data": base64}, ...}``.
+No build step and no CDN: the page works on a network with no way out.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from importlib import resources as package_files
+
+import numpy as np
+
+from datamint_core.resources import BaseResource
+
+#: The files of the page, by URL name, with their media types.
+STATIC_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "viewer.js": "text/javascript; charset=utf-8",
+    "viewer.css": "text/css; charset=utf-8",
+}
+
+
+def static_file(name: str) -> bytes:
+    """The bytes of one shipped static file (a name from :data:`STATIC_FILES`)."""
+    return (package_files.files("datamint_core.serving") / "static" / name).read_bytes()
+
+
+def with_preview(predictions_body: bytes, resources: list[BaseResource]) -> bytes:
+    """Add the first resource's 8-bit picture to a ``{"predictions": ...}`` answer."""
+    preview = json.dumps({"image": preview_of(resources[0])}, separators=(",", ":")).encode()
+    return preview[:-1] + b"," + predictions_body[1:]
+
+
+def preview_of(resource: BaseResource) -> dict:
+    """The resource as 8-bit frames ``(N, H, W, C)``: what the page draws, slice by slice."""
+    from datamint_core.io.writers import window_to_uint8
+
+    pixels = resource.pixels
+    if resource.kind == "image":
+        pixels = pixels[None]
+    colour = pixels.ndim == 4 and pixels.shape[-1] in (3, 4)
+    if colour:
+        pixels = pixels[..., :3]
+        frames = pixels if pixels.dtype == np.uint8 else window_to_uint8(pixels, {})
+    else:
+        if pixels.ndim == 4:  # channels that are not colour: show the first
+            pixels = pixels[..., 0]
+        frames = window_to_uint8(pixels, resource.metadata)
+    return {
+        "kind": resource.kind,
+        "shape": [int(size) for size in frames.shape[:3]],
+        "channels": 3 if colour else 1,
+        "data": base64.b64encode(np.ascontiguousarray(frames).tobytes()).decode("ascii"),
+    }

@@ -1,0 +1,266 @@
+"""Image files over HTTP, and the viewer page in a real headless Chromium.
+
+A real ``datamint serve`` process; DICOM series, NIfTI and PNG files sent as multipart
+parts; the page at ``/`` driven with Selenium, its overlay checked in screenshot pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datamint_core import load_model, save_model
+from datamint_core.io import read
+from datamint_core.io.writers import PALETTE
+from tests.core.dicom_files import write_series
+from tests.core.sample_models import ThresholdSegmenter
+from tests.integration._server import Server, call, datamint_serve
+
+nibabel = pytest.importorskip("nibabel")
+Image = pytest.importorskip("PIL.Image")
+
+THRESHOLD = 100.0
+# The phantom's bright block: slices 5-10, rows 20-39, columns 10-29 of a 16x64x64 volume.
+BLOCK = (slice(5, 11), slice(20, 40), slice(10, 30))
+
+
+@pytest.fixture(autouse=True)
+def _quiet_pydicom():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pydicom")
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("viewer") / "segmenter"
+    save_model(ThresholdSegmenter(threshold=THRESHOLD), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("viewer-logs") / "server.log"
+    process = datamint_serve(model_path, log, "--max-request-size", "4M")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def phantom_nifti(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    volume = np.random.default_rng(4).integers(0, 40, (16, 64, 64)).astype(np.int16)
+    volume[BLOCK] = 200
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    path = tmp_path_factory.mktemp("phantom") / "phantom.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(volume.transpose(2, 1, 0), affine), path)
+    return path
+
+
+def encode_parts(parts: list[tuple[str, str | None, bytes, str]]) -> tuple[bytes, str]:
+    """multipart/form-data from ``(name, filename, content, content type)``; names repeat."""
+    boundary = "datamint-viewer-boundary-3f2a"
+    chunks = []
+    for name, filename, content, content_type in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        chunks.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+            f"Content-Type: {content_type}\r\n\r\n".encode()
+            + content
+            + b"\r\n"
+        )
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def send_files(server: Server, files: list[Path], params: dict, endpoint="invocations", **extra):
+    request = {
+        "resources": [{"id": "upload", "pixel_data": {"encoding": "multipart", "part": "scan"}}],
+        "params": params,
+    }
+    parts = [("request", None, json.dumps(request).encode(), "application/json")]
+    parts += [("scan", path.name, path.read_bytes(), "application/octet-stream") for path in files]
+    body, content_type = encode_parts(parts)
+    return call(f"{server.url}/{endpoint}", body, content_type, **extra)
+
+
+def in_process(model_path: Path, path: Path, params: dict) -> list:
+    model = load_model(str(model_path))
+    return [[a.to_dict() for a in entry] for entry in model.predict([read(path)], params)]
+
+
+def test_a_dicom_series_sent_as_file_parts_is_read_as_one_volume(server, model_path, tmp_path):
+    write_series(tmp_path / "ct", 6, size=32, seed=8)
+    files = sorted((tmp_path / "ct").iterdir())
+    status, answer = send_files(server, files[::-1], {"mode": "volume"})
+    assert status == 200, answer
+    assert answer["predictions"] == in_process(model_path, tmp_path / "ct", {"mode": "volume"})
+    assert answer["predictions"][0][0]["mask"]["shape"] == [6, 32, 32]
+
+
+def test_nifti_and_png_parts_give_the_in_process_predictions(
+    server, model_path, phantom_nifti, tmp_path
+):
+    status, answer = send_files(server, [phantom_nifti], {"mode": "volume"})
+    assert status == 200, answer
+    assert answer["predictions"] == in_process(model_path, phantom_nifti, {"mode": "volume"})
+
+    picture = tmp_path / "xray.png"
+    Image.fromarray((np.arange(48 * 40) % 256).reshape(48, 40).astype(np.uint8)).save(picture)
+    status, answer = send_files(server, [picture], {})
+    assert status == 200, answer
+    assert answer["predictions"] == in_process(model_path, picture, {})
+
+
+def test_a_part_that_is_no_image_file_gets_a_422_saying_what_is_accepted(server, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    status, answer = send_files(server, [notes], {})
+    assert status == 422
+    assert answer["error_code"] == "INVALID_RESOURCE"
+    assert "Input #0: Cannot tell the format" in answer["message"]
+    assert "NIfTI (.nii, .nii.gz), PNG, JPEG, .npy or .npz" in answer["message"]
+
+
+def test_the_viewer_page_and_its_files_are_served_and_nothing_else(server):
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/") as response:
+        page = response.read().decode()
+        assert response.headers["content-type"].startswith("text/html")
+    assert '<script src="static/viewer.js">' in page and "http" not in page.split("<body>")[1]
+    for name, kind in (("viewer.js", "text/javascript"), ("viewer.css", "text/css")):
+        with urllib.request.urlopen(f"{server.url}/static/{name}") as response:
+            assert response.headers["content-type"].startswith(kind)
+    status, answer = call(f"{server.url}/static/..%2Fapp.py", method="GET")
+    assert status == 404 and answer["error_code"] == "NOT_FOUND"
+
+
+def test_the_viewer_endpoint_answers_the_predictions_and_the_8_bit_picture(
+    server, model_path, phantom_nifti
+):
+    status, answer = send_files(server, [phantom_nifti], {"mode": "volume"}, "viewer/predict")
+    assert status == 200, answer
+    assert answer["predictions"] == in_process(model_path, phantom_nifti, {"mode": "volume"})
+    image = answer["image"]
+    assert image["kind"] == "volume" and image["shape"] == [16, 64, 64] and image["channels"] == 1
+    import base64
+
+    frames = np.frombuffer(base64.b64decode(image["data"]), np.uint8).reshape(16, 64, 64)
+    assert frames[BLOCK].min() == 255 and frames[0].max() < 255
+
+
+# --- the page in a real browser --------------------------------------------------------------
+
+
+def chromium_driver():
+    """Headless Chromium through Debian's chromedriver, or a skip saying what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.skip(
+            "headless Chromium is not installed here (apt-get install chromium "
+            "chromium-driver; scripts/test installs them when it runs as root)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    profile = tempfile.mkdtemp(prefix="datamint-chromium-")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=driver)
+    return webdriver.Chrome(options=options, service=service), profile
+
+
+def canvas_pixels(browser) -> np.ndarray:
+    canvas = browser.find_element("id", "view-canvas")
+    return np.asarray(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB"))
+
+
+def wait_for(browser, state: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = browser.execute_script("return document.body.dataset.state || ''")
+        if current == state:
+            return
+        if current == "error":
+            raise AssertionError(browser.find_element("id", "status").text)
+        time.sleep(0.1)
+    raise AssertionError(f"the page never reached {state!r}: {browser.page_source[-2000:]}")
+
+
+def test_the_viewer_page_in_chromium_draws_the_prediction_over_the_picked_file(
+    server, phantom_nifti
+):
+    from selenium.webdriver.support.ui import Select
+
+    browser, profile = chromium_driver()
+    try:
+        browser.get(server.url + "/")
+        wait_for(browser, "ready")
+        modes = [o.text for o in Select(browser.find_element("id", "mode-select")).options]
+        assert "volume" in modes and "slice" in modes  # from /metadata
+        Select(browser.find_element("id", "mode-select")).select_by_value("volume")
+        browser.find_element("id", "file-input").send_keys(str(phantom_nifti))
+        browser.find_element("id", "predict-button").click()
+        wait_for(browser, "done")
+        assert "1 annotation" in browser.find_element("id", "status").text
+
+        shown = canvas_pixels(browser)
+        height, width, _ = shown.shape
+        scale_y, scale_x = height / 64, width / 64
+        outline = (shown == PALETTE[0]).all(axis=2)
+        reddish = (shown[..., 0] > shown[..., 1] + 60) & (shown[..., 0] > shown[..., 2] + 60)
+        rows, columns = np.nonzero(reddish)
+        assert outline.sum() > 100, "no mask outline drawn in the label's colour"
+        # Every overlay pixel lies on the bright block (rows 20-39, columns 10-29) ...
+        assert rows.min() >= 20 * scale_y - 1 and rows.max() <= 40 * scale_y + 1
+        assert columns.min() >= 10 * scale_x - 1 and columns.max() <= 30 * scale_x + 1
+        # ... and covers it.
+        assert reddish.sum() >= 0.9 * (20 * scale_y) * (20 * scale_x)
+        legend = browser.find_element("id", "legend").text
+        assert legend == "bright"
+
+        # Scrolling to a slice outside the block shows the picture with no overlay.
+        browser.execute_script(
+            "const s = document.getElementById('slice-slider');"
+            "s.value = 0; s.dispatchEvent(new Event('input'));"
+        )
+        assert browser.find_element("id", "slice-label").text == "1 / 16"
+        empty = canvas_pixels(browser)
+        assert not (empty == PALETTE[0]).all(axis=2).any()
+        assert (empty[..., 0] == empty[..., 1]).all()  # gray only
+
+        # The download link holds the predictions as JSON.
+        downloaded = browser.execute_async_script(
+            "const done = arguments[0];"
+            "fetch(document.getElementById('download-link').href)"
+            ".then(r => r.text()).then(done);"
+        )
+        predictions = json.loads(downloaded)["predictions"]
+        assert predictions[0][0]["identifier"] == "bright"
+        assert predictions[0][0]["mask"]["shape"] == [16, 64, 64]
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
