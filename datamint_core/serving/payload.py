@@ -327,8 +327,10 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
     files = part if isinstance(part, list) else [part]
     first = getattr(files[0], "file", files[0])
     first.seek(0)
-    named_npy = str(getattr(files[0], "filename", None) or "").lower().endswith(".npy")
-    if len(files) == 1 and (first.read(len(_NPY_MAGIC)) == _NPY_MAGIC or named_npy):
+    filename = str(getattr(files[0], "filename", None) or "").lower()
+    head = first.read(len(_NPY_MAGIC))
+    is_array = head.startswith(_ARRAY_MAGICS) or filename.endswith((".npy", ".npz"))
+    if len(files) == 1 and is_array:
         array = _read_npy_part(first, name, position)
         # An array under the "list" encoding is taken as it is (np.asarray: no copy).
         return {**record, "pixel_data": {"encoding": "list", "data": array}}
@@ -339,6 +341,8 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
         decoded = decode_uploads(uploads, record.get("kind"))
     except ResourceError as error:
         raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
+    except InputTooLargeError as error:
+        raise too_large_input(error, f"Input #{position}: ") from None
     except ImportError as error:
         raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", f"Input #{position}: {error}") from None
     found: dict[str, Any] = {
@@ -362,6 +366,8 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
 
 
 _NPY_MAGIC = b"\x93NUMPY"
+# A .npy file, or a .npz (a zip archive); both read by load_array within the decode budget.
+_ARRAY_MAGICS = (_NPY_MAGIC, b"PK\x03\x04")
 
 
 def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:

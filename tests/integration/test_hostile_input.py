@@ -336,5 +336,6 @@ def test_only_the_documented_endpoints_answer(server):
         status, answer = call(server.url + path)
         assert status == 404, path
         assert answer["message"].endswith(
-            "Endpoints: GET /ping; GET /health; GET /version; GET /metadata; POST /invocations."
+            "Endpoints: GET /ping; GET /health; GET /version; GET /metadata; POST /invocations; "
+            "GET /; GET /static/{name}; POST /viewer/predict."
         )
