@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._limits import check_decoded_size as check_budget
+
 
 @dataclass
 class Decoded:
@@ -36,15 +38,11 @@ class Decoded:
 def check_decoded_size(shape: Sequence[int], itemsize: int, where: str) -> None:
     """Refuse pixel data over the decode budget from its declared size, before allocating it.
 
-    Every reader calls this one function with what the file's header declares. The budget is
-    the serving layer's per-request one (``datamint_core._limits``), where that module is
-    present; without it nothing is refused here.
+    Every reader calls this one function with what the file's header declares; the budget is
+    the one every pixel encoding shares (``datamint_core._limits``): the current request's in
+    a server, else ``DATAMINT_SERVE_MAX_DECODED_BYTES`` or its default.
 
     Raises:
-        ValueError: over the budget (``InputTooLargeError``, which servers answer with 413).
+        InputTooLargeError: over the budget (a ``ValueError``; servers answer it with 413).
     """
-    try:
-        from datamint_core._limits import check_decoded_size as check_budget
-    except ImportError:
-        return
-    check_budget(list(shape), itemsize, where)
+    check_budget([int(size) for size in shape], itemsize, where)

@@ -418,3 +418,34 @@ def test_descriptor_and_geometry_fields_can_be_set_after_construction():
     assert volume.metadata["format"] == "nifti"  # the file still fills what was not set
     with pytest.raises(ResourceError, match="expected three positive numbers"):
         volume.spacing = (1, 2)
+
+
+def test_a_small_file_declaring_a_huge_volume_is_refused_before_its_pixels_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from datamint_core._limits import MAX_DECODED_BYTES_ENV, InputTooLargeError
+
+    # A NIfTI header declaring 2048^3 float64 voxels (64 GiB), with almost no data behind it.
+    header = nibabel.Nifti1Header()
+    header.set_data_shape((2048, 2048, 2048))
+    header.set_data_dtype(np.float64)
+    path = tmp_path / "huge.nii"
+    with open(path, "wb") as file:
+        file.write(header.binaryblock + b"\0" * 4 + b"\0" * 64)
+    assert path.stat().st_size < 1024
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputTooLargeError, match="--max-decoded-bytes"):
+            read_nifti(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+    # The budget is configurable: a lower one refuses a real file that a default one reads.
+    monkeypatch.setenv(MAX_DECODED_BYTES_ENV, "1000")
+    with pytest.raises(InputTooLargeError, match="1000"):
+        read(nibabel_file("anatomical.nii"))
+    with pytest.raises(InputTooLargeError):
+        read(pydicom_file("CT_small.dcm"))
