@@ -120,9 +120,15 @@ def call(
 
 def multipart(fields: dict[str, tuple[str | None, bytes, str]]) -> tuple[bytes, str]:
     """Encode ``{name: (filename or None, content, content type)}`` as multipart/form-data."""
+    return encode_parts([(name, *field) for name, field in fields.items()])
+
+
+def encode_parts(parts: list[tuple[str, str | None, bytes, str]]) -> tuple[bytes, str]:
+    """multipart/form-data from ``(name, filename or None, content, content type)``; a name
+    may repeat (several files under one name are one DICOM series)."""
     boundary = "datamint-test-boundary-7d1f"
     chunks = []
-    for name, (filename, content, content_type) in fields.items():
+    for name, filename, content, content_type in parts:
         disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
         chunks.append(
             f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"

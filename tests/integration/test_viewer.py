@@ -22,7 +22,7 @@ from datamint_core.io import read
 from datamint_core.io.writers import PALETTE
 from tests.core.dicom_files import write_series
 from tests.core.sample_models import ThresholdSegmenter
-from tests.integration._server import Server, call, datamint_serve
+from tests.integration._server import Server, call, datamint_serve, encode_parts
 
 nibabel = pytest.importorskip("nibabel")
 Image = pytest.importorskip("PIL.Image")
@@ -65,22 +65,6 @@ def phantom_nifti(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("phantom") / "phantom.nii.gz"
     nibabel.save(nibabel.Nifti1Image(volume.transpose(2, 1, 0), affine), path)
     return path
-
-
-def encode_parts(parts: list[tuple[str, str | None, bytes, str]]) -> tuple[bytes, str]:
-    """multipart/form-data from ``(name, filename, content, content type)``; names repeat."""
-    boundary = "datamint-viewer-boundary-3f2a"
-    chunks = []
-    for name, filename, content, content_type in parts:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        chunks.append(
-            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-            f"Content-Type: {content_type}\r\n\r\n".encode()
-            + content
-            + b"\r\n"
-        )
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
 def send_files(server: Server, files: list[Path], params: dict, endpoint="invocations", **extra):
