@@ -34,8 +34,17 @@ _IMAGE_FILE = "image"
 _IMAGE_SUFFIXES = (".dcm", ".dicom", ".nii", ".nii.gz", ".png", ".jpg", ".jpeg")
 
 
+#: Exit code of a usage error: bad flags (argparse's own convention) or a request that cannot
+#: be done as given, e.g. other params into an existing batch output.
+EXIT_USAGE = 2
+
+
 class _RuntimeFailure(Exception):
     """A failure to report in one line and exit 1."""
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given: reported in one line, exit 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,12 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         params = _params(args, parser) if hasattr(args, "param") else {}
         return int(args.run(args, params) or 0)
     except KeyboardInterrupt:
         return 130
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as error:  # every failure becomes one readable line and exit code 1
         message = getattr(error, "message", None) or str(error) or type(error).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)

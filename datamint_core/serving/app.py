@@ -76,7 +76,7 @@ from datamint_core.serving.payload import (
     predictions_to_json,
     too_large_input,
 )
-from datamint_core.serving.viewer import STATIC_FILES, static_file, with_preview
+from datamint_core.serving.viewer import PAGE_HEADERS, STATIC_FILES, static_file, with_preview
 
 _logger = logging.getLogger(__name__)
 
@@ -195,13 +195,15 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
 
     @app.get("/")
     async def viewer_page() -> Response:
-        return Response(static["index.html"], media_type=STATIC_FILES["index.html"])
+        return Response(
+            static["index.html"], media_type=STATIC_FILES["index.html"], headers=PAGE_HEADERS
+        )
 
     @app.get("/static/{name}")
     async def viewer_file(name: str) -> Response:
         if name not in static:
             return _error(RequestError(404, "NOT_FOUND", f"No static file {name!r}."))
-        return Response(static[name], media_type=STATIC_FILES[name])
+        return Response(static[name], media_type=STATIC_FILES[name], headers=PAGE_HEADERS)
 
     def predict_with_preview(
         served: ServedModel, resources: list[BaseResource], params: dict[str, Any]
