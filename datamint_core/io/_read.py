@@ -76,8 +76,12 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     )
 
 
-def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decoded:
+def decode_path(
+    path: str | os.PathLike[str], kind: str | None = None, *, fourth_axis: str = "auto"
+) -> Decoded:
     """Read any accepted file into pixels and geometry, as ``kind`` when given.
+
+    ``fourth_axis`` says how a 4-D NIfTI's fourth axis is read (:mod:`datamint_core.io.nifti`).
 
     Raises:
         ResourceError: the file cannot be read (as ``kind``): every failure of a reader or of
@@ -87,7 +91,7 @@ def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decode
     path = os.fspath(path)
     file_format = detect_format(path)
     try:
-        decoded = _decode(path, file_format, kind)
+        decoded = _decode(path, file_format, kind, fourth_axis)
     except _REPORTED:
         raise
     except Exception as error:  # numpy, pydicom, nibabel or Pillow on a file they choke on
@@ -98,7 +102,7 @@ def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decode
     return _as_kind(decoded, kind, path)
 
 
-def _decode(path: str, file_format: str, kind: str | None) -> Decoded:
+def _decode(path: str, file_format: str, kind: str | None, fourth_axis: str) -> Decoded:
     if file_format == "dicom":
         from datamint_core.io.dicom import decode_dicom
 
@@ -106,7 +110,7 @@ def _decode(path: str, file_format: str, kind: str | None) -> Decoded:
     elif file_format == "nifti":
         from datamint_core.io.nifti import decode_nifti
 
-        decoded = decode_nifti(path)
+        decoded = decode_nifti(path, fourth_axis)
     elif file_format in ("png", "jpeg"):
         from datamint_core.io.image import decode_image
 
@@ -162,7 +166,9 @@ def _describe(decoded: Decoded) -> str:
     )
 
 
-def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResource:
+def read(
+    path: str | os.PathLike[str], *, kind: str | None = None, fourth_axis: str = "auto"
+) -> BaseResource:
     """Read a medical image file into a resource, with its geometry and metadata.
 
     The format is detected from the file's bytes: DICOM (a file, a series directory, a
@@ -176,6 +182,9 @@ def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResour
         path: the file or DICOM series directory.
         kind: ``image``, ``volume`` or ``video`` to ask for a kind: a one-slice volume reads
             as an image and a 2-D image as a one-slice volume.
+        fourth_axis: how a 4-D NIfTI's fourth axis is read: ``auto`` (time when the header
+            gives it a time unit, else channels), ``channels`` or ``time``; see
+            :mod:`datamint_core.io.nifti`.
 
     Returns:
         The resource, its pixels in memory; ``filename`` is the file's name.
@@ -192,7 +201,7 @@ def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResour
     if kind is not None and kind not in RESOURCE_KINDS:
         raise ResourceError(f"Unknown kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}.")
     path = os.fspath(path)
-    decoded = decode_path(path, kind)
+    decoded = decode_path(path, kind, fourth_axis=fourth_axis)
     return resource_from_decoded(decoded, filename=os.path.basename(os.path.normpath(path)))
 
 
@@ -203,6 +212,7 @@ def resource_from_decoded(decoded: Decoded, **descriptor: Any) -> BaseResource:
         "mimetype": decoded.mimetype,
         "modality": decoded.modality,
         "metadata": decoded.metadata,
+        "channel_names": decoded.channel_names,
         **descriptor,
     }
     if cls is VolumeResource:
