@@ -421,3 +421,29 @@ def test_text_that_is_not_a_number_is_left_out_of_metadata_and_named_in_geometry
     ):
         read(tmp_path / "spacing.dcm")
     assert os.path.exists(tmp_path / "spacing.dcm")
+
+
+def test_a_modality_lut_is_applied_to_an_image_and_a_volume_using_one_is_refused(
+    tmp_path: Path,
+):
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_modality_lut
+
+    dataset = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    del dataset.RescaleSlope, dataset.RescaleIntercept  # a LUT replaces the linear rescale
+    lut = Dataset()
+    stored = dataset.pixel_array
+    first, count = int(stored.min()), int(stored.max() - stored.min()) + 1
+    lut.LUTDescriptor = [count, first, 16]
+    lut.ModalityLUTType = "HU"
+    lut.LUTData = (np.arange(count, dtype=np.uint16) * 3 % 4096).astype("<u2").tobytes()
+    lut["LUTData"].VR = "OW"
+    dataset.ModalityLUTSequence = [lut]
+    dataset.save_as(tmp_path / "lut.dcm")
+    image = read(tmp_path / "lut.dcm")
+    expected = apply_modality_lut(stored, pydicom.dcmread(tmp_path / "lut.dcm"))
+    np.testing.assert_array_equal(image.pixels, expected)
+    assert image.metadata["ModalityLUTApplied"] is True
+    assert "RescaleSlope" not in image.metadata
+    with pytest.raises(ResourceError, match="'lut.dcm' maps its stored values with a Modality LUT"):
+        read(tmp_path / "lut.dcm", kind="volume")
