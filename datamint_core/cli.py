@@ -8,10 +8,12 @@ Examples::
     datamint validate -m ./model -i sample.json
     datamint generate-dockerfile -m models:/liver-seg/3 -o build/
     datamint batch -m models:/liver-seg/3 -i /data/cohort -o /data/out --mode volume
+    datamint evaluate -m models:/liver-seg/3 --project /data/Task03_Liver -o /data/eval
 
 Exit codes: 0 success, 1 a runtime failure (the model cannot load, the input cannot be
 served, validation failed), 2 a usage error (bad arguments), 3 a batch job in which some rows
-failed (``datamint batch``; the errors are in its output). Errors are one line on stderr.
+failed (``datamint batch``; the errors are in its output) or cases that could not be scored
+(``datamint evaluate``). Errors are one line on stderr.
 Heavy modules (mlflow, FastAPI) are imported only by the subcommand that needs them, so
 ``--help`` is instant.
 """
@@ -180,9 +182,11 @@ def _parser() -> argparse.ArgumentParser:
     dockerfile.set_defaults(run=_generate_dockerfile)
 
     from datamint_core.batch._cli import add_batch_command
+    from datamint_core.evaluation._cli import add_evaluate_command
     from datamint_core.platform.cli import add_config_command
 
     add_batch_command(commands, _model_argument, _mode_arguments)
+    add_evaluate_command(commands, _mode_arguments)
     add_config_command(commands)
     return parser
 
