@@ -274,7 +274,12 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
         from datamint_core.io.predict import predict_file
 
         predict_file(
-            args.model_uri, args.input, args.output, overlay_path=args.overlay, params=params
+            args.model_uri,
+            args.input,
+            args.output,
+            overlay_path=args.overlay,
+            params=params,
+            report=_tell,
         )
         return 0
     if wants_files:
@@ -285,7 +290,17 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
     from datamint_core.serving.backend import DatamintBackend
 
     DatamintBackend({}).predict(args.model_uri, args.input, args.output, content_type, params)
+    if args.output is not None:
+        from datamint_core.io.predict import describe_predictions, wrote
+
+        predictions = json.loads(Path(args.output).read_bytes())["predictions"]
+        _tell(wrote(args.output, describe_predictions(predictions)))
     return 0
+
+
+def _tell(line: str) -> None:
+    """Say on stderr what the command did, so stdout stays the result alone."""
+    print(line, file=sys.stderr)
 
 
 def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
