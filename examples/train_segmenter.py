@@ -89,7 +89,10 @@ def train_and_register(model_name: str, tracking_uri: str, workdir: Path) -> int
     if checkpoint.registered_model_version is None:
         raise RuntimeError("training finished but the model was not registered; see the warnings")
     kept = sorted(p.name for p in checkpoint_dir.glob("*.ckpt"))
-    print(f"trained {trainer.global_step} steps; checkpoints kept and logged: {', '.join(kept)}")
+    print(
+        f"trained {trainer.global_step} steps; checkpoints kept and logged in "
+        f"{checkpoint_dir.relative_to(workdir)}: {', '.join(kept)}"
+    )
     print(
         f"best: {Path(checkpoint.best_model_path).name} (test_loss "
         f"{trainer.callback_metrics['test_loss'].item():.3f})"
