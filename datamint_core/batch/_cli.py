@@ -50,6 +50,12 @@ def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -
         help="local processes, or N of local[N] for spark (default: CPU count)",
     )
     batch.add_argument(
+        "--threads-per-worker",
+        type=_positive_int,
+        help="compute threads of each local worker (env DATAMINT_BATCH_THREADS_PER_WORKER; "
+        "default: the CPU cores shared out among the workers)",
+    )
+    batch.add_argument(
         "--rows-per-part", type=_positive_int, default=64, help="rows per Parquet part (64)"
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -76,6 +82,7 @@ def run_batch_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
             workers=args.workers,
             rows_per_part=args.rows_per_part,
             progress=not args.no_progress,
+            threads_per_worker=args.threads_per_worker,
         )
     except (BatchInputError, OutputMismatchError) as error:
         raise UsageError(str(error)) from error

@@ -58,6 +58,7 @@ def run_batch(
     rows_per_part: int = 64,
     spark: Any = None,
     progress: bool = True,
+    threads_per_worker: int | None = None,
 ) -> BatchReport:
     """Predict with one model on every study of ``input``; write one Parquet row per study.
 
@@ -78,6 +79,9 @@ def run_batch(
         rows_per_part: rows per committed part.
         spark: a SparkSession to run on (default: the active one, else ``local[workers]``).
         progress: draw the progress line on stderr (local engine).
+        threads_per_worker: compute threads of each local worker (default: the cores
+            shared out among the workers, or ``DATAMINT_BATCH_THREADS_PER_WORKER``), so
+            that the workers together use the machine's cores, not each all of them.
 
     Returns:
         A :class:`BatchReport`; ``report.ok`` is false when a row failed.
@@ -124,6 +128,8 @@ def run_batch(
                     rows_per_part=rows_per_part,
                     run_id=run_id,
                     progress=bar,
+                    expected_rows=total - skipped,
+                    threads=threads_per_worker,
                 )
             finally:
                 bar.close()

@@ -290,12 +290,24 @@ async def _read_request(
 
         return handle_json
 
-    parser = MultiPartParser(
-        request.headers, stream, max_part_size=config.max_request_size, max_files=1000
+    parser = _DiskSpooledParser(
+        request.headers,
+        stream,
+        max_part_size=config.max_request_size,
+        max_files=config.max_parts,
+        max_fields=config.max_parts,
     )
     try:
         form = await parser.parse()
     except MultiPartException as error:
+        if parser.too_many_parts:
+            raise RequestError(
+                413,
+                "REQUEST_TOO_LARGE",
+                f"The multipart body has more than {config.max_parts} parts (files or fields); "
+                "start the server with a higher --max-parts (env DATAMINT_SERVE_MAX_PARTS), or "
+                "send the volume as one part (.npy, or a compressed NIfTI .nii.gz).",
+            ) from None
         raise malformed(f"Cannot read the multipart body: {error}.") from None
     files: dict[str, Any] = {}
     for name, value in form.multi_items():
@@ -325,6 +337,20 @@ async def _read_request(
                     upload.file.close()
 
     return handle_multipart
+
+
+class _DiskSpooledParser(MultiPartParser):
+    """Starlette's multipart parser with file parts over 64 KiB spooled to disk at once.
+
+    Starlette keeps each part in memory up to 1 MiB: a series of 512x512 slices (0.5 MiB
+    each) would then sit whole in the server's memory beside the volume decoded from it.
+    """
+
+    spool_max_size = 64 * 1024
+
+    @property
+    def too_many_parts(self) -> bool:
+        return self._current_files > self.max_files or self._current_fields > self.max_fields
 
 
 def _predict(served: ServedModel, resources: list[BaseResource], params: dict[str, Any]) -> bytes:
