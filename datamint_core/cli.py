@@ -297,6 +297,7 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
             overlay_path=args.overlay,
             params=params,
             fourth_axis=args.fourth_axis,
+            report=_tell,
         )
         return 0
     content_type = _content_type(source, args.content_type)
@@ -311,6 +312,7 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
             overlay_path=args.overlay,
             params=params,
             fourth_axis=args.fourth_axis,
+            report=_tell,
         )
         return 0
     if wants_files:
@@ -321,7 +323,17 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
     from datamint_core.serving.backend import DatamintBackend
 
     DatamintBackend({}).predict(args.model_uri, source, args.output, content_type, params)
+    if args.output is not None:
+        from datamint_core.io.predict import describe_predictions, wrote
+
+        predictions = json.loads(Path(args.output).read_bytes())["predictions"]
+        _tell(wrote(args.output, describe_predictions(predictions)))
     return 0
+
+
+def _tell(line: str) -> None:
+    """Say on stderr what the command did, so stdout stays the result alone."""
+    print(line, file=sys.stderr)
 
 
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
