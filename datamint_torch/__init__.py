@@ -10,7 +10,7 @@ Importing it without torch fails at once with the command that installs it.
 """
 
 try:
-    import torch  # noqa: F401
+    import torch
 except ImportError:
     raise ImportError(
         'datamint_torch needs PyTorch, which is not installed; run: pip install "datamint[torch]"'
@@ -23,6 +23,7 @@ from datamint_torch.sliding_window import TorchPatchArrays
 from datamint_torch.tensors import as_tensor
 
 _extensions.register_device_detector(detect_device)
+_extensions.register_thread_limiter(torch.set_num_threads)
 
 __all__ = [
     "ATTACHED_MODEL_KEY",

@@ -66,10 +66,7 @@ def label_volume(
             f"There is no segmentation mask to write (the model returned {', '.join(found)}); "
             "accepted: SegmentationAnnotation results."
         )
-    names: list[str] = []
-    for mask in masks:
-        if mask.identifier not in names:
-            names.append(mask.identifier)
+    names = segmentation_names(masks)
     volume_shape = shape or next(
         (m.mask.shape for m in masks if m.scope is AnnotationScope.VOLUME), masks[0].mask.shape
     )
@@ -78,6 +75,16 @@ def label_volume(
         target = _mask_target(labels, mask)
         target[mask.mask] = names.index(mask.identifier) + 1
     return labels, names
+
+
+def segmentation_names(annotations: Sequence[Annotation]) -> list[str]:
+    """The label names of the segmentation masks, in the order they first appear: label
+    ``i + 1`` of a label map, segment ``i + 1`` of a DICOM SEG."""
+    names: list[str] = []
+    for annotation in annotations:
+        if isinstance(annotation, SegmentationAnnotation) and annotation.identifier not in names:
+            names.append(annotation.identifier)
+    return names
 
 
 def _mask_target(labels: np.ndarray, mask: SegmentationAnnotation) -> np.ndarray:
@@ -124,7 +131,7 @@ def write_nifti(
         ImportError: ``pip install "datamint[nifti]"``.
     """
     nibabel = require("nibabel", "Writing NIfTI")
-    shape = source.pixels.shape if source is not None else None
+    shape = source.spatial_shape if source is not None else None
     labels, names = label_volume(annotations, shape)
     if labels.ndim == 2:
         labels = labels[None]
@@ -274,6 +281,8 @@ def write_overlay_png(
     from PIL import Image, ImageDraw, ImageFont
 
     picture, layers, names, index = _overlay_layers(resource, annotations, slice_index)
+    if picture.ndim == 3 and resource.channel_names is not None:
+        picture = picture[..., 0]  # named channels (modalities): draw over the first
     gray = picture.mean(axis=2) if picture.ndim == 3 else picture
     rgb = np.repeat(window_to_uint8(gray, resource.metadata)[..., None], 3, axis=2)
     rgb = rgb.astype(np.float32)
