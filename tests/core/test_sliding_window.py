@@ -211,6 +211,22 @@ def test_a_channel_last_volume_reaches_the_handler_as_channel_first_patches():
     np.testing.assert_array_equal(labels, volume.argmax(axis=-1))
 
 
+def test_a_multi_channel_volume_resource_is_segmented_with_spatial_masks():
+    class TwoModalities(BaseDatamintModel):
+        @patch_handler(roi_size=(4, 6, 6), overlap=0.25, class_names=CLASSES)
+        def segment(self, patches):
+            assert patches.shape[1] == 2  # (N, C, d, h, w): channels first, as MONAI has them
+            return np.concatenate([np.zeros_like(patches[:, :1]), patches], axis=1)
+
+    pixels = seeded_volume((7, 9, 8, 2))
+    volume = VolumeResource(pixels, channel_names=["t1", "t2"], spacing=(3.0, 1.0, 1.0))
+    (annotations,) = TwoModalities().predict([volume], {"mode": "volume"})
+
+    expected = np.concatenate([np.zeros_like(pixels[..., :1]), pixels], axis=-1).argmax(-1)
+    np.testing.assert_array_equal(label_map_of(annotations, (7, 9, 8)), expected)
+    assert all(a.mask.shape == (7, 9, 8) and a.spacing == (3.0, 1.0, 1.0) for a in annotations)
+
+
 def test_the_patch_handler_wins_over_the_slice_bridge_and_patch_is_not_a_request_mode():
     model = ConventionSegmenter(settings={"sliding_window": {"roi_size": 4}})
     volume = seeded_volume((5, 6, 7))
