@@ -9,8 +9,9 @@ PYTHON="${PYTHON:-python3}"
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
 #         datamint[lightning,sqlite,images] for the main job's training step and its
 #         overlay picture.
-#   full: torch first (pinned), then datamint[torch,lightning,test,test-server,spark]: the
-#         full mlflow, whose `mlflow server` every suite's tracking-server fixture runs, and a
+#   full: torch first (pinned), then datamint[torch,lightning,train,test,test-server,spark]: the
+#         full mlflow, whose `mlflow server` every suite's tracking-server fixture runs, MONAI
+#         (UNetPPTrainer), and a
 #         real local Spark for the batch engine tests (Java 17 must be installed).
 ensure_venv() {
     local name="$1" venv=".venv/$1"
@@ -26,7 +27,7 @@ ensure_venv() {
             ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch
-            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test,test-server,spark]"
+            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,train,test,test-server,spark]"
             ;;
         *) echo "unknown environment $name" >&2; return 2 ;;
     esac
