@@ -170,12 +170,66 @@ def requirements_for_modules(modules: Iterable[str]) -> list[str]:
 
 
 def pinned(distribution: str) -> str:
-    """``name==version`` of an installed distribution, without a local label (``+cpu``)."""
+    """``name==<public version>`` of an installed distribution.
+
+    A local version label (``2.13.0+cpu``: which build of a release) is left out, as MLflow
+    means to do, so that any index, mirror or wheelhouse can satisfy the pin; PEP 440's
+    ``==2.13.0`` also accepts ``2.13.0+cpu``, so the environment that installs the model
+    picks the build (an extra index or a constraint, see the README's "Local version
+    labels"). The label is never dropped silently: :func:`dropped_label_message` is logged.
+    """
     try:
         version = importlib_metadata.version(distribution)
     except importlib_metadata.PackageNotFoundError:
         return distribution
-    return f"{distribution}=={version.split('+', 1)[0]}"
+    public = public_version(version)
+    if public != version:
+        _warn_dropped_label(distribution, version)
+    return f"{distribution}=={public}"
+
+
+def public_version(version: str) -> str:
+    """``version`` without its local label (``2.13.0+cpu`` -> ``2.13.0``)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version).public
+    except InvalidVersion:
+        return version.split("+", 1)[0]
+
+
+#: Distributions PyTorch publishes per build on its own index, one index per local label.
+_PYTORCH_DISTRIBUTIONS = frozenset({"torch", "torchvision", "torchaudio", "torchtext"})
+_PYTORCH_INDEX = "https://download.pytorch.org/whl"
+
+
+def dropped_label_message(distribution: str, version: str) -> str:
+    """What to tell a user whose installed ``distribution`` carries a local version label."""
+    public = public_version(version)
+    label = version[len(public) :].lstrip("+")
+    message = (
+        f"{distribution} {version} is installed here; the model's requirements.txt pins "
+        f"{distribution}=={public}, without the build label +{label}, so that any index can "
+        "install it."
+    )
+    if _normalise(distribution) in _PYTORCH_DISTRIBUTIONS:
+        index = f"{_PYTORCH_INDEX}/{label}"
+        return (
+            f"{message} PyPI's Linux build of {distribution} {public} is the CUDA one (several "
+            f"GB): install the model's environment with --extra-index-url {index} "
+            f"(PIP_EXTRA_INDEX_URL or UV_EXTRA_INDEX_URL for mlflow's env managers) or the "
+            f"constraint {distribution}=={version}, or pin the build yourself with "
+            f"extra_pip_requirements=['--extra-index-url {index}', '{distribution}=={version}']."
+        )
+    return (
+        f"{message} To install that very build, pin it yourself: "
+        f"extra_pip_requirements=['{distribution}=={version}'] with the index that has it."
+    )
+
+
+@functools.cache
+def _warn_dropped_label(distribution: str, version: str) -> None:
+    _logger.warning(dropped_label_message(distribution, version))
 
 
 def requirement_name(requirement: str) -> str:
@@ -455,7 +509,7 @@ def warn_requirement_mismatches(model_dir: str) -> None:
         version = installed.get(_normalise(requirement.name))
         if version is None:
             mismatches.append(f"{requirement.name} (current: uninstalled, required: {line})")
-        elif not requirement.specifier.contains(version.split("+", 1)[0], prereleases=True):
+        elif not requirement.specifier.contains(version, prereleases=True):
             mismatches.append(f"{requirement.name} (current: {version}, required: {line})")
     if mismatches:
         _logger.warning(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -33,8 +34,17 @@ _IMAGE_FILE = "image"
 _IMAGE_SUFFIXES = (".dcm", ".dicom", ".nii", ".nii.gz", ".png", ".jpg", ".jpeg")
 
 
+#: Exit code of a usage error: bad flags (argparse's own convention) or a request that cannot
+#: be done as given, e.g. other params into an existing batch output.
+EXIT_USAGE = 2
+
+
 class _RuntimeFailure(Exception):
     """A failure to report in one line and exit 1."""
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given: reported in one line, exit 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,12 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         params = _params(args, parser) if hasattr(args, "param") else {}
         return int(args.run(args, params) or 0)
     except KeyboardInterrupt:
         return 130
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as error:  # every failure becomes one readable line and exit code 1
         message = getattr(error, "message", None) or str(error) or type(error).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
@@ -79,8 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "-i",
         "--input",
+        action="append",
+        metavar="[CHANNEL=]PATH",
         help="input: .json, .npy, .npz, a DICOM file or series directory, .nii/.nii.gz, "
-        ".png/.jpg; stdin (JSON or npy/npz) when left out",
+        ".png/.jpg; stdin (JSON or npy/npz) when left out. A multi-modal case: one "
+        "-i CHANNEL=PATH per co-registered channel, in channel order "
+        "(-i t1=t1.nii.gz -i t2=t2_series/)",
+    )
+    predict.add_argument(
+        "--fourth-axis",
+        choices=["auto", "channels", "time"],
+        default="auto",
+        help="how a 4-D NIfTI's fourth axis is read: auto (time when the header gives it a "
+        "time unit, else channels), channels or time (default: auto)",
     )
     predict.add_argument(
         "-o",
@@ -189,6 +213,9 @@ _SERVE_LIMITS = (
      "default 30)"),
     ("--max-header-size", "max_header_size",
      "largest request head, e.g. 64K (env DATAMINT_SERVE_MAX_HEADER_SIZE; default 64K)"),
+    ("--max-parts", "max_parts",
+     "multipart parts one request may carry, e.g. one per slice of a DICOM series "
+     "(env DATAMINT_SERVE_MAX_PARTS; default 4096)"),
 )
 
 
@@ -252,17 +279,31 @@ def _content_type(path: str | None, explicit: str | None) -> str:
 
 
 def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    from datamint_core.io.predict import output_format
+    from datamint_core.io.predict import output_format, predict_file
 
-    content_type = _content_type(args.input, args.content_type)
+    source = _predict_source(args.input)
+    if isinstance(source, dict):
+        predict_file(
+            args.model_uri,
+            source,
+            args.output,
+            overlay_path=args.overlay,
+            params=params,
+            fourth_axis=args.fourth_axis,
+        )
+        return 0
+    content_type = _content_type(source, args.content_type)
     wants_files = output_format(args.output) != ".json" or args.overlay is not None
     if content_type == _IMAGE_FILE or (wants_files and content_type in ("npy", "npz")):
-        if args.input is None:
+        if source is None:
             raise _RuntimeFailure("A medical image input is read from a file: give -i PATH.")
-        from datamint_core.io.predict import predict_file
-
         predict_file(
-            args.model_uri, args.input, args.output, overlay_path=args.overlay, params=params
+            args.model_uri,
+            source,
+            args.output,
+            overlay_path=args.overlay,
+            params=params,
+            fourth_axis=args.fourth_axis,
         )
         return 0
     if wants_files:
@@ -272,8 +313,37 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
         )
     from datamint_core.serving.backend import DatamintBackend
 
-    DatamintBackend({}).predict(args.model_uri, args.input, args.output, content_type, params)
+    DatamintBackend({}).predict(args.model_uri, source, args.output, content_type, params)
     return 0
+
+
+_CHANNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def _predict_source(inputs: list[str] | None) -> str | dict[str, str] | None:
+    """One input path, or ``{channel: path}`` for ``-i t1=a.nii.gz -i t2=b.nii.gz``."""
+    if not inputs:
+        return None
+    if len(inputs) == 1 and not _is_channel_input(inputs[0]):
+        return inputs[0]
+    channels: dict[str, str] = {}
+    for item in inputs:
+        if not _is_channel_input(item):
+            raise _RuntimeFailure(
+                f"-i {item!r}: with several inputs, each is one channel of a multi-modal case, "
+                "given as CHANNEL=PATH (e.g. -i t1=t1.nii.gz -i t2=t2.nii.gz); CHANNEL is a "
+                "name of letters, digits and _.+- (at most 64)."
+            )
+        name, _, path = item.partition("=")
+        if name in channels:
+            raise _RuntimeFailure(f"-i names the channel {name!r} twice; name each channel once.")
+        channels[name] = path
+    return channels
+
+
+def _is_channel_input(item: str) -> bool:
+    name, sep, path = item.partition("=")
+    return bool(sep and path and _CHANNEL_NAME.match(name)) and not Path(item).exists()
 
 
 def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:

@@ -70,8 +70,13 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     )
 
 
-def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decoded:
-    """Read any accepted file into pixels and geometry, as ``kind`` when given."""
+def decode_path(
+    path: str | os.PathLike[str], kind: str | None = None, *, fourth_axis: str = "auto"
+) -> Decoded:
+    """Read any accepted file into pixels and geometry, as ``kind`` when given.
+
+    ``fourth_axis`` says how a 4-D NIfTI's fourth axis is read (:mod:`datamint_core.io.nifti`).
+    """
     path = os.fspath(path)
     file_format = detect_format(path)
     if file_format == "dicom":
@@ -81,7 +86,7 @@ def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decode
     elif file_format == "nifti":
         from datamint_core.io.nifti import decode_nifti
 
-        decoded = decode_nifti(path)
+        decoded = decode_nifti(path, fourth_axis)
     elif file_format in ("png", "jpeg"):
         from datamint_core.io.image import decode_image
 
@@ -137,7 +142,9 @@ def _describe(decoded: Decoded) -> str:
     )
 
 
-def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResource:
+def read(
+    path: str | os.PathLike[str], *, kind: str | None = None, fourth_axis: str = "auto"
+) -> BaseResource:
     """Read a medical image file into a resource, with its geometry and metadata.
 
     The format is detected from the file's bytes: DICOM (a file, a series directory, a
@@ -151,6 +158,9 @@ def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResour
         path: the file or DICOM series directory.
         kind: ``image``, ``volume`` or ``video`` to ask for a kind: a one-slice volume reads
             as an image and a 2-D image as a one-slice volume.
+        fourth_axis: how a 4-D NIfTI's fourth axis is read: ``auto`` (time when the header
+            gives it a time unit, else channels), ``channels`` or ``time``; see
+            :mod:`datamint_core.io.nifti`.
 
     Returns:
         The resource, its pixels in memory; ``filename`` is the file's name.
@@ -167,7 +177,7 @@ def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResour
     if kind is not None and kind not in RESOURCE_KINDS:
         raise ResourceError(f"Unknown kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}.")
     path = os.fspath(path)
-    decoded = decode_path(path, kind)
+    decoded = decode_path(path, kind, fourth_axis=fourth_axis)
     return resource_from_decoded(decoded, filename=os.path.basename(os.path.normpath(path)))
 
 
@@ -178,6 +188,7 @@ def resource_from_decoded(decoded: Decoded, **descriptor: Any) -> BaseResource:
         "mimetype": decoded.mimetype,
         "modality": decoded.modality,
         "metadata": decoded.metadata,
+        "channel_names": decoded.channel_names,
         **descriptor,
     }
     if cls is VolumeResource:

@@ -4,6 +4,23 @@ nibabel's ``(i, j, k)`` array is returned as ``(k, j, i)`` = ``(D, H, W)``: NIfT
 fastest, so the transposed array is C-contiguous with no copy (a big-endian file is swapped
 to native order, which is one copy). The affine is nibabel's (sform or qform, RAS), with its
 columns reordered to ``(D, H, W)``; scaling (``scl_slope``/``scl_inter``) is applied.
+
+**A 4-D file** ``(i, j, k, n)`` holds ``n`` volumes on one grid; its fourth axis is read as
+channels or as time (``fourth_axis``; :data:`FOURTH_AXES`):
+
+- ``"auto"`` (the default): **time** when the header gives the fourth axis a time unit
+  (``xyzt_units`` seconds, milliseconds or microseconds) and a step (``pixdim[4] > 0``);
+  otherwise **channels**, if ``n`` is at most :data:`MAX_AUTO_CHANNELS`; a longer axis
+  without a time unit is refused (name ``fourth_axis``).
+- ``"channels"``: a ``(D, H, W, C)`` volume, ``metadata["fourth_axis"] = "channels"``.
+- ``"time"``: a ``(D, H, W, T)`` volume (the last axis is time, ``metadata["fourth_axis"] =
+  "time"``, ``metadata["time_step_s"]`` the step in seconds); with a single slice
+  (``k == 1``, a cine) a ``(T, H, W)`` video.
+
+A 5-D file ``(i, j, k, 1, c)`` (NIfTI's vector layout: components on the fifth axis) reads
+as ``c`` channels. The channel axis is last in indexing but each channel is contiguous in
+memory (the file's own layout, no copy): ``pixels.transpose(3, 0, 1, 2)`` is the
+``(C, D, H, W)`` array a network takes, still without a copy.
 """
 
 from __future__ import annotations
@@ -15,14 +32,29 @@ from datamint_core.io._extras import require
 from datamint_core.io.geometry import WORLD_FRAME, nifti_to_dhw, spacing_of
 from datamint_core.resources import ResourceError
 
+#: How a 4-D NIfTI's fourth axis may be read (see the module docstring).
+FOURTH_AXES = ("auto", "channels", "time")
+#: The longest fourth axis ``"auto"`` reads as channels when the header names no time unit.
+MAX_AUTO_CHANNELS = 16
+_TIME_UNITS_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 
-def decode_nifti(path: str) -> Decoded:
-    """Read a NIfTI-1/NIfTI-2 file into a ``(D, H, W)`` volume and its RAS affine.
+
+def decode_nifti(path: str, fourth_axis: str = "auto") -> Decoded:
+    """Read a NIfTI-1/NIfTI-2 file into a ``(D, H, W[, C])`` volume and its RAS affine.
+
+    Args:
+        path: the ``.nii``/``.nii.gz`` file.
+        fourth_axis: how a 4-D file's fourth axis is read: one of :data:`FOURTH_AXES`.
 
     Raises:
-        ResourceError: not NIfTI, or more than 3 dimensions with more than one volume.
+        ResourceError: not NIfTI, more dimensions than a 4-D (or 5-D vector) file, or a
+            long fourth axis that ``auto`` cannot tell.
         ImportError: nibabel is not installed (``pip install "datamint[nifti]"``).
     """
+    if fourth_axis not in FOURTH_AXES:
+        raise ResourceError(
+            f"fourth_axis={fourth_axis!r} is not valid; accepted: {list(FOURTH_AXES)}."
+        )
     nibabel = require("nibabel", "Reading NIfTI")
     try:
         image = nibabel.load(path, mmap=False)
@@ -35,24 +67,31 @@ def decode_nifti(path: str) -> Decoded:
         raise ResourceError(
             f"{path!r} is a {type(image).__name__}, not NIfTI; accepted: .nii or .nii.gz."
         )
-    shape = image.shape
+    shape = tuple(image.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
-    if len(shape) > 3:
+    vector = len(shape) == 5 and shape[3] == 1  # (i, j, k, 1, c): components on dim 5
+    if len(shape) > 4 and not vector:
         raise ResourceError(
-            f"{path!r} is a {len(image.shape)}-D NIfTI of shape {image.shape}; accepted: one "
-            "3-D volume (a 4-D file with one volume is fine). Split it into 3-D files first."
+            f"{path!r} is a {len(image.shape)}-D NIfTI of shape {image.shape}; accepted: a "
+            "3-D volume, a 4-D file (channels or time, see fourth_axis) or a 5-D vector file "
+            "of shape (i, j, k, 1, c)."
         )
+    header = image.header
+    axis = None
+    if len(shape) > 3:
+        axis = "channels" if vector else _fourth_axis(header, shape, fourth_axis, path)
     scaled = image.dataobj.slope != 1 or image.dataobj.inter != 0
     itemsize = max(image.get_data_dtype().itemsize, 8 if scaled else 1)
     check_decoded_size(image.shape, itemsize, path)
     data = np.asanyarray(image.dataobj)
-    data = data.reshape(shape + (1,) * (3 - len(shape)), order="A")
+    count = shape[-1] if axis is not None else 0
+    spatial = shape[:3] if axis is not None else shape
+    spatial = spatial + (1,) * (3 - len(spatial))
+    data = data.reshape(spatial + ((count,) if axis is not None else ()), order="A")
     if not data.dtype.isnative:
         data = data.astype(data.dtype.newbyteorder("="), order="F")
-    pixels = data.transpose(2, 1, 0)
     affine = nifti_to_dhw(image.affine)
-    header = image.header
     metadata = {
         "format": "nifti",
         "space": WORLD_FRAME,
@@ -63,6 +102,20 @@ def decode_nifti(path: str) -> Decoded:
     description = header["descrip"].item()
     if description:
         metadata["description"] = description.decode("latin-1").strip("\x00 ")
+    if axis is not None:
+        metadata["fourth_axis"] = axis
+    if axis == "time":
+        step = _time_step_s(header)
+        if step is not None:
+            metadata["time_step_s"] = step
+        if spatial[2] == 1:  # one slice over time: a cine, (T, H, W)
+            return Decoded(
+                pixels=data[:, :, 0, :].transpose(2, 1, 0),
+                kind="video",
+                mimetype="application/x-nifti",
+                metadata=metadata,
+            )
+    pixels = data.transpose(2, 1, 0, 3) if axis is not None else data.transpose(2, 1, 0)
     return Decoded(
         pixels=pixels,
         kind="volume",
@@ -71,3 +124,28 @@ def decode_nifti(path: str) -> Decoded:
         affine=affine,
         metadata=metadata,
     )
+
+
+def _fourth_axis(header: object, shape: tuple[int, ...], asked: str, path: str) -> str:
+    """Channels or time for a 4-D file, by the rule of the module docstring."""
+    if asked != "auto":
+        return asked
+    if _time_step_s(header) is not None:
+        return "time"
+    if shape[3] <= MAX_AUTO_CHANNELS:
+        return "channels"
+    raise ResourceError(
+        f"{path!r} is a 4-D NIfTI of shape {shape} whose header gives the fourth axis no time "
+        f"unit, and {shape[3]} volumes are more than the {MAX_AUTO_CHANNELS} read as channels "
+        "without asking; say how to read it: fourth_axis='channels' or fourth_axis='time' "
+        "(datamint predict: --fourth-axis)."
+    )
+
+
+def _time_step_s(header: object) -> float | None:
+    """The fourth axis's step in seconds when the header gives it a time unit and a step."""
+    unit = header.get_xyzt_units()[1]  # type: ignore[attr-defined]
+    step = float(header["pixdim"][4])  # type: ignore[index]
+    if unit not in _TIME_UNITS_S or not np.isfinite(step) or step <= 0:
+        return None
+    return float(f"{step * _TIME_UNITS_S[unit]:.6g}")  # pixdim is float32: no false digits

@@ -400,10 +400,12 @@ def test_the_io_module_exports_exactly_its_readers():
     import datamint_core.io
 
     assert sorted(datamint_core.io.__all__) == [
+        "AFFINE_TOLERANCE_MM",
         "FORMATS",
         "WORLD_FRAME",
         "detect_format",
         "read",
+        "read_case",
         "read_dicom",
         "read_image",
         "read_nifti",

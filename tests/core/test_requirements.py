@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 
 import datamint_core
 from datamint_core import save_model
-from datamint_core._requirements import modules_imported_by, modules_in_pickle
+from datamint_core._requirements import modules_imported_by, modules_in_pickle, public_version
 from datamint_core._wheel import datamint_wheel
 from tests.core.sample_models import ThresholdSegmenter
 
@@ -28,7 +28,7 @@ def requirements_of(model_dir) -> list[str]:
 
 
 def pinned(distribution: str) -> str:
-    return f"{distribution}=={importlib_metadata.version(distribution)}"
+    return f"{distribution}=={public_version(importlib_metadata.version(distribution))}"
 
 
 def test_the_pickle_is_read_for_module_names_without_unpickling_it():
@@ -180,3 +180,73 @@ def test_a_missing_model_class_module_is_reported_as_the_model_own_code(tmp_path
     assert "needs the module 'mymodels'" in caught.value.message
     assert "the model's own code" in caught.value.message
     assert "code_paths" in caught.value.message
+
+
+def _installed(site: Path, name: str, version: str) -> None:
+    """A real installed distribution (its ``.dist-info``) on ``site``."""
+    dist_info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [("2.13.0+cpu", "2.13.0"), ("2.13.0", "2.13.0"), ("1.0.post1+cu121.abi", "1.0.post1")],
+)
+def test_a_pin_is_the_public_version_whatever_build_label_is_installed(
+    tmp_path, monkeypatch, caplog, installed, expected
+):
+    from datamint_core._requirements import pinned as pin_installed
+
+    _installed(tmp_path, f"labelled-{len(installed)}", installed)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    with caplog.at_level("WARNING", logger="datamint_core._requirements"):
+        line = pin_installed(f"labelled-{len(installed)}")
+
+    assert line == f"labelled-{len(installed)}=={expected}"
+    if "+" in installed:  # the dropped label is said, with how to install that build
+        assert f"{installed} is installed here" in caplog.text
+        assert f"extra_pip_requirements=['labelled-{len(installed)}=={installed}']" in caplog.text
+    else:
+        assert not caplog.text
+
+
+def test_a_dropped_pytorch_label_names_the_index_of_that_build_and_the_constraint():
+    from datamint_core._requirements import dropped_label_message
+
+    message = dropped_label_message("torch", "2.13.0+cpu")
+
+    assert "pins torch==2.13.0, without the build label +cpu" in message
+    assert "is the CUDA one" in message
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in message
+    assert "constraint torch==2.13.0+cpu" in message
+    assert "https://download.pytorch.org/whl/cu121" in dropped_label_message(
+        "torchvision", "0.28.0+cu121"
+    )
+
+
+def test_a_labelled_build_satisfies_its_own_pin_and_the_public_one_at_load(
+    tmp_path, monkeypatch, caplog
+):
+    from datamint_core._requirements import _installed_versions, warn_requirement_mismatches
+
+    _installed(tmp_path / "site", "labelled-build", "3.1.0+cpu")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    _installed_versions.cache_clear()
+    try:
+        for line in ["labelled-build==3.1.0", "labelled-build==3.1.0+cpu"]:
+            (tmp_path / "requirements.txt").write_text(line + "\n")
+            with caplog.at_level("WARNING", logger="datamint_core._requirements"):
+                warn_requirement_mismatches(str(tmp_path))
+            assert "mismatches" not in caplog.text, line
+        (tmp_path / "requirements.txt").write_text("labelled-build==3.1.0+cu121\n")
+        with caplog.at_level("WARNING", logger="datamint_core._requirements"):
+            warn_requirement_mismatches(str(tmp_path))
+        assert "labelled-build (current: 3.1.0+cpu, required: labelled-build==3.1.0+cu121)" in (
+            caplog.text
+        )
+    finally:
+        _installed_versions.cache_clear()

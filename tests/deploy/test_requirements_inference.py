@@ -13,6 +13,11 @@ MLflow's known over-inclusions, ignored here:
   never uses it.
 - ``pyspark``: ``mlflow.types.schema`` imports it whenever it is installed (the ``[spark]``
   extra of the test environment); a model that does not use Spark does not need it.
+
+Requirements are compared as (canonical name, public version): which build of a release
+(``torch==2.13.0+cpu`` or ``torch==2.13.0``) the index picks is the installing
+environment's choice (README, "Local version labels"), and MLflow keeps or drops the label
+depending on the installed ``packaging``.
 """
 
 from __future__ import annotations
@@ -22,23 +27,46 @@ import time
 
 import pytest
 from mlflow.utils.requirements_utils import _infer_requirements
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from datamint_core import save_model
-from datamint_core._requirements import requirement_name
 
 pytestmark = pytest.mark.deploy
 
 MLFLOW_OVER_INCLUSIONS = {"mlflow", "tqdm", "pyspark"}
 
 
-def _saved_and_inferred(model_dir) -> tuple[set[str], set[str]]:
-    ours = {
+def canonical_pins(lines) -> set[tuple[str, Version]]:
+    """``{(canonical name, public version)}`` of ``name==version`` requirement lines
+    (``1.5`` and ``1.5.0`` are one version)."""
+    pins = set()
+    for line in lines:
+        requirement = Requirement(line)
+        (specifier,) = requirement.specifier
+        assert specifier.operator == "==", line
+        pins.add((canonicalize_name(requirement.name), Version(Version(specifier.version).public)))
+    return pins
+
+
+def _saved_and_inferred(model_dir) -> tuple[set[tuple[str, Version]], set[tuple[str, Version]]]:
+    ours = canonical_pins(
         line
         for line in (model_dir / "requirements.txt").read_text().split()
         if not line.startswith("./wheels/")
-    }
-    theirs = set(_infer_requirements(str(model_dir), "python_function", raise_on_error=True))
-    return ours, {r for r in theirs if requirement_name(r) not in MLFLOW_OVER_INCLUSIONS}
+    )
+    theirs = canonical_pins(
+        _infer_requirements(str(model_dir), "python_function", raise_on_error=True)
+    )
+    return ours, {(name, v) for name, v in theirs if name not in MLFLOW_OVER_INCLUSIONS}
+
+
+def test_pins_compare_by_canonical_name_and_public_version_whatever_the_build_label():
+    assert canonical_pins(["Torch==2.13.0+cpu", "scikit_learn==1.5"]) == canonical_pins(
+        ["torch==2.13.0", "scikit-learn==1.5.0"]
+    )
+    assert canonical_pins(["torch==2.13.0+cu121"]) != canonical_pins(["torch==2.13.1"])
 
 
 def test_a_numpy_only_model_pins_everything_mlflow_infers(tmp_path):
@@ -47,16 +75,17 @@ def test_a_numpy_only_model_pins_everything_mlflow_infers(tmp_path):
     save_model(ThresholdSegmenter(), tmp_path / "m")
     ours, theirs = _saved_and_inferred(tmp_path / "m")
     assert theirs <= ours, f"MLflow found {sorted(theirs - ours)} that we did not"
-    assert not any(requirement_name(r) == "torch" for r in ours)
+    assert "torch" not in {name for name, _ in ours}
 
 
 def test_a_torch_model_pins_torch_and_everything_mlflow_infers(tmp_path):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     from tests.torch.cnn_models import CnnSegmenter, TinyUNet
 
     save_model(CnnSegmenter(torch_model=TinyUNet()), tmp_path / "m")
     ours, theirs = _saved_and_inferred(tmp_path / "m")
-    assert "torch" in {requirement_name(r) for r in theirs}
+    assert "torch" in {name for name, _ in theirs}
+    assert ("torch", Version(Version(torch.__version__).public)) in ours
     assert theirs <= ours, f"MLflow found {sorted(theirs - ours)} that we did not"
 
 
@@ -91,6 +120,6 @@ def test_a_model_importing_an_extra_package_pins_it_and_is_much_faster_than_mlfl
     ours, theirs = _saved_and_inferred(tmp_path / "m")
     mlflow_seconds = time.perf_counter() - started
 
-    assert "scipy" in {requirement_name(r) for r in theirs}
+    assert "scipy" in {name for name, _ in theirs}
     assert theirs <= ours, f"MLflow found {sorted(theirs - ours)} that we did not"
     assert ours_seconds < mlflow_seconds / 4, (ours_seconds, mlflow_seconds)
