@@ -381,7 +381,8 @@ class SliceSamples(_CaseSamples):
 
 
 class PatchSamples(_CaseSamples):
-    """3-D patches of ``size`` = ``(D, H, W)`` around the centre, zero-padded at the edges."""
+    """3-D patches of ``size`` = ``(D, H, W)`` around the centre, normalised, zero-padded
+    where the volume is smaller."""
 
     def _sample(self, case: TrainingCase, centre: tuple[int, int, int]) -> dict[str, Any]:
         image = _channels_last(case.image)
@@ -390,14 +391,16 @@ class PatchSamples(_CaseSamples):
         starts = [min(max(c - s // 2, 0), max(n - s, 0))
                   for c, s, n in zip(centre, self.size, label.shape, strict=True)]
         window = tuple(slice(a, a + s) for a, s in zip(starts, self.size, strict=True))
-        patch = np.zeros((*self.size, image.shape[-1]), dtype=np.float32)
-        patch_label = np.zeros(self.size, dtype=np.int64)
-        cropped = image[window]
-        patch[tuple(slice(0, n) for n in cropped.shape[:3])] = cropped
-        patch_label[tuple(slice(0, n) for n in cropped.shape[:3])] = label[window]
-        tensor = normalize(torch.from_numpy(patch).permute(3, 0, 1, 2)[None])[0]
-        return {"image": tensor, "label": torch.from_numpy(patch_label)[None],
-                "case_id": case.case_id, "slice_index": starts[0]}
+        cropped = torch.as_tensor(np.ascontiguousarray(image[window]), dtype=torch.float32)
+        # Normalised over the voxels the volume has; the padding is the mean (zero).
+        cropped = normalize(cropped.permute(3, 0, 1, 2)[None])[0]
+        inside = (slice(None), *(slice(0, n) for n in cropped.shape[1:]))
+        patch = torch.zeros((image.shape[-1], *self.size), dtype=torch.float32)
+        patch[inside] = cropped
+        patch_label = torch.zeros((1, *self.size), dtype=torch.int64)
+        patch_label[inside] = torch.as_tensor(label[window].astype(np.int64))
+        return {"image": patch, "label": patch_label, "case_id": case.case_id,
+                "slice_index": starts[0]}
 
 
 class WholeCases(Dataset):

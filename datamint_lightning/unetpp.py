@@ -5,7 +5,7 @@
     trainer = UNetPPTrainer(project="Liver Segmentation", image_size=256, batch_size=16,
                             max_epochs=50, accelerator="gpu", register_model=True)
     results = trainer.fit()
-    results["test_results"]         # {"test_dice": ..., "test_dice_liver": ..., ...}
+    results["test_results"]   # {"test_dice": ..., "test_dice/liver": ..., "test_hd95": ...}
 
 What ``fit`` does: reads the project (:class:`~datamint_core.training.ImageDataset`),
 splits it (:class:`DatamintDataModule`, the splits logged as the run's inputs), trains
@@ -16,11 +16,12 @@ the embedded SQLite store), keeps the best checkpoint by validation loss
 (:class:`MLflowModelCheckpoint`), logs it as a ``datamint`` model from code (no pickle; it
 predicts ``image``, ``slice`` and ``volume``), registers it under the project's name, then
 scores it on the test cases: whole volumes, segmented slice by slice as the logged model
-does, with per-label Dice computed on each case's own voxel grid.
+does, each scored on its own voxel grid (Dice, IoU, HD95, ASSD, normalized surface Dice).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -52,14 +52,15 @@ class UNetPPModule(pl.LightningModule):
     """Trains a :class:`~datamint_torch.segmentation.UNetPPSegmenter`'s network.
 
     ``segmenter`` wraps the same network for MLflow (so the checkpoint callback logs it);
-    the test step segments whole cases and logs each label's mean Dice over the cases
-    (``test_dice_<label>``) and their mean (``test_dice``); :attr:`case_results` keeps the
-    per-case values.
+    the test step segments whole cases as the logged model does and scores each on its own
+    voxel grid with :mod:`datamint_core.metrics` (Dice, IoU, HD95, ASSD, normalized surface
+    Dice at ``tolerance_mm``); the test epoch logs their summary (``test_dice``,
+    ``test_dice/<label>``, ...; MONAI's reductions) and :attr:`case_results` keeps each case's.
     """
 
     def __init__(self, label_names: Sequence[str], channel_names: Sequence[str],
                  image_size: int, features: Sequence[int] = DEFAULT_FEATURES,
-                 learning_rate: float = 1e-3) -> None:
+                 learning_rate: float = 1e-3, tolerance_mm: float = 2.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         from monai.losses import DiceCELoss
@@ -69,8 +70,13 @@ class UNetPPModule(pl.LightningModule):
         self.net = self.segmenter.get_pytorch_model()
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.learning_rate = learning_rate
-        #: One dict per test case: ``{"case_id", "dice_<label>": ...}``.
+        #: The normalized surface Dice's tolerance, in mm.
+        self.tolerance_mm = tolerance_mm
+        #: One dict per test case: ``{"case_id", "dice/<label>": ..., "hd95/<label>": ...}``.
         self.case_results: list[dict[str, Any]] = []
+        #: The test split's summary: ``{"test_dice": ..., "test_dice/<label>": ...}``.
+        self.test_summary: dict[str, float] = {}
+        self._case_metrics: list[Any] = []
 
     @override
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -93,36 +99,32 @@ class UNetPPModule(pl.LightningModule):
 
     @override
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        from datamint_core.metrics import flatten_metrics, segmentation_metrics
+
         image = batch["image"][0]
         truth = batch["label"][0].cpu().numpy()
         spacing = tuple(float(s) for s in batch["spacing"][0])
         predicted = segment_volume(self.net, image, self.segmenter.image_size).cpu().numpy()
-        scores = case_scores(predicted, truth, spacing, self.segmenter.label_names)
-        self.case_results.append({"case_id": batch["case_id"][0], **scores})
-        for name, value in scores.items():
-            if np.isfinite(value):
-                self.log(f"test_{name}", value, batch_size=1)
-        dice = [scores[f"dice_{n}"] for n in self.segmenter.label_names]
-        self.log("test_dice", float(np.nanmean(dice)) if np.isfinite(dice).any() else 0.0,
-                 batch_size=1)
+        labels = dict(enumerate(self.segmenter.label_names, start=1))
+        scores = segmentation_metrics(predicted, truth, labels=labels, spacing=spacing,
+                                      tolerance_mm=self.tolerance_mm)
+        self._case_metrics.append(scores)
+        self.case_results.append({"case_id": batch["case_id"][0], **flatten_metrics(scores)})
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        from datamint_core.metrics import summarize_metrics
+
+        self.test_summary = {f"test_{k}": float(v)
+                             for k, v in summarize_metrics(self._case_metrics).items()}
+        self._case_metrics = []
+        for name, value in self.test_summary.items():
+            if math.isfinite(value):  # MLflow and Lightning take finite numbers only
+                self.log(name, value)
 
     @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.learning_rate)
-
-
-def case_scores(predicted: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...],
-                label_names: Sequence[str]) -> dict[str, float]:
-    """Per-label Dice of one case's label maps: ``{"dice_<label>": value}``.
-
-    A label absent from both maps scores 1.0 (nothing to find, nothing found).
-    """
-    scores = {}
-    for index, name in enumerate(label_names, start=1):
-        found, expected = predicted == index, truth == index
-        total = int(found.sum()) + int(expected.sum())
-        scores[f"dice_{name}"] = 1.0 if total == 0 else 2.0 * int((found & expected).sum()) / total
-    return scores
 
 
 class UNetPPTrainer:
@@ -149,6 +151,7 @@ class UNetPPTrainer:
         learning_rate: AdamW's learning rate.
         features: the UNet++ widths (MONAI's ``features``).
         samples_per_case: slices drawn from each training case per epoch.
+        tolerance_mm: the normalized surface Dice's tolerance in the test results.
         datamodule: a :class:`DatamintDataModule` to use instead of building one.
         experiment_name: the MLflow experiment (default: the project's name).
         model_name: the registered model's name (default: the project's name).
@@ -176,6 +179,7 @@ class UNetPPTrainer:
         learning_rate: float = 1e-3,
         features: Sequence[int] = DEFAULT_FEATURES,
         samples_per_case: int = 16,
+        tolerance_mm: float = 2.0,
         datamodule: DatamintDataModule | None = None,
         experiment_name: str | None = None,
         model_name: str | None = None,
@@ -207,6 +211,7 @@ class UNetPPTrainer:
         self.learning_rate = learning_rate
         self.features = tuple(features)
         self.samples_per_case = samples_per_case
+        self.tolerance_mm = tolerance_mm
         self.datamodule = datamodule
         self.experiment_name = experiment_name
         self.model_name = model_name
@@ -231,7 +236,7 @@ class UNetPPTrainer:
         """Train, keep the best checkpoint, log and register it, and test it.
 
         Returns:
-            ``{"test_results": {"test_dice": ..., "test_dice_<label>": ...},
+            ``{"test_results": {"test_dice": ..., "test_dice/<label>": ..., "test_hd95": ...},
             "test_cases": [per-case scores], "run_id", "experiment_id", "experiment_name",
             "tracking_uri", "model_uri", "registered_model_name",
             "registered_model_version", "best_checkpoint", "splits"}``.
@@ -247,7 +252,7 @@ class UNetPPTrainer:
         work_dir.mkdir(parents=True, exist_ok=True)
         pl.seed_everything(self.seed, verbose=False)
         module = UNetPPModule(dataset.label_names, dataset.channel_names, datamodule.image_size,
-                              self.features, self.learning_rate)
+                              self.features, self.learning_rate, self.tolerance_mm)
         model_code = work_dir / "unetpp_model.py"
         model_code.write_text(module.segmenter.code_file_text())
         import monai
@@ -271,13 +276,11 @@ class UNetPPTrainer:
         trainer = pl.Trainer(**options)
         self.trainer, self.module, self.checkpoint = trainer, module, checkpoint
         trainer.fit(module, datamodule=datamodule)
-        test_results: dict[str, float] = {}
         if datamodule.splits.get("test"):
             best = "best" if checkpoint.best_model_path else None
-            (test_results,) = trainer.test(module, datamodule=datamodule, ckpt_path=best,
-                                           verbose=False)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         return {
-            "test_results": dict(test_results),
+            "test_results": dict(module.test_summary),
             "test_cases": list(module.case_results),
             "run_id": logger.run_id,
             "experiment_id": logger.experiment_id,

@@ -16,7 +16,7 @@ import numpy as np
 from datamint_core.io._decoded import Decoded
 from datamint_core.io._extras import require
 from datamint_core.io._read import decode_path, detect_format
-from datamint_core.io.geometry import nifti_to_dhw, spacing_of
+from datamint_core.io.geometry import spacing_of
 from datamint_core.training._layout import ProjectDataError
 
 #: How far (mm) two channels' or an image's and its label's grids may differ and still agree.
@@ -99,48 +99,18 @@ def read_image_channels(
 
 
 def _read_volume(path: str, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(pixels, affine)``: ``(D, H, W)``, or ``(D, H, W, C)`` for a 4-D NIfTI."""
+    """``(pixels, affine)``: ``(D, H, W)``, or ``(D, H, W, C)`` for a 4-D NIfTI of channels."""
     try:
-        file_format = detect_format(path)
-    except Exception as error:
-        raise ProjectDataError(f"Case {case_id!r}: {error}") from None
-    if file_format == "nifti":
-        return _read_nifti_channels(path, case_id)
-    try:
-        decoded: Decoded = decode_path(path, "volume")
+        decoded: Decoded = decode_path(path, "volume", fourth_axis="channels")
     except Exception as error:
         raise ProjectDataError(f"Case {case_id!r}: cannot read {path!r}: {error}") from None
-    if decoded.pixels.ndim != 3 or decoded.affine is None:
+    if decoded.pixels.ndim not in (3, 4) or decoded.affine is None:
         raise ProjectDataError(
             f"Case {case_id!r}: {path!r} is not a volume with a geometry (read as "
             f"{decoded.kind} of shape {decoded.pixels.shape}); accepted: NIfTI files and DICOM "
             "series directories."
         )
     return decoded.pixels, decoded.affine
-
-
-def _read_nifti_channels(path: str, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-    nibabel = require("nibabel", "Reading NIfTI")
-    try:
-        image = nibabel.load(path)
-        data = np.asanyarray(image.dataobj)
-    except Exception as error:
-        raise ProjectDataError(
-            f"Case {case_id!r}: cannot read {path!r} as NIfTI: {error}"
-        ) from None
-    if data.ndim == 5 and data.shape[3] == 1:  # (i, j, k, t=1, c)
-        data = data[:, :, :, 0, :]
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim not in (3, 4):
-        raise ProjectDataError(
-            f"Case {case_id!r}: {path!r} has shape {data.shape}; accepted: a 3-D volume or a "
-            "4-D file whose last axis holds the channels."
-        )
-    if not data.dtype.isnative:
-        data = data.astype(data.dtype.newbyteorder("="))
-    axes = (2, 1, 0) if data.ndim == 3 else (2, 1, 0, 3)
-    return data.transpose(axes), nifti_to_dhw(image.affine)
 
 
 def read_label_map(

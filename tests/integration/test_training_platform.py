@@ -4,6 +4,7 @@ seed's usage example against the platform stand-in in front of a real ``mlflow s
 from __future__ import annotations
 
 import gzip
+import json
 import secrets
 import subprocess
 import sys
@@ -115,7 +116,7 @@ def test_the_seed_usage_example_runs_against_the_platform_and_a_real_tracking_se
 
     assert found["tracking_uri"] == f"datamint://{platform.mlflow_url.split('//')[1]}"
     assert found["run_ids"] == [results["run_id"]]
-    assert set(results["test_results"]) == {"test_dice", *(f"test_dice_{n}" for n in LABELS)}
+    assert {"test_dice", *(f"test_dice/{n}" for n in LABELS)} <= set(results["test_results"])
     # Straight at the server behind the gateway: the experiment named after the project, in
     # the project; the run; the registered model.
     client = mlflow.MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
@@ -128,4 +129,27 @@ def test_the_seed_usage_example_runs_against_the_platform_and_a_real_tracking_se
     version = client.get_model_version("Liver Segmentation", "1")
     assert version.run_id == results["run_id"]
     assert platform.requests[("mlflow", "without_key")] == 0
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_bare_mlflow_logger_logs_into_the_platform_when_lightning_was_imported_first(
+    platform, mlflow_server, tmp_path
+):
+    code = """
+import json
+from lightning.pytorch.loggers import MLFlowLogger
+import datamint_lightning, mlflow
+logger = MLFlowLogger(experiment_name="logger-follows-platform")
+logger.log_metrics({"loss": 0.25}, step=0)
+logger.finalize("success")
+print(json.dumps([logger._tracking_uri, mlflow.get_tracking_uri(), logger.run_id]))
+"""
+    env = datamint_env(platform, tmp_path, DATAMINT_PROJECT_NAME="")
+    completed = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    logger_uri, mlflow_uri, run_id = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert logger_uri == mlflow_uri == f"datamint://{platform.mlflow_url.split('//')[1]}"
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    assert client.get_run(run_id).data.metrics == {"loss": 0.25}
     assert not (tmp_path / "mlruns").exists()

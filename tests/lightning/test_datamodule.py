@@ -55,7 +55,7 @@ def test_the_split_is_by_case_seeded_reproducible_and_recorded(project):
         ({"train": 0.8, "holdout": 0.2}, r"unknown: \['holdout'\]"),
         ({"val": 0.5, "test": 0.5}, "'train' is needed"),
         ({"train": 1.2, "val": -0.2}, r"in \(0, 1\]"),
-        ({"train": 0.1, "val": 0.45, "test": 0.45}, "too few to split"),
+        ({"train": 0.02, "val": 0.49, "test": 0.49}, "too few to split"),
         ([0.8, 0.2], "give shares of the cases"),
     ],
 )

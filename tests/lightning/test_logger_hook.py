@@ -1,6 +1,8 @@
 """Lightning's MLFlowLogger() logs where MLflow points, whatever was imported first.
 
-Each case is a fresh process: the bug lives in what Lightning freezes at import time.
+Each case is a fresh process: the bug lives in what Lightning freezes at import time. The
+Datamint platform's store is the subject of the same test in
+tests/integration/test_training_platform.py (it needs the platform stand-in).
 """
 
 from __future__ import annotations
@@ -69,22 +71,6 @@ def test_an_environment_uri_set_after_lightning_was_imported_is_followed(run_pyt
                  before_logger=f"os.environ['MLFLOW_TRACKING_URI'] = {uri!r}",
                  env={"MLFLOW_TRACKING_URI": ""})
     assert found["logger"] == found["mlflow"] == uri
-
-
-def test_the_datamint_platform_uri_is_followed_when_lightning_was_imported_first(
-    run_python, tmp_path
-):
-    code = """
-        import json
-        from lightning.pytorch.loggers import MLFlowLogger
-        import datamint_lightning, mlflow
-        logger = MLFlowLogger(experiment_name="platform")
-        print(json.dumps([logger._tracking_uri, mlflow.get_tracking_uri()]))
-    """
-    env = {"MLFLOW_TRACKING_URI": "", "DATAMINT_API_KEY": "dm-test-key",
-           "DATAMINT_API_URL": "http://127.0.0.1:9", "DATAMINT_MLFLOW_URL": "http://127.0.0.1:9"}
-    logger_uri, mlflow_uri = json.loads(run_python(code, env=env).strip().splitlines()[-1])
-    assert logger_uri == mlflow_uri == "datamint://127.0.0.1:9"
 
 
 def test_explicit_arguments_are_kept(run_python, tmp_path):

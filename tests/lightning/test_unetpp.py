@@ -57,8 +57,11 @@ def test_the_seed_usage_example_runs_on_a_local_decathlon_project(tmp_path, monk
     assert results["registered_model_version"] == 1
     assert found["splits_equal"] is True
     test_results = results["test_results"]
-    assert set(test_results) == {"test_dice", *(f"test_dice_{name}" for name in LABELS)}
-    assert all(0.0 <= value <= 1.0 for value in test_results.values())
+    expected = {f"test_{metric}{suffix}" for metric in ("dice", "iou", "hd95", "assd", "nsd")
+                for suffix in ("", *(f"/{name}" for name in LABELS))}
+    assert set(test_results) == expected
+    assert all(0.0 <= test_results[k] <= 1.0 for k in expected if "dice" in k
+               and test_results[k] == test_results[k])  # nan: a label absent from the case
     (case,) = found["test_cases"]
     assert case["case_id"] == results["splits"]["test"][0]
     # The printed line is the dict itself.
