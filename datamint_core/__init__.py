@@ -12,6 +12,7 @@ import.
 
 from typing import TYPE_CHECKING
 
+from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded, request_limits
 from datamint_core.annotations import (
     Annotation,
     AnnotationScope,
@@ -101,6 +102,7 @@ __all__ = [
     "EnvVars",
     "ImageDataset",
     "ImageResource",
+    "InputTooLargeError",
     "LineAnnotation",
     "LinkSettings",
     "LinkedModelError",
@@ -113,6 +115,7 @@ __all__ = [
     "PredictionRouter",
     "ProjectDataError",
     "ProjectNotFoundError",
+    "RequestDeadlineExceeded",
     "ResourceError",
     "SegmentationAnnotation",
     "TaskType",
@@ -127,6 +130,7 @@ __all__ = [
     "load_model",
     "log_model",
     "prediction_mode",
+    "request_limits",
     "save_model",
     "set_project",
     "setup_mlflow_environment",
