@@ -5,6 +5,7 @@ prediction. And a series of more than 1000 slices through the server (``--max-pa
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -226,3 +227,56 @@ def test_a_series_of_1100_slices_is_served_within_max_parts_and_more_parts_get_a
         f"The multipart body has more than {MAX_PARTS} parts (files or fields); start the "
         "server with a higher --max-parts"
     )
+
+
+def test_the_viewer_endpoint_sends_each_channel_windowed_with_its_name(
+    server, case_files, expected
+):
+    import base64
+
+    resource = {"pixel_data": {"encoding": "multipart", "parts": list(MODALITIES)}}
+    parts = [_request(resource)] + [
+        _file_part(name, case_files["channels"][name]) for name in MODALITIES
+    ]
+
+    status, answer = call(server.url + "/viewer/predict", *encode_parts(parts))
+
+    assert status == 200, answer
+    assert answer["predictions"] == expected
+    image = answer["image"]
+    assert image["channel_names"] == list(MODALITIES) and image["channels"] == 4
+    frames = np.frombuffer(base64.b64decode(image["data"]), np.uint8).reshape(12, 32, 32, 4)
+    assert all(frames[..., c].max() == 255 and frames[..., c].min() == 0 for c in range(4))
+
+
+def test_the_viewer_page_sends_picked_files_as_channels_and_shows_the_channel_chosen(
+    server, case_files
+):
+    from selenium.webdriver.support.ui import Select
+
+    from tests.integration.test_viewer import canvas_pixels, chromium_driver, wait_for
+
+    browser, profile = chromium_driver()
+    try:
+        browser.get(server.url + "/")
+        wait_for(browser, "ready")
+        Select(browser.find_element("id", "mode-select")).select_by_value("volume")
+        files = "\n".join(case_files["channels"][name] for name in MODALITIES)
+        browser.find_element("id", "file-input").send_keys(files)
+        assert browser.find_element("id", "channels-input").is_selected()
+        browser.find_element("id", "predict-button").click()
+        wait_for(browser, "done")
+        assert "2 annotations" in browser.find_element("id", "status").text
+
+        choice = Select(browser.find_element("id", "channel-select"))
+        assert [option.text for option in choice.options] == list(MODALITIES)
+        assert browser.find_element("id", "channel-controls").is_displayed()
+        shown = {}
+        for index, name in enumerate(MODALITIES):
+            choice.select_by_index(index)
+            shown[name] = canvas_pixels(browser)
+        assert not np.array_equal(shown["t1"], shown["flair"])
+        assert not np.array_equal(shown["t1c"], shown["t2"])
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
