@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from datamint_core._limits import check_deadline, check_slice_count
+from datamint_core._messages import shorten
 from datamint_core.annotations import Annotation, AnnotationScope, SegmentationAnnotation
 from datamint_core.enums import PredictionMode
 from datamint_core.resources import (
@@ -401,7 +402,7 @@ def validate_params(params: dict[str, Any]) -> None:
         rule = _PARAM_RULES.get(name)
         if rule is not None and value is not None and not rule[0](value):
             raise InvalidRequestError(
-                f"Param {name!r}={value!r} is not valid; accepted: {rule[1]}."[:300]
+                shorten(f"Param {name!r}={value!r} is not valid; accepted: {rule[1]}.", 300)
             )
     for start, end in _RANGES:
         if params.get(start) is not None and params.get(end) is not None:

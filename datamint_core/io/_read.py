@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded
+from datamint_core.io._checks import file_name, reason
 from datamint_core.io._decoded import Decoded
 from datamint_core.resources import (
     RESOURCE_KINDS,
@@ -21,6 +23,9 @@ _ACCEPTED = (
     "accepted: a DICOM file (.dcm) or series directory, NIfTI (.nii, .nii.gz), PNG, JPEG, "
     ".npy or .npz"
 )
+# Failures that already say what is wrong, raised as they are; any other failure of a reader
+# is the file's, and becomes a ResourceError naming the file.
+_REPORTED = (ResourceError, InputTooLargeError, RequestDeadlineExceeded, ImportError, MemoryError)
 _FORMAT_BY_SUFFIX = (
     ((".dcm", ".dicom"), "dicom"),
     ((".nii", ".nii.gz"), "nifti"),
@@ -64,9 +69,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         if lower.endswith(suffixes):
             return name
     suffix = ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
+    # The bytes themselves are never quoted: the file may be anything (a link to a secret).
     raise ResourceError(
-        f"Cannot tell the format of {path!r} (suffix {suffix or '(none)'!r}, first bytes "
-        f"{head[:8]!r}); {_ACCEPTED}."
+        f"Cannot tell the format of {file_name(path)} (suffix {suffix or '(none)'!r}; its "
+        f"first bytes match none of the accepted formats); {_ACCEPTED}."
     )
 
 
@@ -76,9 +82,27 @@ def decode_path(
     """Read any accepted file into pixels and geometry, as ``kind`` when given.
 
     ``fourth_axis`` says how a 4-D NIfTI's fourth axis is read (:mod:`datamint_core.io.nifti`).
+
+    Raises:
+        ResourceError: the file cannot be read (as ``kind``): every failure of a reader or of
+            the library under it, named with the file's name and without the file's bytes.
+        InputTooLargeError: over the decode budget.
     """
     path = os.fspath(path)
     file_format = detect_format(path)
+    try:
+        decoded = _decode(path, file_format, kind, fourth_axis)
+    except _REPORTED:
+        raise
+    except Exception as error:  # numpy, pydicom, nibabel or Pillow on a file they choke on
+        raise ResourceError(
+            f"Cannot read {file_name(path)} as {file_format}: {reason(error, path)}. "
+            f"{_ACCEPTED[0].upper()}{_ACCEPTED[1:]}."
+        ) from error
+    return _as_kind(decoded, kind, path)
+
+
+def _decode(path: str, file_format: str, kind: str | None, fourth_axis: str) -> Decoded:
     if file_format == "dicom":
         from datamint_core.io.dicom import decode_dicom
 
@@ -95,7 +119,7 @@ def decode_path(
         array = _read_array_file(path)
         guessed = {2: "image", 3: "volume", 4: "video"}.get(array.ndim, "image")
         decoded = Decoded(pixels=array, kind=guessed, mimetype="application/octet-stream")
-    return _as_kind(decoded, kind, path)
+    return decoded
 
 
 def _as_kind(decoded: Decoded, kind: str | None, path: str) -> Decoded:

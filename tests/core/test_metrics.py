@@ -316,3 +316,24 @@ def test_distances_scale_with_the_voxel_size(data, spacing, factor):
             assert larger == pytest.approx(base * factor)
         else:
             assert larger == base or (math.isnan(base) and math.isnan(larger))
+
+
+def test_the_metrics_module_exports_exactly_this_and_imports_scipy_only_when_measuring(
+    run_python,
+):
+    import datamint_core.metrics as metrics
+
+    assert sorted(metrics.__all__) == [
+        "METRIC_NAMES", "average_surface_distance", "case_mean", "dice", "flatten_metrics",
+        "hausdorff_distance", "iou", "segmentation_metrics", "summarize_metrics",
+        "surface_dice",
+    ]
+    out = run_python(
+        """
+        import sys
+        import datamint_core.metrics, datamint_core.evaluation
+        print(sorted(m for m in ("scipy", "torch", "pyarrow", "mlflow.models.evaluation")
+                     if m in sys.modules))
+        """
+    )
+    assert out.strip() == "[]"
