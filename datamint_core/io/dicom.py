@@ -60,8 +60,19 @@ _ACCEPTED_VALUES = {
     "RescaleSlope": "one finite number",
     "RescaleIntercept": "one finite number",
 }
+_DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
 # An encapsulated (compressed) frame takes at least one item: an 8-byte item header.
 _ITEM_HEADER_BYTES = 8
+# The most bytes one byte of compressed pixel data decodes to, by transfer syntax: RLE
+# repeats a byte at most 128 times for 2 bytes; Huffman-coded JPEG spends at least one bit
+# per 8x8 block of samples (DCT) or per sample (lossless), of up to 16 bits each.
+_MAX_EXPANSION = {
+    "1.2.840.10008.1.2.5": 64,  # RLE Lossless
+    "1.2.840.10008.1.2.4.50": 1024,  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": 1024,  # JPEG Extended
+    "1.2.840.10008.1.2.4.57": 16,  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70": 16,  # JPEG Lossless, first-order prediction
+}
 _METADATA_KEYWORDS = (
     "SOPClassUID",
     "StudyInstanceUID",
@@ -687,8 +698,13 @@ def _declared_frames(header: _Header) -> int:
                 f"({held} bytes) has room for at most {room} frames; accepted: a file holding "
                 "every frame its header declares."
             )
-        return frames
+        expansion = _MAX_EXPANSION.get(str(syntax))
+        if expansion is None:
+            return frames  # JPEG-LS, JPEG 2000: no bound; the decode budget applies
+        held *= expansion
     declared = -(-frames * rows * columns * samples * bits // 8)
+    if str(_get(dataset, "PhotometricInterpretation", name) or "") == "YBR_FULL_422":
+        declared = declared * 2 // 3  # two chroma samples for every two pixels, not four
     check_held(
         declared,
         held,
@@ -705,9 +721,12 @@ def _pixel_data_bytes(header: _Header) -> int:
     value = getattr(element, "value", None)
     if isinstance(value, (bytes, bytearray)):
         return len(value)
+    length = getattr(element, "length", None)
+    syntax = getattr(getattr(header.dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if str(syntax) == _DEFLATED_SYNTAX:  # offsets are in the inflated stream, not the file
+        return 0 if length is None or length == 0xFFFFFFFF else int(length)
     offset = getattr(element, "value_tell", None) or 0
     room = max(0, os.path.getsize(header.path) - offset)
-    length = getattr(element, "length", None)
     return room if length is None or length == 0xFFFFFFFF else min(int(length), room)
 
 
