@@ -87,6 +87,15 @@ _PARAM_TYPES = {
     "start_frame": "long",
     "end_frame": "long",
     "confidence_threshold": "double",
+    # The sliding window of a patch handler's volume mode. MLflow's params are one type each:
+    # through mlflow.pyfunc roi_size, overlap and sigma_scale are one number for all three
+    # axes; datamint's own predict and server take [d, h, w] lists as well.
+    "roi_size": "long",
+    "overlap": "double",
+    "sw_batch_size": "long",
+    "sigma_scale": "double",
+    "padding_value": "double",
+    "threshold": "double",
 }
 
 

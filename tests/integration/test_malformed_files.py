@@ -215,3 +215,56 @@ def test_datamint_batch_over_links_to_a_secret_records_errors_without_its_bytes(
         assert "ResourceError" in error, error
         assert "root:x" not in error and "api-token" not in error and "b'" not in error, error
         assert "credentials" not in error, error  # a link is named by its own name
+
+
+def _long_series(directory: Path, slices: int) -> None:
+    """``slices`` 8x8 slices from CT_small.dcm's header, written fast: one file, then copies
+    whose ImagePositionPatient (fixed-width text) is patched in place."""
+    import pydicom
+
+    dataset = pydicom.dcmread(hostile_files.pydicom_file("CT_small.dcm"))
+    dataset.Rows = dataset.Columns = 8
+    dataset.PixelData = bytes(128)
+    position = "-100.000\\-120.000\\{:+09.3f}"
+    dataset.ImagePositionPatient = position.format(0.0)
+    directory.mkdir(parents=True)
+    template = directory / "template"
+    dataset.save_as(template)
+    data = template.read_bytes()
+    at = data.index(position.format(0.0).encode())
+    for index in range(slices):
+        value = position.format(1.25 * index).encode()
+        (directory / f"IM{index:05d}.dcm").write_bytes(data[:at] + value + data[at + len(value) :])
+    template.unlink()
+
+
+def test_a_series_read_past_the_request_deadline_is_a_504_and_stops_at_once(
+    model_path: Path, tmp_path: Path
+):
+    series = tmp_path / "allowed" / "long"
+    _long_series(series, 5000)  # about 10 CPU-seconds to read on this machine
+    process = datamint_serve(
+        model_path,
+        tmp_path / "server.log",
+        "--timeout",
+        "1",
+        "--allow-path-dir",
+        str(series.parent),
+    )
+    try:
+        process.wait_ready()
+        started = time.perf_counter()
+        status, answer = call(
+            process.url + "/invocations",
+            {"resources": [{"kind": "volume", "path": str(series)}]},
+            timeout=60,
+        )
+        answered = time.perf_counter() - started
+        cpu_at_answer = _cpu_seconds(process.process.pid)
+        assert status == 504, (status, answer)
+        assert answered < 3.0
+        time.sleep(1.5)
+        assert _cpu_seconds(process.process.pid) - cpu_at_answer < 0.15  # the read stopped
+        assert call(process.url + "/ping")[0] == 200
+    finally:
+        process.stop()
