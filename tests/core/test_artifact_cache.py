@@ -304,3 +304,57 @@ print(json.dumps(found))
         assert f"the artifact cache at {cache_dir} is not writable" in message
         assert "DATAMINT_CACHE_DIR" in message
     assert cache.get(("models", "seg", "1")) is not None
+
+
+def test_a_read_only_cache_reports_an_offline_miss_and_a_corrupted_entry_as_themselves(
+    tmp_path,
+):
+    from datamint_core.artifact_cache import model_key
+
+    cache_dir = tmp_path / "cache"
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # never created: offline asks no store
+    cache = ArtifactCache(cache_dir)
+    broken = cache.fetch(model_key(store, "broken", "1"), fake_download([]), source_uri="u")
+    (broken / "sub" / "weights.bin").write_bytes(b"tampered")
+
+    outcome = _run_as_a_user_who_cannot_write(
+        cache_dir,
+        f"""
+import json, os
+from datamint_core import load_model
+from datamint_core.artifact_cache import ArtifactCache
+cache = ArtifactCache(os.environ["CACHE_DIR"])
+found = {{}}
+def attempt(name, action):
+    try:
+        action()
+        found[name] = "no error"
+    except Exception as error:
+        found[name] = [type(error).__name__, str(error)]
+attempt("miss", lambda: cache.fetch(("models", "other", "1"), None, source_uri="models:/other/1",
+                                    allow_download=False))
+attempt("corrupted", lambda: cache.fetch({model_key(store, "broken", "1")!r}, None,
+                                         source_uri="u", allow_download=False))
+os.environ.update(DATAMINT_CACHE_DIR=os.environ["CACHE_DIR"], DATAMINT_OFFLINE="true",
+                  MLFLOW_TRACKING_URI={store!r})
+attempt("load_miss", lambda: load_model("models:/missing/1"))
+attempt("load_corrupted", lambda: load_model("models:/broken/1"))
+print(json.dumps(found))
+""",
+    )
+
+    name, message = outcome["miss"]
+    assert name == "CacheError"
+    assert f"'models:/other/1' is not in the artifact cache at {cache_dir}" in message
+    name, message = outcome["corrupted"]
+    assert name == "CorruptedCacheEntryError"
+    assert "weights.bin does not match the checksum" in message
+    name, message = outcome["load_miss"]
+    assert name == "LinkedModelNotFoundError"
+    assert "Model (models:/missing/1) is not in the artifact cache" in message
+    assert "offline mode (DATAMINT_OFFLINE) forbids downloading it" in message
+    name, message = outcome["load_corrupted"]
+    assert name == "LinkedModelError"
+    assert "weights.bin does not match the checksum" in message
+    assert "Offline mode is on" in message
+    assert "not writable" not in json.dumps(outcome)
