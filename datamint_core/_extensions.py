@@ -2,7 +2,8 @@
 
 ``datamint_torch`` registers its hardware detection here when it is imported, so a model
 class that needs torch brings its own device detection with it, and a numpy-only model never
-pays for importing torch.
+pays for importing torch. It also registers how many threads its operations may use, which
+a batch worker sets so that the workers share the machine's cores.
 """
 
 from __future__ import annotations
@@ -21,3 +22,18 @@ def register_device_detector(detector: Callable[[], str]) -> None:
 def detect_device() -> str:
     """Return the best device the installed extras can see; ``cpu`` without any."""
     return _device_detector() if _device_detector is not None else "cpu"
+
+
+_thread_limiters: list[Callable[[int], None]] = []
+
+
+def register_thread_limiter(limiter: Callable[[int], None]) -> None:
+    """Install a function that caps the threads an extra's library computes with."""
+    if limiter not in _thread_limiters:
+        _thread_limiters.append(limiter)
+
+
+def limit_threads(threads: int) -> None:
+    """Cap the compute threads of every library an installed extra registered."""
+    for limiter in _thread_limiters:
+        limiter(threads)

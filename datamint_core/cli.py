@@ -8,10 +8,12 @@ Examples::
     datamint validate -m ./model -i sample.json
     datamint generate-dockerfile -m models:/liver-seg/3 -o build/
     datamint batch -m models:/liver-seg/3 -i /data/cohort -o /data/out --mode volume
+    datamint evaluate -m models:/liver-seg/3 --project /data/Task03_Liver -o /data/eval
 
 Exit codes: 0 success, 1 a runtime failure (the model cannot load, the input cannot be
 served, validation failed), 2 a usage error (bad arguments), 3 a batch job in which some rows
-failed (``datamint batch``; the errors are in its output). Errors are one line on stderr.
+failed (``datamint batch``; the errors are in its output) or cases that could not be scored
+(``datamint evaluate``). Errors are one line on stderr.
 Heavy modules (mlflow, FastAPI) are imported only by the subcommand that needs them, so
 ``--help`` is instant.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -34,8 +37,17 @@ _IMAGE_FILE = "image"
 _IMAGE_SUFFIXES = (".dcm", ".dicom", ".nii", ".nii.gz", ".png", ".jpg", ".jpeg")
 
 
+#: Exit code of a usage error: bad flags (argparse's own convention) or a request that cannot
+#: be done as given, e.g. other params into an existing batch output.
+EXIT_USAGE = 2
+
+
 class _RuntimeFailure(Exception):
     """A failure to report in one line and exit 1."""
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given: reported in one line, exit 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,12 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         params = _params(args, parser) if hasattr(args, "param") else {}
         return int(args.run(args, params) or 0)
     except KeyboardInterrupt:
         return 130
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as error:  # every failure becomes one readable line and exit code 1
         message = getattr(error, "message", None) or str(error) or type(error).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
@@ -80,8 +95,19 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "-i",
         "--input",
+        action="append",
+        metavar="[CHANNEL=]PATH",
         help="input: .json, .npy, .npz, a DICOM file or series directory, .nii/.nii.gz, "
-        ".png/.jpg; stdin (JSON or npy/npz) when left out",
+        ".png/.jpg; stdin (JSON or npy/npz) when left out. A multi-modal case: one "
+        "-i CHANNEL=PATH per co-registered channel, in channel order "
+        "(-i t1=t1.nii.gz -i t2=t2_series/)",
+    )
+    predict.add_argument(
+        "--fourth-axis",
+        choices=["auto", "channels", "time"],
+        default="auto",
+        help="how a 4-D NIfTI's fourth axis is read: auto (time when the header gives it a "
+        "time unit, else channels), channels or time (default: auto)",
     )
     predict.add_argument(
         "-o",
@@ -157,9 +183,11 @@ def _parser() -> argparse.ArgumentParser:
     dockerfile.set_defaults(run=_generate_dockerfile)
 
     from datamint_core.batch._cli import add_batch_command
+    from datamint_core.evaluation._cli import add_evaluate_command
     from datamint_core.platform.cli import add_config_command
 
     add_batch_command(commands, _model_argument, _mode_arguments)
+    add_evaluate_command(commands, _mode_arguments)
     add_config_command(commands)
     return parser
 
@@ -190,6 +218,9 @@ _SERVE_LIMITS = (
      "default 30)"),
     ("--max-header-size", "max_header_size",
      "largest request head, e.g. 64K (env DATAMINT_SERVE_MAX_HEADER_SIZE; default 64K)"),
+    ("--max-parts", "max_parts",
+     "multipart parts one request may carry, e.g. one per slice of a DICOM series "
+     "(env DATAMINT_SERVE_MAX_PARTS; default 4096)"),
 )
 
 
@@ -253,17 +284,31 @@ def _content_type(path: str | None, explicit: str | None) -> str:
 
 
 def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    from datamint_core.io.predict import output_format
+    from datamint_core.io.predict import output_format, predict_file
 
-    content_type = _content_type(args.input, args.content_type)
+    source = _predict_source(args.input)
+    if isinstance(source, dict):
+        predict_file(
+            args.model_uri,
+            source,
+            args.output,
+            overlay_path=args.overlay,
+            params=params,
+            fourth_axis=args.fourth_axis,
+        )
+        return 0
+    content_type = _content_type(source, args.content_type)
     wants_files = output_format(args.output) != ".json" or args.overlay is not None
     if content_type == _IMAGE_FILE or (wants_files and content_type in ("npy", "npz")):
-        if args.input is None:
+        if source is None:
             raise _RuntimeFailure("A medical image input is read from a file: give -i PATH.")
-        from datamint_core.io.predict import predict_file
-
         predict_file(
-            args.model_uri, args.input, args.output, overlay_path=args.overlay, params=params
+            args.model_uri,
+            source,
+            args.output,
+            overlay_path=args.overlay,
+            params=params,
+            fourth_axis=args.fourth_axis,
         )
         return 0
     if wants_files:
@@ -273,8 +318,37 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
         )
     from datamint_core.serving.backend import DatamintBackend
 
-    DatamintBackend({}).predict(args.model_uri, args.input, args.output, content_type, params)
+    DatamintBackend({}).predict(args.model_uri, source, args.output, content_type, params)
     return 0
+
+
+_CHANNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def _predict_source(inputs: list[str] | None) -> str | dict[str, str] | None:
+    """One input path, or ``{channel: path}`` for ``-i t1=a.nii.gz -i t2=b.nii.gz``."""
+    if not inputs:
+        return None
+    if len(inputs) == 1 and not _is_channel_input(inputs[0]):
+        return inputs[0]
+    channels: dict[str, str] = {}
+    for item in inputs:
+        if not _is_channel_input(item):
+            raise _RuntimeFailure(
+                f"-i {item!r}: with several inputs, each is one channel of a multi-modal case, "
+                "given as CHANNEL=PATH (e.g. -i t1=t1.nii.gz -i t2=t2.nii.gz); CHANNEL is a "
+                "name of letters, digits and _.+- (at most 64)."
+            )
+        name, _, path = item.partition("=")
+        if name in channels:
+            raise _RuntimeFailure(f"-i names the channel {name!r} twice; name each channel once.")
+        channels[name] = path
+    return channels
+
+
+def _is_channel_input(item: str) -> bool:
+    name, sep, path = item.partition("=")
+    return bool(sep and path and _CHANNEL_NAME.match(name)) and not Path(item).exists()
 
 
 def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:

@@ -107,7 +107,6 @@ def save_model(
     path: str | os.PathLike[str] | None = None,
     task_type: TaskType | str | None = None,
     supported_modes: list[str] | None = None,
-    annotation_specs: list[AnnotationSpec | dict[str, Any]] | None = None,
     data_path: str | None = None,
     code_paths: list[str] | None = None,
     infer_code_paths: bool = False,
@@ -122,12 +121,16 @@ def save_model(
     model_config: dict[str, Any] | None = None,
     streamable: bool | None = None,
     *,
+    annotation_specs: list[AnnotationSpec | dict[str, Any]] | None = None,
     python_model: Any = None,
     bundle_linked_models: bool = False,
     weights_from: BaseDatamintModel | None = None,
     **kwargs: Any,
 ) -> None:
     """Save a Datamint model to a local directory.
+
+    The parameters up to ``streamable`` take the seed's positional order (that of
+    ``datamint.mlflow``'s ``save_model``); every parameter this project adds is keyword-only.
 
     Args:
         datamint_model: a :class:`BaseDatamintModel`, any object with ``predict_*`` methods
@@ -265,6 +268,7 @@ def log_model(
     extra_pip_requirements: list[str] | str | None = None,
     metadata: dict[str, Any] | None = None,
     model_config: dict[str, Any] | None = None,
+    *,
     bundle_linked_models: bool = False,
     weights_from: BaseDatamintModel | None = None,
     **kwargs: Any,
@@ -272,7 +276,9 @@ def log_model(
     """Log a Datamint model to the active run (starting one if needed).
 
     Takes the arguments of :func:`save_model`, plus ``name`` (the model's name in the run)
-    and ``registered_model_name`` (register it as a new version of that model).
+    and ``registered_model_name`` (register it as a new version of that model). The
+    parameters up to ``model_config`` take the seed's positional order (that of
+    ``datamint.mlflow``'s ``log_model``); the rest are keyword-only.
 
     Returns:
         MLflow's ``ModelInfo`` (``model_uri``, ``registered_model_version``, ...).

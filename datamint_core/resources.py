@@ -8,11 +8,18 @@ image file takes its spacing, affine, modality and metadata from the file (where
 gave none) when the file is first read: reading any of them reads it. Shapes:
 
 - image  ``(H, W)`` or ``(H, W, C)``
-- volume ``(D, H, W)``, ``D`` the axial axis
+- volume ``(D, H, W)`` or ``(D, H, W, C)``, ``D`` the axial axis
 - video  ``(T, H, W)`` or ``(T, H, W, C)``
 
+Channels are last, always: ``C`` is colour (RGB) or co-registered modalities (T1, T1c,
+T2, FLAIR stacked by :func:`datamint_core.io.read_case`), optionally named by
+``channel_names`` (one name per channel; it travels in the JSON form). Geometry is
+spatial only: ``spacing`` and ``affine`` describe ``(H, W)`` / ``(D, H, W)`` whatever the
+channels; masks and annotations are spatial (never a channel axis).
+
 A slice of a volume and a frame of a video are :class:`ImageResource` objects whose pixels
-are *views* of their parent's array, never copies.
+are *views* of their parent's array, never copies; a slice of a multi-channel volume is a
+multi-channel image ``(H, W, C)`` with the volume's ``channel_names``.
 
 JSON form (what a client sends)::
 
@@ -22,7 +29,9 @@ JSON form (what a client sends)::
 
 ``pixel_data`` may instead be ``{"encoding": "list", "data": [[...]]}`` (small inputs only)
 or a ``"path"`` to a local ``.npy``/``.npz`` file. ``kind`` may be left out when the pixel
-data says it: 2 dimensions make an image, 3 a volume, 4 a video.
+data says it: 2 dimensions make an image, 3 a volume, 4 a video (a multi-channel volume
+``(D, H, W, C)`` needs ``"kind": "volume"``). ``"channel_names": ["t1", "t2"]`` names the
+channels of the last axis.
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ SliceAxis = Literal["axial", "coronal", "sagittal"]
 SLICE_AXES: dict[str, int] = {"axial": 0, "coronal": 1, "sagittal": 2}
 
 _DESCRIPTOR_KEYS = ("id", "filename", "mimetype", "modality", "metadata")
+#: Longest channel name accepted (names are labels such as ``t1c`` or ``flair``).
+MAX_CHANNEL_NAME = 64
 _PIXEL_ENCODINGS = ("npy_base64", "list")
 
 
@@ -72,11 +83,15 @@ class BaseResource:
         mimetype: original MIME type.
         modality: imaging modality (``CT``, ``MR``, ``US``, ...).
         metadata: free-form JSON-ready metadata.
+        channel_names: one distinct name per channel (the last axis of a multi-channel
+            array), e.g. ``["t1", "t1c", "t2", "flair"]``; the pixels must have that axis.
     """
 
     kind: ClassVar[str]
     _accepted_ndims: ClassVar[tuple[int, ...]]
     _shape_text: ClassVar[str]
+    #: The number of dimensions of a pixel array that has a channel axis (last).
+    _channel_ndim: ClassVar[int]
 
     def __init__(
         self,
@@ -88,8 +103,10 @@ class BaseResource:
         mimetype: str | None = None,
         modality: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        channel_names: Any = None,
     ) -> None:
         self.id = id
+        self._channel_names = _checked_channel_names(channel_names, self._label())
         if (pixels is None) == (path is None):
             raise ResourceError(
                 f"{self._label()} needs exactly one pixel source: an array (pixels=...) or a "
@@ -156,6 +173,32 @@ class BaseResource:
         if self.mimetype is None:
             self.mimetype = decoded.mimetype
         self._metadata = {**decoded.metadata, **self._metadata}
+        if self._channel_names is None and decoded.channel_names is not None:
+            self._channel_names = tuple(decoded.channel_names)
+
+    @property
+    def channel_names(self) -> tuple[str, ...] | None:
+        """The names of the channels (the last axis), when given."""
+        return self._channel_names
+
+    @channel_names.setter
+    def channel_names(self, channel_names: Any) -> None:
+        names = _checked_channel_names(channel_names, self._label())
+        if self._pixels is not None:
+            self._check_channel_count(self._pixels, names)
+        self._channel_names = names
+
+    @property
+    def num_channels(self) -> int:
+        """Channels of the pixel array: the size of its last axis, or 1 without one."""
+        pixels = self.pixels
+        return int(pixels.shape[-1]) if pixels.ndim == self._channel_ndim else 1
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The pixel array's shape without its channel axis: what a mask of it has."""
+        pixels = self.pixels
+        return tuple(pixels.shape[: self._channel_ndim - 1])
 
     @property
     def is_loaded(self) -> bool:
@@ -181,14 +224,31 @@ class BaseResource:
                 f"{self._label()} has pixel data of dtype {array.dtype}; "
                 "expected a numeric or boolean array."
             )
+        self._check_channel_count(array, self._channel_names)
         return array
+
+    def _check_channel_count(self, array: np.ndarray, names: tuple[str, ...] | None) -> None:
+        if names is None:
+            return
+        if array.ndim != self._channel_ndim:
+            raise ResourceError(
+                f"{self._label()} has {len(names)} channel_names {list(names)} but pixel data "
+                f"of shape {array.shape}, which has no channel axis; expected "
+                f"{self._shape_text} with C = {len(names)}."
+            )
+        if array.shape[-1] != len(names):
+            raise ResourceError(
+                f"{self._label()} has {len(names)} channel_names {list(names)} but "
+                f"{array.shape[-1]} channels (pixel data of shape {array.shape}); give one "
+                "name per channel of the last axis."
+            )
 
     def _descriptor(self) -> dict[str, Any]:
         self._read_file_fields()
         return {key: getattr(self, key) for key in _DESCRIPTOR_KEYS}
 
     def _extra_fields(self, read_file: bool = True) -> dict[str, Any]:
-        return {}
+        return {} if self._channel_names is None else {"channel_names": list(self._channel_names)}
 
     def to_dict(
         self, *, pixel_encoding: Literal["npy_base64", "list", "none"] = "npy_base64"
@@ -256,6 +316,7 @@ class ImageResource(BaseResource):
     kind = "image"
     _accepted_ndims = (2, 3)
     _shape_text = "(H, W) or (H, W, C)"
+    _channel_ndim = 3
 
     def __init__(
         self,
@@ -284,21 +345,23 @@ class ImageResource(BaseResource):
 
     def _extra_fields(self, read_file: bool = True) -> dict[str, Any]:
         spacing = self.spacing if read_file else self._spacing
-        return {} if spacing is None else {"spacing": list(spacing)}
+        fields = super()._extra_fields(read_file)
+        return fields if spacing is None else {"spacing": list(spacing), **fields}
 
 
 class VolumeResource(BaseResource):
-    """A volume ``(D, H, W)`` with its geometry.
+    """A volume ``(D, H, W)``, or ``(D, H, W, C)`` with channels, and its geometry.
 
     Args:
         spacing: voxel size along ``(D, H, W)``, in millimetres, when known.
-        affine: 4x4 voxel-to-world matrix, when known.
-        **kwargs: see :class:`BaseResource`.
+        affine: 4x4 voxel-to-world matrix of ``(d, h, w, 1)``, when known.
+        **kwargs: see :class:`BaseResource` (``channel_names`` among them).
     """
 
     kind = "volume"
-    _accepted_ndims = (3,)
-    _shape_text = "(D, H, W) with D the axial axis"
+    _accepted_ndims = (3, 4)
+    _shape_text = "(D, H, W) or (D, H, W, C) with D the axial axis"
+    _channel_ndim = 4
 
     def __init__(
         self,
@@ -347,6 +410,9 @@ class VolumeResource(BaseResource):
     def get_slice(self, slice_index: int, axis: SliceAxis = "axial") -> ImageResource:
         """Return one slice as an image whose pixels are a view of this volume.
 
+        A slice of a ``(D, H, W, C)`` volume is an ``(H, W, C)`` image with the same
+        ``channel_names``.
+
         Raises:
             ValueError: unknown axis, or an index outside the volume.
         """
@@ -366,6 +432,7 @@ class VolumeResource(BaseResource):
             mimetype=self.mimetype,
             modality=self.modality,
             metadata={**self.metadata, "slice_index": int(slice_index), "slice_axis": axis},
+            channel_names=self._channel_names,
         )
 
     def iter_slices(self, axis: SliceAxis = "axial") -> Iterator[ImageResource]:
@@ -376,7 +443,7 @@ class VolumeResource(BaseResource):
     def _extra_fields(self, read_file: bool = True) -> dict[str, Any]:
         spacing = self.spacing if read_file else self._spacing
         affine = self.affine if read_file else self._affine
-        fields: dict[str, Any] = {}
+        fields = super()._extra_fields(read_file)
         if spacing is not None:
             fields["spacing"] = list(spacing)
         if affine is not None:
@@ -390,6 +457,7 @@ class VideoResource(BaseResource):
     kind = "video"
     _accepted_ndims = (3, 4)
     _shape_text = "(T, H, W) or (T, H, W, C)"
+    _channel_ndim = 4
 
     @property
     def num_frames(self) -> int:
@@ -415,6 +483,7 @@ class VideoResource(BaseResource):
             mimetype=self.mimetype,
             modality=self.modality,
             metadata={**self.metadata, "frame_index": int(frame_index)},
+            channel_names=self._channel_names,
         )
 
     def iter_frames(self) -> Iterator[ImageResource]:
@@ -438,7 +507,8 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
     """
     if not isinstance(data, Mapping):
         raise ResourceError(f"A resource must be a JSON object (dict), got {type(data).__name__}.")
-    allowed = {"kind", "pixel_data", "path", "spacing", "affine", *_DESCRIPTOR_KEYS}
+    allowed = {"kind", "pixel_data", "path", "spacing", "affine", "channel_names"}
+    allowed.update(_DESCRIPTOR_KEYS)
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ResourceError(
@@ -473,6 +543,7 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
             f"Unknown resource kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}."
         )
     kwargs: dict[str, Any] = {key: data.get(key) for key in _DESCRIPTOR_KEYS}
+    kwargs["channel_names"] = data.get("channel_names")
     if cls is VolumeResource:
         kwargs["spacing"] = data.get("spacing")
         kwargs["affine"] = data.get("affine")
@@ -923,6 +994,38 @@ def _checked_spacing(spacing: Any, count: int = 3) -> tuple[float, ...] | None:
 
 
 _COUNT_WORDS = {2: "two", 3: "three"}
+
+
+def _checked_channel_names(names: Any, label: str) -> tuple[str, ...] | None:
+    """``names`` as a tuple of distinct, non-empty strings, or None."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        shown = repr(names)[:100]
+        raise ResourceError(
+            f"{label}: channel_names={shown} is not valid; expected a list of names, one per "
+            'channel, e.g. ["t1", "t1c", "t2", "flair"].'
+        )
+    names = tuple(names)
+    bad = [
+        name
+        for name in names
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_CHANNEL_NAME
+    ]
+    if bad or not names or len(set(names)) != len(names):
+        problem = (
+            f"{repr(bad[0])[:100]} is not a name"
+            if bad
+            else "it is empty"
+            if not names
+            else "it repeats a name"
+        )
+        raise ResourceError(
+            f"{label}: channel_names={repr(list(names))[:200]} is not valid ({problem}); "
+            f"expected distinct non-empty strings of at most {MAX_CHANNEL_NAME} characters, "
+            "one per channel."
+        )
+    return names
 
 
 def _without(values: tuple[float, ...], axis: int) -> tuple[float, ...]:

@@ -548,7 +548,7 @@ def _stack_slice_masks(
     Other annotations (boxes, points, classes) stay per slice. A label whose masks do not
     match the slice shape is left per slice too: stacking it would have to invent pixels.
     """
-    depth, height, width = volume.shape
+    depth, height, width = volume.spatial_shape
     by_label: dict[str, list[tuple[int, SegmentationAnnotation]]] = {}
     others: list[Annotation] = []
     for slice_index, slice_annotations in enumerate(per_slice):

@@ -10,7 +10,7 @@ Importing it without torch fails at once with the command that installs it.
 """
 
 try:
-    import torch  # noqa: F401
+    import torch
 except ImportError:
     raise ImportError(
         'datamint_torch needs PyTorch, which is not installed; run: pip install "datamint[torch]"'
@@ -22,5 +22,6 @@ from datamint_torch.model import ATTACHED_MODEL_KEY, DatamintModel
 from datamint_torch.tensors import as_tensor
 
 _extensions.register_device_detector(detect_device)
+_extensions.register_thread_limiter(torch.set_num_threads)
 
 __all__ = ["ATTACHED_MODEL_KEY", "DatamintModel", "as_tensor", "detect_device", "resolve_device"]

@@ -10,11 +10,13 @@ Example::
 
 The same from the command line: ``datamint batch -m URI -i INPUT -o OUTPUT``. Parquet output
 needs pyarrow (``pip install "datamint[batch]"``), the Spark engine pyspark
-(``pip install "datamint[spark]"``); neither is imported until used.
+(``pip install "datamint[spark]"``); neither is imported until used. One job at a time
+writes an output directory: a second one is refused with :class:`OutputInUseError`.
 """
 
 from datamint_core.batch._inputs import MANIFEST_COLUMNS, BatchInputError
 from datamint_core.batch._job import BatchReport, run_batch
+from datamint_core.batch._lock import OutputInUseError
 from datamint_core.batch._rows import read_annotations
 from datamint_core.batch._store import OutputMismatchError, read_results
 
@@ -22,6 +24,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "BatchInputError",
     "BatchReport",
+    "OutputInUseError",
     "OutputMismatchError",
     "read_annotations",
     "read_results",

@@ -28,8 +28,11 @@ def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -
         "masks as .npz files under OUTPUT/_masks. Parts are committed atomically; rerunning "
         "into the same OUTPUT skips done rows and retries failed ones.",
         epilog=f"Exit codes: 0 every row ok, {EXIT_ROWS_FAILED} the job finished but some rows "
-        "failed (their errors are in OUTPUT), 1 runtime failure (model cannot load, input "
-        "cannot be listed), 2 usage error.",
+        "failed (their errors are in OUTPUT), 1 runtime failure (the model cannot load, the "
+        "input cannot be read, another job is writing OUTPUT right now: the same command "
+        "works once it is done), 2 usage error (bad flags, an INPUT that is no directory of "
+        "studies or valid manifest, an OUTPUT holding another model's or other params' "
+        "results: the command itself must change).",
     )
     model_argument(batch)
     batch.add_argument("-i", "--input", required=True, help="directory of studies or manifest")
@@ -47,6 +50,12 @@ def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -
         help="local processes, or N of local[N] for spark (default: CPU count)",
     )
     batch.add_argument(
+        "--threads-per-worker",
+        type=_positive_int,
+        help="compute threads of each local worker (env DATAMINT_BATCH_THREADS_PER_WORKER; "
+        "default: the CPU cores shared out among the workers)",
+    )
+    batch.add_argument(
         "--rows-per-part", type=_positive_int, default=64, help="rows per Parquet part (64)"
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -54,19 +63,29 @@ def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -
 
 
 def run_batch_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    """Run the job the arguments describe; print the report; return the exit code."""
-    from datamint_core.batch import run_batch
+    """Run the job the arguments describe; print the report; return the exit code.
 
-    report = run_batch(
-        args.model_uri,
-        args.input,
-        args.output,
-        params,
-        engine=args.engine,
-        workers=args.workers,
-        rows_per_part=args.rows_per_part,
-        progress=not args.no_progress,
-    )
+    Raises:
+        UsageError: INPUT cannot be listed as studies, or OUTPUT holds another job's results
+            (exit 2: the command must change; rerunning it as is cannot succeed).
+    """
+    from datamint_core.batch import BatchInputError, OutputMismatchError, run_batch
+    from datamint_core.cli import UsageError
+
+    try:
+        report = run_batch(
+            args.model_uri,
+            args.input,
+            args.output,
+            params,
+            engine=args.engine,
+            workers=args.workers,
+            rows_per_part=args.rows_per_part,
+            progress=not args.no_progress,
+            threads_per_worker=args.threads_per_worker,
+        )
+    except (BatchInputError, OutputMismatchError) as error:
+        raise UsageError(str(error)) from error
     print(report)
     if not report.ok:
         print(

@@ -7,6 +7,12 @@ A row is a plain dict (it travels through process pools and Arrow as is)::
      "metadata": '{"PatientAge": "061Y"}'}
 
 ``metadata`` stays a JSON string until the row is read, so rows stay flat.
+
+**Multi-modal cases**: a manifest with one path column per channel, named ``path:<channel>``
+(``id,path:t1,path:t1c,path:t2,path:flair``), reads each row as one case whose channels are
+stacked in column order (:func:`datamint_core.io.read_case`, grids checked). Such a row's
+``channels`` holds ``[[channel, path], ...]`` as a JSON string, and its ``path`` is the
+first channel's.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ MANIFEST_COLUMNS = (
     "mimetype",
     "metadata",
 )
+#: Prefix of a manifest's per-channel path columns (``path:t1``, ``path:flair``).
+CHANNEL_PATH_PREFIX = "path:"
 _MANIFEST_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -101,9 +109,12 @@ def load_resource(row: Mapping[str, Any]) -> BaseResource:
             not valid.
         ImportError: the study's format needs an extra that is not installed.
     """
-    from datamint_core.io import read
+    from datamint_core.io import read, read_case
 
-    resource = read(row["path"], kind=row.get("kind"))
+    if row.get("channels"):
+        resource = read_case(dict(json.loads(row["channels"])))
+    else:
+        resource = read(row["path"], kind=row.get("kind"))
     resource.id = row["id"]
     for key in ("modality", "filename", "mimetype"):
         if row.get(key) is not None:
@@ -178,16 +189,39 @@ def _manifest_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _check_columns(names: list[str], path: Path) -> None:
-    unknown = sorted(set(names) - set(MANIFEST_COLUMNS))
-    if unknown or "path" not in names:
-        problem = f"unknown column(s) {unknown}" if unknown else "no 'path' column"
+    channels = [name for name in names if name.startswith(CHANNEL_PATH_PREFIX)]
+    unknown = sorted(set(names) - set(MANIFEST_COLUMNS) - set(channels))
+    bad = [name for name in channels if not name[len(CHANNEL_PATH_PREFIX) :].strip()]
+    problem = None
+    if unknown or bad:
+        problem = f"unknown column(s) {sorted(unknown + bad)}"
+    elif "path" in names and channels:
+        problem = "both a 'path' column and per-channel 'path:<channel>' columns"
+    elif "path" not in names and not channels:
+        problem = "no 'path' column"
+    if problem:
         raise BatchInputError(
             f"Manifest {os.fspath(path)!r} has {problem}; accepted columns: "
-            f"{list(MANIFEST_COLUMNS)} ('path' required, 'metadata' a JSON object as a string)."
+            f"{list(MANIFEST_COLUMNS)} ('path' required, 'metadata' a JSON object as a "
+            "string), or instead of 'path' one 'path:<channel>' column per channel of a "
+            "multi-modal case (path:t1, path:t2, ...)."
         )
 
 
 def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
+    channels = [
+        (column[len(CHANNEL_PATH_PREFIX) :], _resolved(record[column], base))
+        for column in record
+        if column.startswith(CHANNEL_PATH_PREFIX)
+    ]
+    if channels:
+        missing = [name for name, value in channels if value is None]
+        if missing:
+            raise BatchInputError(
+                f"Row {record.get('id')!r} has no path for channel(s) {missing}; every row "
+                "of a multi-modal manifest needs a path in each 'path:<channel>' column."
+            )
+        record = {**record, "path": channels[0][1]}
     path = record.get("path")
     if path is None or str(path).strip() == "":
         raise BatchInputError(
@@ -199,6 +233,7 @@ def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
         path = os.fspath(base / path)
     row = {column: record.get(column) for column in MANIFEST_COLUMNS}
     row["path"] = path
+    row["channels"] = json.dumps(channels) if channels else None
     row["id"] = str(record["id"]) if record.get("id") is not None else str(record["path"])
     for key in ("spacing", "affine"):
         if isinstance(row[key], str):  # a CSV cell holds JSON text
@@ -212,6 +247,16 @@ def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
     if isinstance(row["metadata"], Mapping):
         row["metadata"] = json.dumps(row["metadata"])
     return row
+
+
+def _resolved(value: Any, base: Path | None) -> str | None:
+    """A manifest cell's path, relative to the manifest's directory; None when empty."""
+    if value is None or str(value).strip() == "":
+        return None
+    path = str(value)
+    if base is not None and "://" not in path and not os.path.isabs(path):
+        path = os.fspath(base / path)
+    return path
 
 
 def _metadata(value: Any, row_id: str) -> dict[str, Any]:

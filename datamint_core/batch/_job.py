@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from datamint_core.batch._inputs import count_inputs, iter_inputs
+from datamint_core.batch._lock import hold_output
 from datamint_core.batch._progress import Progress
 from datamint_core.batch._store import new_run_id, prepare_output, require_pyarrow
 
@@ -57,6 +58,7 @@ def run_batch(
     rows_per_part: int = 64,
     spark: Any = None,
     progress: bool = True,
+    threads_per_worker: int | None = None,
 ) -> BatchReport:
     """Predict with one model on every study of ``input``; write one Parquet row per study.
 
@@ -77,13 +79,19 @@ def run_batch(
         rows_per_part: rows per committed part.
         spark: a SparkSession to run on (default: the active one, else ``local[workers]``).
         progress: draw the progress line on stderr (local engine).
+        threads_per_worker: compute threads of each local worker (default: the cores
+            shared out among the workers, or ``DATAMINT_BATCH_THREADS_PER_WORKER``), so
+            that the workers together use the machine's cores, not each all of them.
 
     Returns:
         A :class:`BatchReport`; ``report.ok`` is false when a row failed.
 
     Raises:
-        ValueError: a bad engine, worker count or part size; an input that cannot be listed;
-            an output that holds another job's results.
+        ValueError: a bad engine, worker count or part size; an input that cannot be listed
+            (:class:`BatchInputError`); an output that holds another job's results
+            (:class:`OutputMismatchError`).
+        OutputInUseError: another job is writing into ``output`` right now (one writer per
+            output: the lock dies with its process, so a rerun after a crash just works).
         ImportError: pyarrow (``datamint[batch]``) or pyspark (``datamint[spark]``) missing.
 
     Example:
@@ -101,42 +109,45 @@ def run_batch(
     output = os.fspath(output)
     started = time.monotonic()
     total = count_inputs(input)
-    done = prepare_output(output, {"model_uri": model_uri, "params": params})
-    pending = (row for row in iter_inputs(input) if row["id"] not in done)
-    skipped = sum(1 for row in iter_inputs(input) if row["id"] in done)
-    run_id = new_run_id()
-    if engine == "local":
-        from datamint_core.batch._local import run_local
+    with hold_output(output):
+        done = prepare_output(output, {"model_uri": model_uri, "params": params})
+        pending = (row for row in iter_inputs(input) if row["id"] not in done)
+        skipped = sum(1 for row in iter_inputs(input) if row["id"] in done)
+        run_id = new_run_id()
+        if engine == "local":
+            from datamint_core.batch._local import run_local
 
-        bar = Progress(total - skipped, enabled=progress)
-        try:
-            run_local(
+            bar = Progress(total - skipped, enabled=progress)
+            try:
+                run_local(
+                    model_uri,
+                    pending,
+                    output,
+                    params,
+                    workers=workers,
+                    rows_per_part=rows_per_part,
+                    run_id=run_id,
+                    progress=bar,
+                    expected_rows=total - skipped,
+                    threads=threads_per_worker,
+                )
+            finally:
+                bar.close()
+            succeeded, failed = bar.done - bar.failed, bar.failed
+        else:
+            from datamint_core.batch._spark import local_session, run_spark
+
+            if spark is None:
+                from pyspark.sql import SparkSession
+
+                spark = SparkSession.getActiveSession() or local_session(workers)
+            succeeded, failed = run_spark(
                 model_uri,
                 pending,
                 output,
                 params,
-                workers=workers,
+                spark=spark,
                 rows_per_part=rows_per_part,
                 run_id=run_id,
-                progress=bar,
             )
-        finally:
-            bar.close()
-        succeeded, failed = bar.done - bar.failed, bar.failed
-    else:
-        from datamint_core.batch._spark import local_session, run_spark
-
-        if spark is None:
-            from pyspark.sql import SparkSession
-
-            spark = SparkSession.getActiveSession() or local_session(workers)
-        succeeded, failed = run_spark(
-            model_uri,
-            pending,
-            output,
-            params,
-            spark=spark,
-            rows_per_part=rows_per_part,
-            run_id=run_id,
-        )
     return BatchReport(output, total, skipped, succeeded, failed, time.monotonic() - started)

@@ -2,23 +2,44 @@
 
 At most ``2 * workers`` chunks of rows are in flight at once, and results are committed in
 parts of ``rows_per_part`` rows as they come back, so memory does not grow with the input.
+
+The workers share the machine's cores: each computes with ``cores // workers`` threads
+(:func:`threads_per_worker`; ``--threads-per-worker`` or
+``DATAMINT_BATCH_THREADS_PER_WORKER`` to choose), set through ``OMP_NUM_THREADS`` and its
+siblings before the model loads and through the extras' thread hooks
+(``torch.set_num_threads``) after. Without that, each worker's torch takes every core and
+the pool runs slower than one process. Rows go out one per task when there are few of them
+for the workers, so no worker is left holding several while another idles.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
+import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
 from typing import Any
 
+from datamint_core import _extensions
+from datamint_core._env import read_env
 from datamint_core.batch._progress import Progress
 from datamint_core.batch._rows import STATUS_FAILED, output_row_for_failure, predict_row
 from datamint_core.batch._store import commit_part, part_name
 
 #: Rows sent to a worker in one task: amortises the inter-process hop, keeps memory small.
 CHUNK_ROWS = 4
+THREADS_PER_WORKER_ENV = "DATAMINT_BATCH_THREADS_PER_WORKER"
+#: The variables the usual compute libraries (OpenMP, MKL, OpenBLAS, ...) read at start.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 _worker_model: Any = None
 _worker_load_error: str | None = None
@@ -26,6 +47,36 @@ _worker_load_error: str | None = None
 
 class ModelLoadError(RuntimeError):
     """A worker could not load the model; the job stops (no row can succeed)."""
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int, threads: int | None = None) -> int:
+    """Compute threads for each of ``workers`` processes: ``threads`` when given, else
+    ``DATAMINT_BATCH_THREADS_PER_WORKER``, else the cores shared out (at least 1).
+
+    Raises:
+        ValueError: a value that is not a positive integer.
+    """
+    source = "threads_per_worker"
+    if threads is None:
+        raw = read_env(THREADS_PER_WORKER_ENV)
+        if raw is None:
+            return max(1, available_cores() // workers)
+        source = THREADS_PER_WORKER_ENV
+        try:
+            threads = int(raw)
+        except ValueError:
+            threads = 0
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{source}={threads!r} is not valid; accepted: a positive integer.")
+    return threads
 
 
 def run_local(
@@ -38,12 +89,25 @@ def run_local(
     rows_per_part: int,
     run_id: str,
     progress: Progress,
+    expected_rows: int | None = None,
+    threads: int | None = None,
 ) -> None:
     """Predict on every row in a pool of ``workers`` processes, committing parts as it goes.
+
+    Args:
+        expected_rows: how many rows ``rows`` holds, when known: no more workers than rows
+            are started, and few rows go out one per task.
+        threads: compute threads per worker (see :func:`threads_per_worker`).
 
     Raises:
         ModelLoadError: a worker could not load the model.
     """
+    if expected_rows is not None:
+        workers = max(1, min(workers, expected_rows))
+    threads = threads_per_worker(workers, threads)
+    chunk_rows = CHUNK_ROWS
+    if expected_rows is not None:
+        chunk_rows = max(1, min(CHUNK_ROWS, math.ceil(expected_rows / (4 * workers))))
     pending = iter(rows)
     buffer: list[dict[str, Any]] = []
     sequence = 0
@@ -58,7 +122,9 @@ def run_local(
             sequence += 1
 
     while True:
-        broken = _drain(model_uri, pending, output_dir, params, workers, collect)
+        broken = _drain(
+            model_uri, pending, output_dir, params, workers, threads, chunk_rows, collect
+        )
         if not broken:
             break
         # A worker died (a crash in native code, the OOM killer): its chunks are recorded
@@ -74,6 +140,8 @@ def _drain(
     output_dir: str,
     params: dict[str, Any],
     workers: int,
+    threads: int,
+    chunk_rows: int,
     collect: Any,
 ) -> tuple[list[dict[str, Any]], BaseException] | None:
     """Run chunks through one pool until rows run out or the pool breaks.
@@ -85,12 +153,15 @@ def _drain(
     context = multiprocessing.get_context("spawn")
     in_flight: dict[Future, list[dict[str, Any]]] = {}
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_load_worker_model, initargs=(model_uri,)
+        workers,
+        mp_context=context,
+        initializer=_load_worker_model,
+        initargs=(model_uri, threads),
     ) as pool:
         exhausted = False
         while in_flight or not exhausted:
             while not exhausted and len(in_flight) < 2 * workers:
-                chunk = list(islice(pending, CHUNK_ROWS))
+                chunk = list(islice(pending, chunk_rows))
                 if not chunk:
                     exhausted = True
                     break
@@ -111,14 +182,17 @@ def _drain(
     return None
 
 
-def _load_worker_model(model_uri: str) -> None:
+def _load_worker_model(model_uri: str, threads: int) -> None:
     global _worker_model, _worker_load_error
     from datamint_core.flavor import load_model
 
+    # Before the model's libraries load: OpenMP and BLAS read these once, at start.
+    os.environ.update({variable: str(threads) for variable in THREAD_VARIABLES})
     try:
         _worker_model = load_model(model_uri)
     except Exception as error:  # reported by the first task, which stops the job
         _worker_load_error = f"{type(error).__name__}: {error}"
+    _extensions.limit_threads(threads)
 
 
 def _predict_chunk(

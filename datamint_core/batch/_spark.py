@@ -122,6 +122,7 @@ def _stage_rows(rows: Iterable[dict[str, Any]], staging: str) -> int:
             ("filename", pa.string()),
             ("mimetype", pa.string()),
             ("metadata", pa.string()),
+            ("channels", pa.string()),
         ]
     )
     count = 0

@@ -5,6 +5,8 @@ pylibjpeg decoders), ``datamint[nifti]`` (nibabel), ``datamint[images]`` (Pillow
 
 - :func:`read` detects the format and returns an image, volume or video resource;
   :func:`read_dicom`, :func:`read_nifti` and :func:`read_image` read one format.
+- :func:`read_case` reads co-registered sources (``{"t1": ..., "t2": ...}``) as the named
+  channels of one resource, after checking that their grids agree.
 - Geometry: volumes are ``(D, H, W)``, the affine maps ``(d, h, w, 1)`` to RAS millimetres
   (DICOM's LPS is converted): see :mod:`datamint_core.io.geometry`.
 
@@ -20,14 +22,17 @@ from __future__ import annotations
 import os
 
 from datamint_core.io._read import FORMATS, detect_format, read
+from datamint_core.io.case import AFFINE_TOLERANCE_MM, read_case
 from datamint_core.io.geometry import WORLD_FRAME
 from datamint_core.resources import BaseResource
 
 __all__ = [
+    "AFFINE_TOLERANCE_MM",
     "FORMATS",
     "WORLD_FRAME",
     "detect_format",
     "read",
+    "read_case",
     "read_dicom",
     "read_image",
     "read_nifti",
@@ -44,14 +49,18 @@ def read_dicom(path: str | os.PathLike[str], *, kind: str | None = None) -> Base
     return _read_as("dicom", path, kind)
 
 
-def read_nifti(path: str | os.PathLike[str]) -> BaseResource:
-    """Read a ``.nii``/``.nii.gz`` file as a ``(D, H, W)`` volume with its RAS affine.
+def read_nifti(path: str | os.PathLike[str], *, fourth_axis: str = "auto") -> BaseResource:
+    """Read a ``.nii``/``.nii.gz`` file as a ``(D, H, W[, C])`` volume with its RAS affine.
+
+    A 4-D file's fourth axis is read as channels or time by ``fourth_axis`` (``auto``,
+    ``channels``, ``time``; the rule is in :mod:`datamint_core.io.nifti`).
 
     Raises:
-        ResourceError: not NIfTI, or more than one volume in the file.
+        ResourceError: not NIfTI, more than 4 dimensions, or a fourth axis ``auto`` cannot
+            tell.
         ImportError: ``pip install "datamint[nifti]"``.
     """
-    return _read_as("nifti", path, None)
+    return _read_as("nifti", path, None, fourth_axis)
 
 
 def read_image(path: str | os.PathLike[str]) -> BaseResource:
@@ -64,7 +73,9 @@ def read_image(path: str | os.PathLike[str]) -> BaseResource:
     return _read_as("image", path, None)
 
 
-def _read_as(expected: str, path: str | os.PathLike[str], kind: str | None) -> BaseResource:
+def _read_as(
+    expected: str, path: str | os.PathLike[str], kind: str | None, fourth_axis: str = "auto"
+) -> BaseResource:
     from datamint_core.resources import ResourceError
 
     found = detect_format(path)
@@ -74,4 +85,4 @@ def _read_as(expected: str, path: str | os.PathLike[str], kind: str | None) -> B
             f"{os.fspath(path)!r} is {found}, not {expected}; read it with "
             f"datamint_core.io.read(path), which detects the format."
         )
-    return read(path, kind=kind)
+    return read(path, kind=kind, fourth_axis=fourth_axis)

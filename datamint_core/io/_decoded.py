@@ -16,14 +16,15 @@ class Decoded:
     """Pixels and what the file says about them, in datamint's geometry convention.
 
     Attributes:
-        pixels: ``(H, W[, C])`` for an image, ``(D, H, W)`` for a volume, ``(T, H, W[, C])``
-            for a video.
+        pixels: ``(H, W[, C])`` for an image, ``(D, H, W[, C])`` for a volume,
+            ``(T, H, W[, C])`` for a video.
         kind: ``image``, ``volume`` or ``video``: what the file holds.
         spacing: ``(H, W)`` for an image, ``(D, H, W)`` for a volume, in mm; None if unknown.
         affine: 4x4 ``(d, h, w, 1)`` -> RAS mm for a volume; None if unknown.
         modality: DICOM modality (``CT``, ``MR``, ...), when the file has one.
         mimetype: the file's MIME type.
         metadata: JSON-ready facts from the file.
+        channel_names: names of the channels (the last axis), when known.
     """
 
     pixels: np.ndarray
@@ -33,6 +34,7 @@ class Decoded:
     affine: np.ndarray | None = None
     modality: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    channel_names: tuple[str, ...] | None = None
 
 
 def check_decoded_size(shape: Sequence[int], itemsize: int, where: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded
+from datamint_core.io._checks import file_name, reason
 from datamint_core.io._decoded import Decoded
 from datamint_core.resources import (
     RESOURCE_KINDS,
@@ -21,6 +23,9 @@ _ACCEPTED = (
     "accepted: a DICOM file (.dcm) or series directory, NIfTI (.nii, .nii.gz), PNG, JPEG, "
     ".npy or .npz"
 )
+# Failures that already say what is wrong, raised as they are; any other failure of a reader
+# is the file's, and becomes a ResourceError naming the file.
+_REPORTED = (ResourceError, InputTooLargeError, RequestDeadlineExceeded, ImportError, MemoryError)
 _FORMAT_BY_SUFFIX = (
     ((".dcm", ".dicom"), "dicom"),
     ((".nii", ".nii.gz"), "nifti"),
@@ -64,16 +69,40 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         if lower.endswith(suffixes):
             return name
     suffix = ".nii.gz" if lower.endswith(".nii.gz") else os.path.splitext(lower)[1]
+    # The bytes themselves are never quoted: the file may be anything (a link to a secret).
     raise ResourceError(
-        f"Cannot tell the format of {path!r} (suffix {suffix or '(none)'!r}, first bytes "
-        f"{head[:8]!r}); {_ACCEPTED}."
+        f"Cannot tell the format of {file_name(path)} (suffix {suffix or '(none)'!r}; its "
+        f"first bytes match none of the accepted formats); {_ACCEPTED}."
     )
 
 
-def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decoded:
-    """Read any accepted file into pixels and geometry, as ``kind`` when given."""
+def decode_path(
+    path: str | os.PathLike[str], kind: str | None = None, *, fourth_axis: str = "auto"
+) -> Decoded:
+    """Read any accepted file into pixels and geometry, as ``kind`` when given.
+
+    ``fourth_axis`` says how a 4-D NIfTI's fourth axis is read (:mod:`datamint_core.io.nifti`).
+
+    Raises:
+        ResourceError: the file cannot be read (as ``kind``): every failure of a reader or of
+            the library under it, named with the file's name and without the file's bytes.
+        InputTooLargeError: over the decode budget.
+    """
     path = os.fspath(path)
     file_format = detect_format(path)
+    try:
+        decoded = _decode(path, file_format, kind, fourth_axis)
+    except _REPORTED:
+        raise
+    except Exception as error:  # numpy, pydicom, nibabel or Pillow on a file they choke on
+        raise ResourceError(
+            f"Cannot read {file_name(path)} as {file_format}: {reason(error, path)}. "
+            f"{_ACCEPTED[0].upper()}{_ACCEPTED[1:]}."
+        ) from error
+    return _as_kind(decoded, kind, path)
+
+
+def _decode(path: str, file_format: str, kind: str | None, fourth_axis: str) -> Decoded:
     if file_format == "dicom":
         from datamint_core.io.dicom import decode_dicom
 
@@ -81,7 +110,7 @@ def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decode
     elif file_format == "nifti":
         from datamint_core.io.nifti import decode_nifti
 
-        decoded = decode_nifti(path)
+        decoded = decode_nifti(path, fourth_axis)
     elif file_format in ("png", "jpeg"):
         from datamint_core.io.image import decode_image
 
@@ -90,7 +119,7 @@ def decode_path(path: str | os.PathLike[str], kind: str | None = None) -> Decode
         array = _read_array_file(path)
         guessed = {2: "image", 3: "volume", 4: "video"}.get(array.ndim, "image")
         decoded = Decoded(pixels=array, kind=guessed, mimetype="application/octet-stream")
-    return _as_kind(decoded, kind, path)
+    return decoded
 
 
 def _as_kind(decoded: Decoded, kind: str | None, path: str) -> Decoded:
@@ -137,7 +166,9 @@ def _describe(decoded: Decoded) -> str:
     )
 
 
-def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResource:
+def read(
+    path: str | os.PathLike[str], *, kind: str | None = None, fourth_axis: str = "auto"
+) -> BaseResource:
     """Read a medical image file into a resource, with its geometry and metadata.
 
     The format is detected from the file's bytes: DICOM (a file, a series directory, a
@@ -151,6 +182,9 @@ def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResour
         path: the file or DICOM series directory.
         kind: ``image``, ``volume`` or ``video`` to ask for a kind: a one-slice volume reads
             as an image and a 2-D image as a one-slice volume.
+        fourth_axis: how a 4-D NIfTI's fourth axis is read: ``auto`` (time when the header
+            gives it a time unit, else channels), ``channels`` or ``time``; see
+            :mod:`datamint_core.io.nifti`.
 
     Returns:
         The resource, its pixels in memory; ``filename`` is the file's name.
@@ -167,7 +201,7 @@ def read(path: str | os.PathLike[str], *, kind: str | None = None) -> BaseResour
     if kind is not None and kind not in RESOURCE_KINDS:
         raise ResourceError(f"Unknown kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}.")
     path = os.fspath(path)
-    decoded = decode_path(path, kind)
+    decoded = decode_path(path, kind, fourth_axis=fourth_axis)
     return resource_from_decoded(decoded, filename=os.path.basename(os.path.normpath(path)))
 
 
@@ -178,6 +212,7 @@ def resource_from_decoded(decoded: Decoded, **descriptor: Any) -> BaseResource:
         "mimetype": decoded.mimetype,
         "modality": decoded.modality,
         "metadata": decoded.metadata,
+        "channel_names": decoded.channel_names,
         **descriptor,
     }
     if cls is VolumeResource:

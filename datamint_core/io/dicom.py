@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._limits import check_deadline
+from datamint_core.io._checks import check_held, file_name, reason
 from datamint_core.io._decoded import Decoded, check_decoded_size
 from datamint_core.io._extras import require
-from datamint_core.io.geometry import WORLD_FRAME, dicom_affine, slice_normal
+from datamint_core.io.geometry import WORLD_FRAME, affine_problem, dicom_affine, slice_normal
 from datamint_core.resources import ResourceError
 
 _logger = logging.getLogger(__name__)
@@ -40,6 +43,25 @@ _NATIVE_SYNTAXES = {
 # Two slices closer than this along the normal (mm) are at the same position.
 _SAME_POSITION_MM = 1e-3
 _ORIENTATION_TOLERANCE = 1e-4
+# ImageOrientationPatient's two directions: unit length and perpendicular within these (DS
+# values are written with limited precision; anything further off is not a direction pair).
+_UNIT_LENGTH_TOLERANCE = 1e-2
+_PERPENDICULAR_TOLERANCE = 1e-2
+# What each geometry attribute must hold, as the error messages say it.
+_ACCEPTED_VALUES = {
+    "ImageOrientationPatient": "six finite numbers: a row and a column direction, each of "
+    "unit length, perpendicular to each other",
+    "ImagePositionPatient": "three finite numbers (mm)",
+    "PixelSpacing": "two finite, positive numbers (mm)",
+    "ImagerPixelSpacing": "two finite, positive numbers (mm)",
+    "SliceThickness": "one finite, positive number (mm)",
+    "SpacingBetweenSlices": "one finite, positive number (mm)",
+    "DoseGridScaling": "one finite, positive number",
+    "RescaleSlope": "one finite number",
+    "RescaleIntercept": "one finite number",
+}
+# An encapsulated (compressed) frame takes at least one item: an 8-byte item header.
+_ITEM_HEADER_BYTES = 8
 _METADATA_KEYWORDS = (
     "SOPClassUID",
     "StudyInstanceUID",
@@ -55,6 +77,11 @@ _METADATA_KEYWORDS = (
     "PhotometricInterpretation",
     "BitsStored",
     "RescaleType",
+    "Units",
+    "DecayCorrection",
+    "DoseUnits",
+    "DoseType",
+    "DoseSummationType",
 )
 
 
@@ -75,6 +102,9 @@ _SLICE_KEYWORDS = (
     "PixelRepresentation",
     "RescaleSlope",
     "RescaleIntercept",
+    "PixelSpacing",
+    "Modality",
+    "DoseGridScaling",
     "PixelData",
 )
 
@@ -117,13 +147,13 @@ def decode_dicom(path: str, kind: str | None = None) -> Decoded:
     header = _read_header(path)
     if header is None:
         raise ResourceError(
-            f"Cannot read {path!r} as DICOM: it is not a DICOM file (no 'DICM' marker and no "
-            "readable DICOM header). Accepted: a DICOM file or a directory of one series."
+            f"Cannot read {file_name(path)} as DICOM: it is not a DICOM file (no 'DICM' marker "
+            "and no readable DICOM header). Accepted: a DICOM file or a directory of one series."
         )
     if "PixelData" not in header.dataset:
         raise ResourceError(
-            f"Cannot read {path!r} as an image: the DICOM file has no pixel data "
-            f"(SOP class {header.get('SOPClassUID', 'unknown')})."
+            f"Cannot read {file_name(path)} as an image: the DICOM file has no pixel data "
+            f"(SOP class {_uid(_described(header.dataset, 'SOPClassUID'))})."
         )
     return _decode_file(header, kind)
 
@@ -144,24 +174,20 @@ def ordered_source_datasets(path: str) -> tuple[list[Any], list[int] | None]:
     else:
         header = _read_header(path)
         if header is None:
-            raise ResourceError(f"Cannot read {path!r} as DICOM: it is not a DICOM file.")
+            raise ResourceError(f"Cannot read {file_name(path)} as DICOM: it is not a DICOM file.")
         headers = [header]
     if len(headers) == 1:
         header = _full(headers[0])
-        frames = int(header.get("NumberOfFrames", 1) or 1)
+        frames = _declared_frames(header)
         if frames == 1:
             return [header.dataset], None
-        orientation, positions, _ = _multiframe_geometry(header.dataset, frames)
-        if orientation is None or positions is None:
-            raise ResourceError(f"{path!r} is a multi-frame file without frame positions.")
-        names = [f"frame {i + 1}" for i in range(frames)]
-        return [header.dataset], _order_along_normal(positions, orientation, names, path)
-    orientation = _floats(headers[0].get("ImageOrientationPatient"), 6)
-    if orientation is None:
-        raise ResourceError(f"Cannot order the slices of {path!r}: no ImageOrientationPatient.")
-    positions = np.array([_floats(h.get("ImagePositionPatient"), 3) for h in headers])
-    order = _order_along_normal(positions, orientation, [h.path for h in headers], path)
-    return [_full(headers[i]).dataset for i in order], None
+        geometry = _multiframe_geometry(header, frames)
+        if geometry is None:
+            raise ResourceError(f"{file_name(path)} is a multi-frame file without frame positions.")
+        return [header.dataset], geometry.order
+    geometry = _series_geometry(headers, path)
+    assert geometry is not None  # several slices: every one has a position, or it raised
+    return [_full(headers[i]).dataset for i in geometry.order], None
 
 
 def _read_header(path: str, full: bool = True) -> _Header | None:
@@ -182,7 +208,7 @@ def _full(header: _Header) -> _Header:
         return header
     full = _read_header(header.path)
     if full is None:
-        raise ResourceError(f"{header.path!r} changed while it was being read.")
+        raise ResourceError(f"{file_name(header.path)} changed while it was being read.")
     return full
 
 
@@ -195,6 +221,7 @@ def _directory_headers(directory: str) -> list[_Header]:
     headers: list[_Header] = []
     skipped = 0
     for name in names:
+        check_deadline()
         header = _read_header(os.path.join(directory, name), full=False)
         if header is None or "PixelData" not in header.dataset:
             skipped += 1  # DICOMDIR, reports, notes beside the slices
@@ -227,86 +254,83 @@ def _directory_headers(directory: str) -> list[_Header]:
     return headers
 
 
+@dataclass
+class _Geometry:
+    """Where the slices (or frames) of a volume lie, checked: every value finite, the
+    orientation a perpendicular pair of unit directions, the spacing positive.
+
+    ``order`` lists the slices (or stored frames) along the normal; ``positions`` are their
+    ImagePositionPatient values in that order.
+    """
+
+    order: list[int]
+    orientation: np.ndarray
+    positions: np.ndarray
+    pixel_spacing: tuple[float, float] | None
+
+
 def _decode_file(header: _Header, kind: str | None) -> Decoded:
-    frames = int(header.get("NumberOfFrames", 1) or 1)
+    frames = _declared_frames(header)
     if frames > 1:
         return _decode_multiframe(header, frames)
     if kind == "volume":
         return _decode_series([header], header.path)
+    name = file_name(header.path)
+    rescale = _rescale_of(header.dataset, name)
+    spacing = _pixel_spacing(header.dataset, name)
     pixels = _frames_array(header)
-    pixels, _ = _rescaled(pixels, [_rescale_of(header.dataset)], header)
-    spacing = _pixel_spacing(header.dataset)
+    pixels, _ = _rescaled(pixels, [rescale], header)
     return Decoded(
         pixels=pixels,
         kind="image",
         mimetype="application/dicom",
-        spacing=None if spacing is None else (spacing[0], spacing[1]),
+        spacing=spacing,
         modality=_modality(header),
-        metadata=_metadata(header, [header.get("SOPInstanceUID")], _rescale_of(header.dataset)),
+        metadata=_metadata(header, [_described(header.dataset, "SOPInstanceUID")], rescale),
     )
 
 
 def _decode_series(headers: list[_Header], where: str) -> Decoded:
     """Order single-frame files along the slice normal and read them into one volume."""
     for header in headers:
-        if int(header.get("NumberOfFrames", 1) or 1) > 1:
+        if _declared_frames(header) > 1:
             raise ResourceError(
-                f"{header.path!r} is a multi-frame file inside a series directory; read "
-                "multi-frame files one at a time."
+                f"{file_name(header.path)} is a multi-frame file inside a series directory; "
+                "read multi-frame files one at a time."
             )
-        for keyword in ("ImagePositionPatient", "ImageOrientationPatient"):
-            if header.get(keyword) is None and len(headers) > 1:
-                raise ResourceError(
-                    f"Cannot order the slices of {where!r}: {header.path!r} has no {keyword}. "
-                    "A series directory needs ImagePositionPatient and ImageOrientationPatient "
-                    "on every slice."
-                )
-    first = _full(headers[0])
-    orientation = _floats(first.get("ImageOrientationPatient"), 6)
     _same_frame_layout(headers, where)
-    if orientation is None:
-        order = [0]
-        positions = np.zeros((1, 3))
-    else:
-        for header in headers[1:]:
-            other = _floats(header.get("ImageOrientationPatient"), 6)
-            if other is None or not np.allclose(other, orientation, atol=_ORIENTATION_TOLERANCE):
-                raise ResourceError(
-                    f"The slices of {where!r} do not share one orientation "
-                    f"({os.path.basename(first.path)!r}: {_rounded(orientation)}, "
-                    f"{os.path.basename(header.path)!r}: {_rounded(other)}); accepted: one series "
-                    "of parallel slices."
-                )
-        positions = np.array(
-            [_floats(h.get("ImagePositionPatient"), 3) for h in headers], dtype=float
-        )
-        order = _order_along_normal(positions, orientation, [h.path for h in headers], where)
-    ordered = [headers[i] for i in order]
-    positions = positions[order]
-    rescales = [_rescale_of(h.dataset) for h in ordered]
+    geometry = _series_geometry(headers, where)
+    first = _full(headers[0])
+    ordered = headers if geometry is None else [headers[i] for i in geometry.order]
+    rescales = [_rescale_of(h.dataset, file_name(h.path)) for h in ordered]
     volume = _read_volume(ordered, rescales)
-    spacing2d = _pixel_spacing(first.dataset) or (1.0, 1.0)
-    affine = None
-    if orientation is not None:
-        step = _slice_step(positions, orientation, first.dataset)
-        affine = dicom_affine(positions[0], orientation, spacing2d, step)
+    if geometry is None:  # one slice without a position or an orientation
+        spacing2d = _pixel_spacing(first.dataset, file_name(first.path)) or (1.0, 1.0)
+        affine = None
+    else:
+        spacing2d = geometry.pixel_spacing or (1.0, 1.0)
+        step = _slice_step(geometry, first)
+        affine = _checked_affine(
+            dicom_affine(geometry.positions[0], geometry.orientation, spacing2d, step), where
+        )
     return Decoded(
         pixels=volume,
         kind="volume",
         mimetype="application/dicom",
-        spacing=_volume_spacing(affine, spacing2d, first.dataset),
+        spacing=_volume_spacing(affine, spacing2d, first),
         affine=affine,
         modality=_modality(first),
-        metadata=_metadata(first, [h.get("SOPInstanceUID") for h in ordered], rescales[0]),
+        metadata=_metadata(
+            first, [_described(h.dataset, "SOPInstanceUID") for h in ordered], rescales[0]
+        ),
     )
 
 
 def _decode_multiframe(header: _Header, frames: int) -> Decoded:
     """A multi-frame file: a volume when its frames have positions, else a video."""
-    dataset = header.dataset
-    orientation, positions, pixel_spacing = _multiframe_geometry(dataset, frames)
-    rescales = [_frame_rescale(dataset, index) for index in range(frames)]
-    if positions is None or orientation is None:
+    rescales = _frame_rescales(header, frames)
+    geometry = _multiframe_geometry(header, frames)
+    if geometry is None:
         pixels = _frames_array(header)
         pixels, _ = _rescaled(pixels, rescales, header)
         return Decoded(
@@ -314,60 +338,192 @@ def _decode_multiframe(header: _Header, frames: int) -> Decoded:
             kind="video",
             mimetype="application/dicom",
             modality=_modality(header),
-            metadata=_metadata(header, [header.get("SOPInstanceUID")], rescales[0]),
+            metadata=_metadata(header, [_described(header.dataset, "SOPInstanceUID")], rescales[0]),
         )
-    order = _order_along_normal(
-        positions, orientation, [f"frame {i + 1}" for i in range(frames)], header.path
-    )
-    positions = positions[order]
+    order = geometry.order
     volume = _read_volume([header] * frames, [rescales[i] for i in order], frame_indices=order)
-    pixel_spacing = pixel_spacing or (1.0, 1.0)
-    step = _slice_step(positions, orientation, dataset)
-    affine = dicom_affine(positions[0], orientation, pixel_spacing, step)
+    pixel_spacing = geometry.pixel_spacing or (1.0, 1.0)
+    step = _slice_step(geometry, header)
+    affine = _checked_affine(
+        dicom_affine(geometry.positions[0], geometry.orientation, pixel_spacing, step),
+        header.path,
+    )
     return Decoded(
         pixels=volume,
         kind="volume",
         mimetype="application/dicom",
-        spacing=_volume_spacing(affine, pixel_spacing, dataset),
+        spacing=_volume_spacing(affine, pixel_spacing, header),
         affine=affine,
         modality=_modality(header),
-        metadata=_metadata(header, [header.get("SOPInstanceUID")], rescales[order[0]]),
+        metadata=_metadata(
+            header, [_described(header.dataset, "SOPInstanceUID")], rescales[order[0]]
+        ),
     )
 
 
-def _multiframe_geometry(
-    dataset: Any, frames: int
-) -> tuple[np.ndarray | None, np.ndarray | None, tuple[float, float] | None]:
-    """Orientation, per-frame positions and pixel spacing of a multi-frame file."""
-    per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and len(per_frame) == frames:
-        orientation = _floats(
-            _functional(dataset, 0, "PlaneOrientationSequence", "ImageOrientationPatient"), 6
+def _series_geometry(headers: Sequence[_Header], where: str) -> _Geometry | None:
+    """The checked geometry of single-frame slices, ordered along their normal.
+
+    Returns:
+        ``None`` for one slice without ImagePositionPatient or ImageOrientationPatient.
+
+    Raises:
+        ResourceError: a geometry attribute that is not valid (named, with its file), slices
+            of several orientations or pixel spacings, a slice without a position or an
+            orientation in a series of several, two slices at one position.
+    """
+    names = [os.path.basename(h.path) for h in headers]
+    orientations, positions, spacings = [], [], []
+    for header, name in zip(headers, names, strict=True):
+        check_deadline()
+        where_slice = repr(name)
+        orientations.append(
+            _orientation(_get(header.dataset, "ImageOrientationPatient", where_slice), where_slice)
         )
-        positions = [
-            _floats(_functional(dataset, i, "PlanePositionSequence", "ImagePositionPatient"), 3)
-            for i in range(frames)
-        ]
-        spacing = _floats(_functional(dataset, 0, "PixelMeasuresSequence", "PixelSpacing"), 2)
-        if orientation is None or any(p is None for p in positions):
-            return None, None, None
-        return orientation, np.array(positions, dtype=float), _pair(spacing)
-    # Legacy multi-frame (RT dose, NM): one position, and frame offsets along the normal.
-    orientation = _floats(dataset.get("ImageOrientationPatient"), 6)
-    origin = _floats(dataset.get("ImagePositionPatient"), 3)
-    offsets = dataset.get("GridFrameOffsetVector")
-    if orientation is None or origin is None or offsets is None or len(offsets) != frames:
-        return None, None, None
-    normal = slice_normal(orientation)
-    positions = origin[None, :] + np.asarray(offsets, dtype=float)[:, None] * normal[None, :]
-    return orientation, positions, _pixel_spacing(dataset)
+        positions.append(_tag_values(header.dataset, "ImagePositionPatient", 3, where_slice))
+        spacings.append(_pixel_spacing(header.dataset, where_slice))
+    if len(headers) == 1:
+        if orientations[0] is None or positions[0] is None:
+            return None
+        return _Geometry([0], orientations[0], positions[0][None, :], spacings[0])
+    for keyword, values in (
+        ("ImagePositionPatient", positions),
+        ("ImageOrientationPatient", orientations),
+    ):
+        missing = next(
+            (name for name, value in zip(names, values, strict=True) if value is None), None
+        )
+        if missing is not None:
+            raise ResourceError(
+                f"Cannot order the slices of {file_name(where)}: {missing!r} has no {keyword}. "
+                "A series directory needs ImagePositionPatient and ImageOrientationPatient "
+                "on every slice."
+            )
+    orientation = orientations[0]
+    for name, other in zip(names[1:], orientations[1:], strict=True):
+        if not np.allclose(other, orientation, atol=_ORIENTATION_TOLERANCE):
+            raise ResourceError(
+                f"The slices of {file_name(where)} do not share one orientation "
+                f"(ImageOrientationPatient of {names[0]!r}: {_rounded(orientation)}, "
+                f"{name!r}: {_rounded(other)}); accepted: one series of parallel slices."
+            )
+    _same_pixel_spacing(spacings, names, where)
+    stacked = np.array(positions, dtype=float)
+    order = _order_along_normal(stacked, orientation, names, where)
+    return _Geometry(order, orientation, stacked[order], spacings[0])
+
+
+def _multiframe_geometry(header: _Header, frames: int) -> _Geometry | None:
+    """The checked geometry of a multi-frame file's frames, ordered along their normal.
+
+    Enhanced files (CT, MR, PET) give each frame its plane in the functional groups; legacy
+    ones (RT dose, NM) one position and GridFrameOffsetVector along the normal.
+
+    Returns:
+        ``None`` when the frames have no plane geometry at all (ultrasound cine): a video.
+
+    Raises:
+        ResourceError: a geometry attribute that is not valid (named, with its frame), some
+            frames with a plane and some without, frames of several orientations.
+    """
+    dataset, name = header.dataset, file_name(header.path)
+    per_frame = _get(dataset, "PerFrameFunctionalGroupsSequence", name)
+    if per_frame is not None:  # as many items as frames: checked by _declared_frames
+        orientations, positions, spacings = [], [], []
+        for index in range(frames):
+            check_deadline()
+            where = f"frame {index + 1} of {name}"
+            orientation_value = _functional(
+                dataset, index, "PlaneOrientationSequence", "ImageOrientationPatient"
+            )
+            orientations.append(_orientation(orientation_value, where))
+            positions.append(
+                _values(
+                    _functional(dataset, index, "PlanePositionSequence", "ImagePositionPatient"),
+                    "ImagePositionPatient",
+                    3,
+                    where,
+                )
+            )
+            spacings.append(
+                _spacing(
+                    _functional(dataset, index, "PixelMeasuresSequence", "PixelSpacing"),
+                    "PixelSpacing",
+                    where,
+                )
+            )
+        if all(value is None for value in (*orientations, *positions)):
+            return None
+        for keyword, values in (
+            ("ImagePositionPatient", positions),
+            ("ImageOrientationPatient", orientations),
+        ):
+            missing = next((i for i, value in enumerate(values) if value is None), None)
+            if missing is not None:
+                raise ResourceError(
+                    f"Frame {missing + 1} of {name} has no {keyword} (PlanePositionSequence, "
+                    "PlaneOrientationSequence) while other frames have one; accepted: a plane "
+                    "for every frame, or for none (a video)."
+                )
+        orientation = orientations[0]
+        for index, other in enumerate(orientations[1:], start=2):
+            if not np.allclose(other, orientation, atol=_ORIENTATION_TOLERANCE):
+                raise ResourceError(
+                    f"The frames of {name} do not share one orientation "
+                    f"(ImageOrientationPatient of frame 1: "
+                    f"{_rounded(orientation)}, frame {index}: {_rounded(other)}); accepted: "
+                    "parallel frames."
+                )
+        frame_names = [f"frame {i + 1}" for i in range(frames)]
+        _same_pixel_spacing(spacings, frame_names, header.path)
+        stacked = np.array(positions, dtype=float)
+        pixel_spacing = spacings[0]
+    else:
+        orientation = _orientation(_get(dataset, "ImageOrientationPatient", name), name)
+        origin = _tag_values(dataset, "ImagePositionPatient", 3, name)
+        offsets = _tag_values(
+            dataset,
+            "GridFrameOffsetVector",
+            frames,
+            name,
+            accepted=f"one finite number per frame (NumberOfFrames={frames})",
+        )
+        if orientation is None or origin is None or offsets is None:
+            return None
+        offsets = _relative_offsets(offsets, orientation, origin, name)
+        stacked = origin[None, :] + offsets[:, None] * slice_normal(orientation)[None, :]
+        frame_names = [f"frame {i + 1}" for i in range(frames)]
+        pixel_spacing = _pixel_spacing(dataset, name)
+    order = _order_along_normal(stacked, orientation, frame_names, header.path)
+    return _Geometry(order, orientation, stacked[order], pixel_spacing)
+
+
+def _relative_offsets(
+    offsets: np.ndarray, orientation: np.ndarray, origin: np.ndarray, name: str
+) -> np.ndarray:
+    """GridFrameOffsetVector as offsets from ImagePositionPatient along the normal.
+
+    DICOM (PS3.3 C.8.8.3.2) allows two forms: relative (the first offset is 0) and, on an
+    axial grid, absolute (the offsets are z coordinates, the first one ImagePositionPatient's).
+    """
+    if offsets[0] == 0:
+        return offsets
+    axial = np.allclose(orientation, (1, 0, 0, 0, 1, 0), atol=_ORIENTATION_TOLERANCE)
+    if axial and abs(offsets[0] - origin[2]) < _SAME_POSITION_MM:
+        return offsets - offsets[0]
+    raise ResourceError(
+        f"GridFrameOffsetVector of {name} starts at {offsets[0]:g}: neither 0 (offsets "
+        "relative to ImagePositionPatient) nor, on an axial grid, the z of "
+        f"ImagePositionPatient ({origin[2]:g}; absolute offsets); accepted: one of those two "
+        "forms."
+    )
 
 
 def _functional(dataset: Any, frame: int, sequence: str, keyword: str) -> Any:
     """A functional-group attribute of one frame: per-frame first, then shared."""
-    per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
+    per_frame = _get(dataset, "PerFrameFunctionalGroupsSequence")
     groups = [per_frame[frame]] if per_frame is not None else []
-    shared = dataset.get("SharedFunctionalGroupsSequence")
+    shared = _get(dataset, "SharedFunctionalGroupsSequence")
     if shared:
         groups.append(shared[0])
     for group in groups:
@@ -382,40 +538,81 @@ def _order_along_normal(
 ) -> list[int]:
     projections = positions @ slice_normal(orientation)
     order = np.argsort(projections, kind="stable")
-    gaps = np.diff(projections[order])
+    with np.errstate(over="ignore", invalid="ignore"):
+        gaps = np.diff(projections[order])
+    if not np.isfinite(gaps).all():
+        raise ResourceError(
+            f"The ImagePositionPatient values of {file_name(where)} lie too far apart to be "
+            f"one volume ({_rounded(projections)} mm along the normal); accepted: finite "
+            "positions in millimetres."
+        )
     if gaps.size and gaps.min() < _SAME_POSITION_MM:
         at = int(np.argmin(gaps))
         first, second = names[order[at]], names[order[at + 1]]
         raise ResourceError(
-            f"Cannot build one volume from {where!r}: {os.path.basename(first)!r} and "
-            f"{os.path.basename(second)!r} lie at the same position along the slice normal "
-            f"({projections[order[at]]:.3f} mm). The series holds several volumes (echoes, "
-            "phases or time points); accepted: one volume per series directory or file."
+            f"Cannot build one volume from {file_name(where)}: {first!r} and {second!r} lie "
+            f"at the same position along the slice normal ({projections[order[at]]:.3f} mm, "
+            "from their ImagePositionPatient). "
+            "The series holds several volumes (echoes, phases or time points); accepted: one "
+            "volume per series directory or file."
         )
     if gaps.size > 1 and np.ptp(gaps) > max(0.01 * float(np.median(gaps)), 1e-3):
         warnings.warn(
-            f"The slices of {where!r} are not evenly spaced (gaps from {gaps.min():.3f} to "
-            f"{gaps.max():.3f} mm; a slice may be missing); the affine uses their mean step.",
+            f"The slices of {file_name(where)} are not evenly spaced (gaps from "
+            f"{gaps.min():.3f} to {gaps.max():.3f} mm; a slice may be missing); the affine "
+            "uses their mean step.",
             stacklevel=4,
         )
     return [int(i) for i in order]
 
 
-def _slice_step(positions: np.ndarray, orientation: np.ndarray, dataset: Any) -> np.ndarray:
+def _slice_step(geometry: _Geometry, header: _Header) -> np.ndarray:
+    """The vector from one slice's position to the next one's (LPS, mm)."""
+    positions = geometry.positions
     if len(positions) > 1:
         return (positions[-1] - positions[0]) / (len(positions) - 1)
-    thickness = _float(dataset.get("SpacingBetweenSlices")) or _float(dataset.get("SliceThickness"))
-    return slice_normal(orientation) * (thickness or 1.0)
+    name = file_name(header.path)
+    thickness = _length(header.dataset, "SpacingBetweenSlices", name)
+    if thickness is None:
+        thickness = _length(header.dataset, "SliceThickness", name)
+    return slice_normal(geometry.orientation) * (thickness or 1.0)
 
 
 def _volume_spacing(
-    affine: np.ndarray | None, pixel_spacing: Sequence[float], dataset: Any
+    affine: np.ndarray | None, pixel_spacing: Sequence[float], header: _Header
 ) -> tuple[float, float, float]:
     if affine is not None:
         lengths = np.linalg.norm(affine[:3, :3], axis=0)
         return (float(lengths[0]), float(lengths[1]), float(lengths[2]))
-    thickness = _float(dataset.get("SliceThickness")) or 1.0
-    return (thickness, float(pixel_spacing[0]), float(pixel_spacing[1]))
+    thickness = _length(header.dataset, "SliceThickness", file_name(header.path))
+    return (thickness or 1.0, float(pixel_spacing[0]), float(pixel_spacing[1]))
+
+
+def _checked_affine(affine: np.ndarray, where: str) -> np.ndarray:
+    problem = affine_problem(affine)
+    if problem is not None:
+        raise ResourceError(
+            f"The geometry of {file_name(where)} (ImagePositionPatient, "
+            f"ImageOrientationPatient, PixelSpacing) gives an affine that {problem}; accepted: "
+            "finite positions, a valid orientation and positive spacings."
+        )
+    return affine
+
+
+def _same_pixel_spacing(
+    spacings: Sequence[tuple[float, float] | None], names: Sequence[str], where: str
+) -> None:
+    first = spacings[0]
+    for name, other in zip(names[1:], spacings[1:], strict=True):
+        same = (other is None) == (first is None) and (
+            other is None or np.allclose(other, first, rtol=1e-4)  # type: ignore[arg-type]
+        )
+        if not same:
+            raise ResourceError(
+                f"The slices of {file_name(where)} differ in PixelSpacing ({names[0]!r}: "
+                f"{_rounded(first)}, {name!r}: {_rounded(other)}); accepted: slices that "
+                "share one pixel spacing."
+            )
 
 
 def _same_frame_layout(headers: list[_Header], where: str) -> None:
@@ -425,15 +622,82 @@ def _same_frame_layout(headers: list[_Header], where: str) -> None:
         layout = tuple(header.get(k) for k in keys)
         if layout != first:
             raise ResourceError(
-                f"The slices of {where!r} differ in size or pixel format: "
-                f"{os.path.basename(headers[0].path)!r} has {dict(zip(keys, first, strict=True))}, "
-                f"{os.path.basename(header.path)!r} has {dict(zip(keys, layout, strict=True))}."
+                f"The slices of {file_name(where)} differ in size or pixel format: "
+                f"{file_name(headers[0].path)} has {dict(zip(keys, first, strict=True))}, "
+                f"{file_name(header.path)} has {dict(zip(keys, layout, strict=True))}."
             )
     if int(first[2] or 1) != 1:
         raise ResourceError(
-            f"{where!r} is a colour series (SamplesPerPixel={first[2]}); volumes are read from "
-            "grayscale series only."
+            f"{file_name(where)} is a colour series (SamplesPerPixel={first[2]}); volumes are "
+            "read from grayscale series only."
         )
+
+
+def _declared_frames(header: _Header) -> int:
+    """NumberOfFrames of a file, once its declared pixel data is known to fit in the file.
+
+    Rows x Columns x SamplesPerPixel x BitsAllocated x NumberOfFrames is compared with the
+    bytes the file holds after its PixelData tag before anything is done per frame: a small
+    file declaring a huge volume is refused at once, whatever the decode budget.
+
+    Raises:
+        ResourceError: a layout attribute that is missing or not a positive integer, or a
+            declared size the file cannot hold.
+    """
+    dataset, name = header.dataset, file_name(header.path)
+    frames = _count(dataset, "NumberOfFrames", name, default=1)
+    rows = _count(dataset, "Rows", name)
+    columns = _count(dataset, "Columns", name)
+    samples = _count(dataset, "SamplesPerPixel", name, default=1)
+    bits = _count(dataset, "BitsAllocated", name)
+    bits_stored = _count(dataset, "BitsStored", name, default=bits)
+    representation = _get(dataset, "PixelRepresentation", name)
+    if bits_stored > bits or representation not in (None, "", 0, 1):
+        raise ResourceError(
+            f"{name} declares BitsStored={bits_stored}, BitsAllocated={bits}, "
+            f"PixelRepresentation={representation}; accepted: BitsStored "
+            "at most BitsAllocated, PixelRepresentation 0 (unsigned) or 1 (signed)."
+        )
+    per_frame = _get(dataset, "PerFrameFunctionalGroupsSequence", name)
+    if per_frame is not None and len(per_frame) != frames:
+        raise ResourceError(
+            f"{name} declares NumberOfFrames={frames} but its "
+            f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items; accepted: one "
+            "item per frame."
+        )
+    held = _pixel_data_bytes(header)
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and getattr(syntax, "is_encapsulated", False):
+        # Each compressed frame is one item or more; the offset table is one more.
+        room = max(0, held // _ITEM_HEADER_BYTES - 1)
+        if frames > room:
+            raise ResourceError(
+                f"{name} declares NumberOfFrames={frames}, but its compressed pixel data "
+                f"({held} bytes) has room for at most {room} frames; accepted: a file holding "
+                "every frame its header declares."
+            )
+        return frames
+    declared = -(-frames * rows * columns * samples * bits // 8)
+    check_held(
+        declared,
+        held,
+        f"NumberOfFrames={frames} of Rows={rows} x Columns={columns} x "
+        f"SamplesPerPixel={samples} at BitsAllocated={bits}",
+        header.path,
+    )
+    return frames
+
+
+def _pixel_data_bytes(header: _Header) -> int:
+    """The most bytes the PixelData value of a file can hold: its length, within the file."""
+    element = header.dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
+    value = getattr(element, "value", None)
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    offset = getattr(element, "value_tell", None) or 0
+    room = max(0, os.path.getsize(header.path) - offset)
+    length = getattr(element, "length", None)
+    return room if length is None or length == 0xFFFFFFFF else min(int(length), room)
 
 
 # --- pixels -----------------------------------------------------------------------------
@@ -441,7 +705,7 @@ def _same_frame_layout(headers: list[_Header], where: str) -> None:
 
 def _stored_dtype(dataset: Any) -> np.dtype:
     bits = int(dataset.get("BitsAllocated", 16))
-    signed = int(dataset.get("PixelRepresentation", 0)) == 1
+    signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
     if bits not in (8, 16, 32):
         raise ResourceError(
             f"DICOM BitsAllocated={bits} is not supported; accepted: 8, 16 or 32 bits."
@@ -449,19 +713,56 @@ def _stored_dtype(dataset: Any) -> np.dtype:
     return np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
 
 
-def _rescale_of(dataset: Any) -> tuple[float, float]:
-    return (
-        _float(dataset.get("RescaleSlope")) if "RescaleSlope" in dataset else 1.0,
-        _float(dataset.get("RescaleIntercept")) if "RescaleIntercept" in dataset else 0.0,
+def _rescale_of(dataset: Any, where: str) -> tuple[float, float]:
+    """The (slope, intercept) that turns stored values into real ones.
+
+    RescaleSlope/RescaleIntercept (CT Hounsfield units, PET activity, ...); for RT dose,
+    DoseGridScaling (stored values times it are the dose in DoseUnits).
+    """
+    if str(_get(dataset, "Modality", where) or "") == "RTDOSE":
+        scaling = _tag_values(dataset, "DoseGridScaling", 1, where)
+        if scaling is not None:
+            if not scaling[0] > 0:
+                raise _invalid("DoseGridScaling", where, scaling)
+            return (float(scaling[0]), 0.0)
+    return _rescale_values(
+        _get(dataset, "RescaleSlope", where), _get(dataset, "RescaleIntercept", where), where
     )
 
 
-def _frame_rescale(dataset: Any, frame: int) -> tuple[float, float]:
-    slope = _functional(dataset, frame, "PixelValueTransformationSequence", "RescaleSlope")
-    intercept = _functional(dataset, frame, "PixelValueTransformationSequence", "RescaleIntercept")
-    if slope is None and intercept is None:
-        return _rescale_of(dataset)
-    return (_float(slope) if slope is not None else 1.0, _float(intercept) or 0.0)
+def _rescale_values(slope: Any, intercept: Any, where: str) -> tuple[float, float]:
+    slopes = _values(slope, "RescaleSlope", 1, where)
+    intercepts = _values(intercept, "RescaleIntercept", 1, where)
+    if slopes is not None and slopes[0] == 0:
+        raise _invalid("RescaleSlope", where, slopes, accepted="one finite, non-zero number")
+    return (
+        float(slopes[0]) if slopes is not None else 1.0,
+        float(intercepts[0]) if intercepts is not None else 0.0,
+    )
+
+
+def _frame_rescales(header: _Header, frames: int) -> list[tuple[float, float]]:
+    """Each frame's (slope, intercept): its functional groups', else the file's."""
+    dataset, name = header.dataset, file_name(header.path)
+    shared = _rescale_of(dataset, name)
+    per_frame = _get(dataset, "PerFrameFunctionalGroupsSequence", name)
+
+    def frame_rescale(index: int) -> tuple[float, float]:
+        slope = _functional(dataset, index, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _functional(
+            dataset, index, "PixelValueTransformationSequence", "RescaleIntercept"
+        )
+        if slope is None and intercept is None:
+            return shared
+        return _rescale_values(slope, intercept, f"frame {index + 1} of {name}")
+
+    if per_frame is None:  # one rescale (maybe a shared functional group's) for every frame
+        return [frame_rescale(0)] * frames
+    rescales = []
+    for index in range(frames):
+        check_deadline()
+        rescales.append(frame_rescale(index))
+    return rescales
 
 
 def _output_dtype(dataset: Any, rescales: Sequence[tuple[float, float]]) -> np.dtype:
@@ -471,7 +772,7 @@ def _output_dtype(dataset: Any, rescales: Sequence[tuple[float, float]]) -> np.d
         return stored
     if not all(float(s).is_integer() and float(b).is_integer() for s, b in rescales):
         return np.dtype(np.float32)
-    bits_stored = int(dataset.get("BitsStored", stored.itemsize * 8))
+    bits_stored = int(dataset.get("BitsStored", stored.itemsize * 8) or stored.itemsize * 8)
     if stored.kind == "i":
         low, high = -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
     else:
@@ -489,11 +790,17 @@ def _read_volume(
     rescales: Sequence[tuple[float, float]],
     frame_indices: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Read frames into one preallocated volume, slot ``k`` from ``headers[k]``."""
+    """Read frames into one preallocated volume, slot ``k`` from ``headers[k]``.
+
+    The whole volume is charged to the decode budget once, before it is allocated; the
+    request's deadline is checked before every slice.
+    """
     first = headers[0].dataset
     rows, columns = int(first.Rows), int(first.Columns)
     out_dtype = _output_dtype(first, rescales)
-    check_decoded_size((len(headers), rows, columns), out_dtype.itemsize, headers[0].path)
+    check_decoded_size(
+        (len(headers), rows, columns), out_dtype.itemsize, file_name(headers[0].path)
+    )
     volume = np.empty((len(headers), rows, columns), dtype=out_dtype)
     stored = _stored_dtype(first)
     # Reading into the volume itself works when its type has the stored bytes' meaning.
@@ -503,15 +810,21 @@ def _read_volume(
     scratch = None if direct else np.empty((rows, columns), dtype=stored)
     decoded_frames: dict[str, np.ndarray] = {}
     for slot, header in enumerate(headers):
+        check_deadline()
         frame = 0 if frame_indices is None else frame_indices[slot]
         target = volume[slot].view(stored) if direct else scratch
         assert target is not None
         if not _read_native_frame(header, frame, target):
             frames = decoded_frames.get(header.path)
             if frames is None:
-                frames = _frames_array(header)
+                frames = _frames_array(header, charge_budget=False)  # charged as the volume
                 if frame_indices is not None:
                     decoded_frames[header.path] = frames  # a multi-frame file: decode once
+            if frames.shape[-2:] != target.shape:
+                raise ResourceError(
+                    f"The pixel data of {file_name(header.path)} decodes to frames of "
+                    f"{frames.shape[-2:]}, not the declared Rows x Columns {target.shape}."
+                )
             target[...] = frames[frame] if frames.ndim == 3 else frames
         slope, intercept = rescales[slot]
         if direct and (slope, intercept) == (1.0, 0.0):
@@ -528,10 +841,10 @@ def _read_native_frame(header: _Header, frame: int, target: np.ndarray) -> bool:
     dataset = header.dataset
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     byte_order = _NATIVE_SYNTAXES.get(str(syntax)) if syntax is not None else None
-    if byte_order is None or int(dataset.get("SamplesPerPixel", 1)) != 1:
+    if byte_order is None or int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
         return False
     stored = target.dtype
-    bits_stored = int(dataset.get("BitsStored", stored.itemsize * 8))
+    bits_stored = int(dataset.get("BitsStored", stored.itemsize * 8) or stored.itemsize * 8)
     if stored.kind == "i" and bits_stored < stored.itemsize * 8:
         return False  # needs sign extension: pydicom's decoder does it
     element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
@@ -541,38 +854,40 @@ def _read_native_frame(header: _Header, frame: int, target: np.ndarray) -> bool:
     frame_bytes = target.nbytes
     if element.length is not None and element.length < (frame + 1) * frame_bytes:
         raise ResourceError(
-            f"The pixel data of {header.path!r} is truncated: {element.length} bytes for "
-            f"frame {frame + 1} of {frame_bytes} bytes each."
+            f"The pixel data of {file_name(header.path)} is truncated: {element.length} "
+            f"bytes for frame {frame + 1} of {frame_bytes} bytes each."
         )
     with open(header.path, "rb") as file:
         file.seek(offset + frame * frame_bytes)
         read = file.readinto(memoryview(target).cast("B"))
     if read != frame_bytes:
-        raise ResourceError(f"The pixel data of {header.path!r} is truncated.")
+        raise ResourceError(f"The pixel data of {file_name(header.path)} is truncated.")
     if byte_order == ">" and stored.itemsize > 1:
         target.byteswap(inplace=True)
     return True
 
 
-def _frames_array(header: _Header) -> np.ndarray:
+def _frames_array(header: _Header, *, charge_budget: bool = True) -> np.ndarray:
     """Decode every frame of a file with pydicom (compressed syntaxes, colour)."""
     dataset = header.dataset
-    declared = [
-        int(dataset.get("NumberOfFrames", 1) or 1),
-        int(dataset.get("Rows", 0)),
-        int(dataset.get("Columns", 0)),
-        int(dataset.get("SamplesPerPixel", 1)),
-    ]
-    check_decoded_size(declared, max(1, int(dataset.get("BitsAllocated", 8)) // 8), header.path)
+    if charge_budget:
+        declared = [
+            int(dataset.get("NumberOfFrames", 1) or 1),
+            int(dataset.get("Rows", 0)),
+            int(dataset.get("Columns", 0)),
+            int(dataset.get("SamplesPerPixel", 1) or 1),
+        ]
+        itemsize = max(1, int(dataset.get("BitsAllocated", 8)) // 8)
+        check_decoded_size(declared, itemsize, file_name(header.path))
     try:
         pixels = _full(header).dataset.pixel_array
     except Exception as error:  # pydicom raises many types for undecodable pixel data
         syntax = getattr(getattr(header.dataset, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
         raise ResourceError(
-            f"Cannot decode the pixel data of {header.path!r} (transfer syntax {name}): "
-            f"{error}. Compressed DICOM needs the decoders of the dicom extra: "
-            'pip install "datamint[dicom]".'
+            f"Cannot decode the pixel data of {file_name(header.path)} (transfer syntax "
+            f"{name}): {reason(error, header.path)}. Compressed DICOM needs the decoders of "
+            'the dicom extra: pip install "datamint[dicom]".'
         ) from None
     return pixels if pixels.dtype.isnative else pixels.astype(pixels.dtype.newbyteorder("="))
 
@@ -581,7 +896,7 @@ def _rescaled(
     pixels: np.ndarray, rescales: Sequence[tuple[float, float]], header: _Header
 ) -> tuple[np.ndarray, np.dtype]:
     """Apply one rescale to an image or video (colour images are never rescaled)."""
-    if int(header.get("SamplesPerPixel", 1)) != 1:
+    if int(header.get("SamplesPerPixel", 1) or 1) != 1:
         return pixels, pixels.dtype
     out_dtype = _output_dtype(header.dataset, rescales[:1])
     slope, intercept = rescales[0]
@@ -596,6 +911,132 @@ def _rescaled(
 # --- attributes -------------------------------------------------------------------------
 
 
+def _get(dataset: Any, keyword: str, where: str = "the file") -> Any:
+    """An attribute's value, or None; a value pydicom cannot parse is the file's error."""
+    try:
+        return dataset.get(keyword)
+    except Exception as error:  # pydicom converts raw values on first access
+        raise ResourceError(
+            f"{keyword} of {where} cannot be parsed ({type(error).__name__}); accepted: "
+            f"{_ACCEPTED_VALUES.get(keyword, 'a value of its DICOM type')}."
+        ) from None
+
+
+def _values(
+    value: Any, keyword: str, count: int, where: str, *, accepted: str | None = None
+) -> np.ndarray | None:
+    """The numbers of a numeric attribute: ``None`` when absent or empty.
+
+    Raises:
+        ResourceError: present, but not ``count`` finite numbers; names the attribute and
+            ``where`` (a file name, or a frame of one), never the raw bytes.
+    """
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return None
+    items = [value] if isinstance(value, (str, bytes, int, float)) else list(value)
+    if not items:
+        return None
+    try:
+        numbers = np.array([float(item) for item in items], dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        raise ResourceError(
+            f"{keyword} of {where} holds values that are not numbers; accepted: "
+            f"{accepted or _ACCEPTED_VALUES.get(keyword, f'{count} finite numbers')}."
+        ) from None
+    if numbers.shape != (count,) or not np.isfinite(numbers).all():
+        raise _invalid(keyword, where, numbers, accepted=accepted)
+    return numbers
+
+
+def _tag_values(
+    dataset: Any, keyword: str, count: int, where: str, *, accepted: str | None = None
+) -> np.ndarray | None:
+    return _values(_get(dataset, keyword, where), keyword, count, where, accepted=accepted)
+
+
+def _invalid(
+    keyword: str, where: str, values: np.ndarray, *, accepted: str | None = None
+) -> ResourceError:
+    count = len(values)
+    shown = _rounded(values) if count <= 16 else f"{count} values"
+    return ResourceError(
+        f"{keyword} of {where} is {shown} ({count} value{'s' if count != 1 else ''}); "
+        f"accepted: {accepted or _ACCEPTED_VALUES.get(keyword, 'finite numbers')}."
+    )
+
+
+def _orientation(value: Any, where: str) -> np.ndarray | None:
+    """ImageOrientationPatient checked: two unit directions, perpendicular (or None)."""
+    values = _values(value, "ImageOrientationPatient", 6, where)
+    if values is None:
+        return None
+    row, column = values[:3], values[3:]
+    row_length, column_length = float(np.linalg.norm(row)), float(np.linalg.norm(column))
+    lengths = row_length * column_length
+    cosine = float(row @ column) / lengths if lengths else 1.0
+    if (
+        abs(row_length - 1) > _UNIT_LENGTH_TOLERANCE
+        or abs(column_length - 1) > _UNIT_LENGTH_TOLERANCE
+        or abs(cosine) > _PERPENDICULAR_TOLERANCE
+    ):
+        raise ResourceError(
+            f"ImageOrientationPatient of {where} is {_rounded(values)}: row direction of "
+            f"length {row_length:.4g}, column direction of length {column_length:.4g}, cosine "
+            f"between them {cosine:.4g}; accepted: {_ACCEPTED_VALUES['ImageOrientationPatient']}."
+        )
+    return values
+
+
+def _spacing(value: Any, keyword: str, where: str) -> tuple[float, float] | None:
+    values = _values(value, keyword, 2, where)
+    if values is None:
+        return None
+    if not (values > 0).all():
+        raise _invalid(keyword, where, values)
+    return (float(values[0]), float(values[1]))
+
+
+def _pixel_spacing(dataset: Any, where: str) -> tuple[float, float] | None:
+    """PixelSpacing (else ImagerPixelSpacing), checked: two finite, positive numbers."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        spacing = _spacing(_get(dataset, keyword, where), keyword, where)
+        if spacing is not None:
+            return spacing
+    return None
+
+
+def _length(dataset: Any, keyword: str, where: str) -> float | None:
+    """SliceThickness or SpacingBetweenSlices, checked: one finite, positive number."""
+    values = _tag_values(dataset, keyword, 1, where)
+    if values is None:
+        return None
+    if not values[0] > 0:
+        raise _invalid(keyword, where, values)
+    return float(values[0])
+
+
+def _count(dataset: Any, keyword: str, where: str, default: int | None = None) -> int:
+    """A positive integer attribute (Rows, NumberOfFrames, ...); ``default`` when absent."""
+    value = _get(dataset, keyword, where)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default is None:
+            raise ResourceError(
+                f"{where} has no {keyword}; accepted: a DICOM image declaring Rows, Columns "
+                "and BitsAllocated."
+            )
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = float("nan")
+    if keyword == "NumberOfFrames" and number == 0:
+        return 1  # some writers put 0 for a single frame
+    if not (np.isfinite(number) and number.is_integer() and number >= 1):
+        shown = f"{number:g}" if np.isfinite(number) else "not a whole number"
+        raise ResourceError(f"{keyword} of {where} is {shown}; accepted: a positive integer.")
+    return int(number)
+
+
 def _float(value: Any) -> float | None:
     if value is None or value == "":
         return None
@@ -607,35 +1048,28 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _floats(value: Any, count: int) -> np.ndarray | None:
-    if value is None:
-        return None
-    try:
-        values = np.asarray([float(v) for v in value], dtype=float)
-    except (TypeError, ValueError):
-        return None
-    return values if values.shape == (count,) and np.isfinite(values).all() else None
-
-
-def _rounded(values: np.ndarray | None) -> list[float] | None:
+def _rounded(values: Any) -> list[float] | None:
     return None if values is None else [round(float(v), 6) for v in values]
 
 
-def _pair(values: np.ndarray | None) -> tuple[float, float] | None:
-    return None if values is None else (float(values[0]), float(values[1]))
-
-
-def _pixel_spacing(dataset: Any) -> tuple[float, float] | None:
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        values = _floats(dataset.get(keyword), 2)
-        if values is not None and (values > 0).all():
-            return _pair(values)
-    return None
-
-
 def _modality(header: _Header) -> str | None:
-    modality = header.get("Modality")
+    modality = _described(header.dataset, "Modality")
     return str(modality) if modality else None
+
+
+def _uid(value: Any) -> str:
+    """A UID as text, or ``unknown`` for anything that is not one (never other file text)."""
+    text = str(value or "")
+    return text if re.fullmatch(r"[0-9.]{1,64}", text) else "unknown"
+
+
+def _described(dataset: Any, keyword: str) -> Any:
+    """A descriptive attribute's value; one pydicom cannot parse is left out (None)."""
+    try:
+        return dataset.get(keyword)
+    except Exception:  # pydicom converts raw values on first access
+        _logger.debug("Left out %s: its value cannot be parsed", keyword)
+        return None
 
 
 def _json_value(value: Any) -> Any:
@@ -657,13 +1091,16 @@ def _metadata(
     dataset = header.dataset
     metadata: dict[str, Any] = {"format": "dicom", "space": WORLD_FRAME}
     for keyword in _METADATA_KEYWORDS:
-        value = dataset.get(keyword)
+        value = _described(dataset, keyword)
         if value not in (None, ""):
             metadata[keyword] = _json_value(value)
     for keyword in ("WindowCenter", "WindowWidth"):
-        value = _float(dataset.get(keyword))
-        if value is not None:
+        value = _float(_described(dataset, keyword))
+        if value is not None and np.isfinite(value):
             metadata[keyword] = value
-    metadata["RescaleSlope"], metadata["RescaleIntercept"] = rescale
+    if _modality(header) == "RTDOSE" and "DoseGridScaling" in dataset:
+        metadata["DoseGridScaling"] = rescale[0]  # applied: the values are in DoseUnits
+    else:
+        metadata["RescaleSlope"], metadata["RescaleIntercept"] = rescale
     metadata["SOPInstanceUIDs"] = [str(uid) for uid in sop_instance_uids if uid]
     return metadata

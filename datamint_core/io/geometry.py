@@ -32,6 +32,9 @@ WORLD_FRAME = "RAS"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: nibabel's (i, j, k) axes in datamint's (D, H, W) order.
 _NIFTI_AXES_AS_DHW = (2, 1, 0)
+# Axes whose unit vectors span less volume than this are (nearly) parallel: about 0.06
+# degrees between two of them.
+_MIN_AXES_VOLUME_RATIO = 1e-3
 
 
 def dicom_affine(
@@ -68,6 +71,27 @@ def slice_normal(orientation: Sequence[float]) -> np.ndarray:
     column_direction = np.asarray(orientation[3:6], dtype=float)
     normal = np.cross(row_direction, column_direction)
     return normal / np.linalg.norm(normal)
+
+
+def affine_problem(affine: np.ndarray) -> str | None:
+    """What makes ``affine`` unusable as a volume's geometry, or ``None`` when it is usable.
+
+    Usable: a 4x4 matrix of finite numbers whose three axis columns have a positive length
+    and are not (nearly) parallel, so that the affine can be inverted.
+    """
+    matrix = np.asarray(affine, dtype=float)
+    if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+        return "is not a 4x4 matrix of finite numbers"
+    axes = matrix[:3, :3]
+    lengths = np.linalg.norm(axes, axis=0)
+    if not (lengths > 0).all() or not np.isfinite(lengths).all():
+        return f"has axes of length {[float(length) for length in lengths]} mm"
+    # |det| / product of the lengths is 1 for perpendicular axes and 0 for parallel ones.
+    with np.errstate(over="ignore", invalid="ignore"):
+        volume_ratio = abs(float(np.linalg.det(axes / lengths[None, :])))
+    if not volume_ratio > _MIN_AXES_VOLUME_RATIO:
+        return "is singular: its axes are (nearly) parallel"
+    return None
 
 
 def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:

@@ -26,21 +26,25 @@ def output_format(path: str | None) -> str:
 
 def predict_file(
     model_uri: str,
-    input_path: str,
+    input_path: str | Mapping[str, str],
     output_path: str | None = None,
     *,
     overlay_path: str | None = None,
     params: Mapping[str, Any] | None = None,
+    fourth_axis: str = "auto",
 ) -> list[Annotation]:
     """Read ``input_path``, predict with the model, write the result where asked.
 
     Args:
         model_uri: the model to load.
-        input_path: a DICOM file or series directory, NIfTI, PNG, JPEG, ``.npy`` or ``.npz``.
+        input_path: a DICOM file or series directory, NIfTI, PNG, JPEG, ``.npy`` or ``.npz``;
+            or ``{channel name: path}``, the co-registered channels of one multi-modal case
+            (:func:`datamint_core.io.read_case`).
         output_path: ``.json`` (stdout when None), ``.nii``/``.nii.gz`` or ``.dcm`` (DICOM
             SEG, for a DICOM input).
         overlay_path: also draw the annotations over the image (or the busiest slice) here.
         params: the prediction params (``mode`` and the mode's params).
+        fourth_axis: how a 4-D NIfTI's fourth axis is read (``auto``, ``channels``, ``time``).
 
     Returns:
         The annotations found for the input.
@@ -49,17 +53,24 @@ def predict_file(
         ResourceError: an unreadable input, an output the result cannot be written as.
     """
     from datamint_core.flavor import load_model
-    from datamint_core.io import detect_format, read, writers
+    from datamint_core.io import detect_format, read, read_case, writers
     from datamint_core.serving.payload import predictions_to_json
 
     suffix = output_format(output_path)
-    input_format = detect_format(input_path)
-    if suffix == ".dcm" and input_format != "dicom":
+    paths = dict(input_path) if isinstance(input_path, Mapping) else {"": input_path}
+    # A case's SEG references its first DICOM channel (the channels share one grid).
+    formats = {path: detect_format(path) for path in paths.values()}
+    dicom_source = next((p for p, found in formats.items() if found == "dicom"), None)
+    if suffix == ".dcm" and dicom_source is None:
+        shown = ", ".join(f"{path!r} is {found}" for path, found in formats.items())
         raise ResourceError(
             f"A DICOM SEG references its source series, so it needs a DICOM input; "
-            f"{input_path!r} is {input_format}. Write .nii.gz or .json instead."
+            f"{shown}. Write .nii.gz or .json instead."
         )
-    resource = read(input_path)
+    if isinstance(input_path, Mapping):
+        resource = read_case(paths, fourth_axis=fourth_axis)
+    else:
+        resource = read(input_path, fourth_axis=fourth_axis)
     model = load_model(model_uri)
     (annotations,) = model.predict([resource], dict(params or {}))
     if suffix == ".json":
@@ -70,7 +81,7 @@ def predict_file(
         else:
             writers.write_bytes(output_path, body)
     elif suffix == ".dcm":
-        writers.write_dicom_seg(annotations, output_path, source=input_path)
+        writers.write_dicom_seg(annotations, output_path, source=dicom_source)
     else:
         source = resource if isinstance(resource, VolumeResource) else None
         writers.write_nifti(annotations, output_path, source=source)

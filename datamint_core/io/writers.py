@@ -124,7 +124,7 @@ def write_nifti(
         ImportError: ``pip install "datamint[nifti]"``.
     """
     nibabel = require("nibabel", "Writing NIfTI")
-    shape = source.pixels.shape if source is not None else None
+    shape = source.spatial_shape if source is not None else None
     labels, names = label_volume(annotations, shape)
     if labels.ndim == 2:
         labels = labels[None]
@@ -274,6 +274,8 @@ def write_overlay_png(
     from PIL import Image, ImageDraw, ImageFont
 
     picture, layers, names, index = _overlay_layers(resource, annotations, slice_index)
+    if picture.ndim == 3 and resource.channel_names is not None:
+        picture = picture[..., 0]  # named channels (modalities): draw over the first
     gray = picture.mean(axis=2) if picture.ndim == 3 else picture
     rgb = np.repeat(window_to_uint8(gray, resource.metadata)[..., None], 3, axis=2)
     rgb = rgb.astype(np.float32)

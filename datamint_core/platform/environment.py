@@ -24,7 +24,7 @@ TRACKING_AUTH = "MLFLOW_TRACKING_AUTH"
 
 
 def setup_mlflow_environment(overwrite: bool = False, set_mlflow: bool = True) -> bool:
-    """Set MLflow's environment from the Datamint settings; return whether they were complete.
+    """Set MLflow's environment from the Datamint settings; return whether that was done.
 
     Args:
         overwrite: replace an ``MLFLOW_TRACKING_URI`` / ``MLFLOW_TRACKING_AUTH`` already set.
@@ -32,19 +32,27 @@ def setup_mlflow_environment(overwrite: bool = False, set_mlflow: bool = True) -
             platform's URI when it is the one in effect.
 
     Returns:
-        ``True`` when an API key is configured and MLflow now points at (or was already
-        pointed at) a tracking server; ``False`` when no API key is configured (nothing is
-        changed then).
+        ``True`` when the settings are complete and safe and MLflow now points at (or was
+        already pointed at) a tracking server. ``False``, with nothing changed, when they are
+        incomplete (no API key), unsafe (plain HTTP to another machine: the key would travel
+        in clear text), malformed, or the config file is unreadable; the reason is logged
+        (a warning, except for the plain absence of a key) and
+        :func:`ensure_mlflow_configured` raises it.
 
-    Raises:
-        PlatformConfigError: a configured URL is unsafe (plain HTTP to another machine) or
-            malformed, or the config file is unreadable.
+    Example:
+        >>> if not setup_mlflow_environment():   # doctest: +SKIP
+        ...     print("tracking stays where MLFLOW_TRACKING_URI says")
     """
-    settings = load_settings()
-    if not settings.configured:
-        _logger.debug("no Datamint API key configured; MLflow's configuration is left as is")
+    try:
+        settings = load_settings()
+        if not settings.configured:
+            _logger.debug("no Datamint API key configured; MLflow's configuration is left as is")
+            return False
+        settings.check()
+    except PlatformConfigError as error:
+        _logger.warning("Datamint settings not applied, MLflow's configuration is left as is: %s",
+                        error)
         return False
-    settings.check()
     uri = settings.tracking_uri
     if overwrite or not os.environ.get(TRACKING_URI):
         os.environ[TRACKING_URI] = uri
@@ -59,16 +67,18 @@ def setup_mlflow_environment(overwrite: bool = False, set_mlflow: bool = True) -
 
 
 def ensure_mlflow_configured() -> None:
-    """Configure MLflow for the Datamint platform, or say which setting is missing.
+    """Configure MLflow for the Datamint platform, or say which setting is missing or unsafe.
 
     Raises:
-        ValueError: (a :class:`PlatformConfigError`) no API key is configured and MLflow has no
-            tracking URI of its own, or a configured URL is unsafe.
+        ValueError: (a :class:`PlatformConfigError`) the Datamint settings are unsafe,
+            malformed or unreadable, or no API key is configured and MLflow has no tracking
+            URI of its own.
     """
     if setup_mlflow_environment():
         return
-    if not os.environ.get(TRACKING_URI):
-        load_settings().check()  # raises, naming DATAMINT_API_KEY
+    settings = load_settings()  # raises when the config file is unreadable
+    if settings.configured or not os.environ.get(TRACKING_URI):
+        settings.check()  # raises, naming the missing or unsafe setting
 
 
 def configure_on_import() -> None:

@@ -76,7 +76,7 @@ from datamint_core.serving.payload import (
     predictions_to_json,
     too_large_input,
 )
-from datamint_core.serving.viewer import STATIC_FILES, static_file, with_preview
+from datamint_core.serving.viewer import PAGE_HEADERS, STATIC_FILES, static_file, with_preview
 
 _logger = logging.getLogger(__name__)
 
@@ -195,13 +195,15 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
 
     @app.get("/")
     async def viewer_page() -> Response:
-        return Response(static["index.html"], media_type=STATIC_FILES["index.html"])
+        return Response(
+            static["index.html"], media_type=STATIC_FILES["index.html"], headers=PAGE_HEADERS
+        )
 
     @app.get("/static/{name}")
     async def viewer_file(name: str) -> Response:
         if name not in static:
             return _error(RequestError(404, "NOT_FOUND", f"No static file {name!r}."))
-        return Response(static[name], media_type=STATIC_FILES[name])
+        return Response(static[name], media_type=STATIC_FILES[name], headers=PAGE_HEADERS)
 
     def predict_with_preview(
         served: ServedModel, resources: list[BaseResource], params: dict[str, Any]
@@ -288,12 +290,24 @@ async def _read_request(
 
         return handle_json
 
-    parser = MultiPartParser(
-        request.headers, stream, max_part_size=config.max_request_size, max_files=1000
+    parser = _DiskSpooledParser(
+        request.headers,
+        stream,
+        max_part_size=config.max_request_size,
+        max_files=config.max_parts,
+        max_fields=config.max_parts,
     )
     try:
         form = await parser.parse()
     except MultiPartException as error:
+        if parser.too_many_parts:
+            raise RequestError(
+                413,
+                "REQUEST_TOO_LARGE",
+                f"The multipart body has more than {config.max_parts} parts (files or fields); "
+                "start the server with a higher --max-parts (env DATAMINT_SERVE_MAX_PARTS), or "
+                "send the volume as one part (.npy, or a compressed NIfTI .nii.gz).",
+            ) from None
         raise malformed(f"Cannot read the multipart body: {error}.") from None
     files: dict[str, Any] = {}
     for name, value in form.multi_items():
@@ -323,6 +337,20 @@ async def _read_request(
                     upload.file.close()
 
     return handle_multipart
+
+
+class _DiskSpooledParser(MultiPartParser):
+    """Starlette's multipart parser with file parts over 64 KiB spooled to disk at once.
+
+    Starlette keeps each part in memory up to 1 MiB: a series of 512x512 slices (0.5 MiB
+    each) would then sit whole in the server's memory beside the volume decoded from it.
+    """
+
+    spool_max_size = 64 * 1024
+
+    @property
+    def too_many_parts(self) -> bool:
+        return self._current_files > self.max_files or self._current_fields > self.max_fields
 
 
 def _predict(served: ServedModel, resources: list[BaseResource], params: dict[str, Any]) -> bytes:

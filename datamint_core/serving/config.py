@@ -9,6 +9,7 @@ flag                            environment variable                        defa
 ``--max-request-size``          ``DATAMINT_SERVE_MAX_REQUEST_SIZE``         512M
 ``--max-decoded-bytes``         ``DATAMINT_SERVE_MAX_DECODED_BYTES``        1G
 ``--max-slices``                ``DATAMINT_SERVE_MAX_SLICES``               4096
+``--max-parts``                 ``DATAMINT_SERVE_MAX_PARTS``                4096
 ``--timeout``                   ``DATAMINT_SERVE_REQUEST_TIMEOUT``          60 s
 ``--read-timeout``              ``DATAMINT_SERVE_READ_TIMEOUT``             30 s
 ``--limit-concurrency``         ``DATAMINT_SERVE_LIMIT_CONCURRENCY``        1000
@@ -72,6 +73,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
     "keep_alive_timeout": ("DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT", _seconds, _SECONDS),
     "graceful_timeout": ("DATAMINT_SERVE_GRACEFUL_TIMEOUT", _seconds, _SECONDS),
     "max_header_size": ("DATAMINT_SERVE_MAX_HEADER_SIZE", parse_size, "a byte count such as 64K"),
+    "max_parts": ("DATAMINT_SERVE_MAX_PARTS", _count, "a positive integer"),
 }
 
 
@@ -94,6 +96,8 @@ class ServerConfig:
         keep_alive_timeout: seconds an idle keep-alive connection stays open.
         graceful_timeout: seconds SIGTERM waits for requests in flight before closing them.
         max_header_size: largest request head (request line and headers), in bytes.
+        max_parts: multipart parts one request may carry (files and fields each); a DICOM
+            series sent file by file needs one per slice. More get a 413.
     """
 
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
@@ -106,6 +110,7 @@ class ServerConfig:
     keep_alive_timeout: float = 5.0
     graceful_timeout: float = 30.0
     max_header_size: int = 64 * 1024
+    max_parts: int = 4096
 
     def __post_init__(self) -> None:
         for name, (_, parse, accepted) in _SETTINGS.items():

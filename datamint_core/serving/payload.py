@@ -19,6 +19,17 @@ A ``resource`` is the JSON form of :mod:`datamint_core.resources`, pixels inline
   pixel data refers to another part: ``"pixel_data": {"encoding": "multipart", "part": "ct"}``;
 - one *file* part (one with a filename) per array, named as referenced, holding the
   ``.npy`` bytes (``np.save``) or an ``.npz`` with one array; arrays are never unpickled.
+  A part may also hold a DICOM file, NIfTI (``.nii``, ``.nii.gz``: a whole volume in one
+  compressed part), PNG or JPEG; several files under one part name are one DICOM series.
+- **a multi-modal case** (one resource, several co-registered channels): list the parts,
+  in channel order, as ``"pixel_data": {"encoding": "multipart", "parts": ["t1", "t1c",
+  "t2", "flair"]}``; each part (a file, or a series of files) is one channel, named after
+  its part unless the resource gives ``channel_names``. Their grids must agree (shape,
+  and affine within :data:`datamint_core.io.AFFINE_TOLERANCE_MM`); the channels are stacked
+  as :func:`datamint_core.io.read_case` stacks them.
+
+A request may carry up to ``--max-parts`` file parts (default 4096: a series of that many
+slices), raisable like the other limits.
 
 For example, with curl::
 
@@ -26,6 +37,11 @@ For example, with curl::
                "pixel_data": {"encoding": "multipart", "part": "ct"}}],
                "params": {"mode": "volume"}};type=application/json' \\
          -F 'ct=@ct.npy;type=application/octet-stream' http://127.0.0.1:8080/invocations
+
+    curl -F 'request={"resources": [{"id": "brats-1", "pixel_data": {"encoding":
+               "multipart", "parts": ["t1", "t1c", "t2", "flair"]}}]}' \\
+         -F t1=@t1.nii.gz -F t1c=@t1c.nii.gz -F t2=@t2.nii.gz -F flair=@flair.nii.gz \\
+         http://127.0.0.1:8080/invocations
 
 **Answer**: ``{"predictions": [[annotation, ...], ...]}``, one list per resource, in order;
 each annotation is ``Annotation.to_dict()`` (masks run-length encoded).
@@ -300,21 +316,55 @@ def _with_part_arrays(records: list[Any], arrays: Mapping[str, BinaryIO]) -> lis
         if not (isinstance(pixel_data, Mapping) and pixel_data.get("encoding") == "multipart"):
             resolved.append(record)
             continue
-        name = pixel_data.get("part")
-        if name not in arrays:
-            raise malformed(
-                f"Input #{position} refers to the multipart part {name!r}, which the request "
-                f"does not have; its file parts are {sorted(arrays)}."
-            )
-        used.add(name)
-        resolved.append(_with_part(record, arrays[name], name, position))
+        names = _part_names(pixel_data, position)
+        for name in names:
+            if name not in arrays:
+                raise malformed(
+                    f"Input #{position} refers to the multipart part {name!r}, which the "
+                    f"request does not have; its file parts are {sorted(arrays)[:50]}."
+                )
+        used.update(names)
+        if "parts" in pixel_data:
+            resolved.append(_with_channel_parts(record, arrays, names, position))
+        else:
+            resolved.append(_with_part(record, arrays[names[0]], names[0], position))
     unused = sorted(set(arrays) - used)
     if unused:
         raise malformed(
-            f"The multipart part(s) {unused} are not referenced by any resource; refer to a "
-            'part with "pixel_data": {"encoding": "multipart", "part": NAME}.'
+            f"The multipart part(s) {unused[:50]} are not referenced by any resource; refer to "
+            'a part with "pixel_data": {"encoding": "multipart", "part": NAME} (or "parts": '
+            "[NAME, ...] for the channels of a multi-modal case)."
         )
     return resolved
+
+
+def _part_names(pixel_data: Mapping[str, Any], position: int) -> list[str]:
+    """The part a record refers to (``part``), or its channels' parts (``parts``), checked."""
+    if ("part" in pixel_data) == ("parts" in pixel_data):
+        raise malformed(
+            f"Input #{position}: multipart pixel_data needs exactly one of 'part' (the name of "
+            "one file part) or 'parts' (a list of part names, one channel each)."
+        )
+    if "part" in pixel_data:
+        if not isinstance(pixel_data["part"], str):
+            raise malformed(
+                f"Input #{position}: 'part' must be a string naming a file part; got "
+                f"{_json_type(pixel_data['part'])}."
+            )
+        return [pixel_data["part"]]
+    names = pixel_data["parts"]
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(name, str) and name for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise malformed(
+            f"Input #{position}: 'parts' must be a list of distinct part names, one per "
+            f'channel in channel order, e.g. ["t1", "t1c", "t2", "flair"]; got '
+            f"{json.dumps(names)[:200]}."
+        )
+    return names
 
 
 def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -> dict[str, Any]:
@@ -326,30 +376,66 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
     """
     files = part if isinstance(part, list) else [part]
     first = getattr(files[0], "file", files[0])
-    first.seek(0)
-    filename = str(getattr(files[0], "filename", None) or "").lower()
-    head = first.read(len(_NPY_MAGIC))
-    is_array = head.startswith(_ARRAY_MAGICS) or filename.endswith((".npy", ".npz"))
-    if len(files) == 1 and is_array:
+    if len(files) == 1 and _is_array_part(files[0]):
         array = _read_npy_part(first, name, position)
         # An array under the "list" encoding is taken as it is (np.asarray: no copy).
         return {**record, "pixel_data": {"encoding": "list", "data": array}}
+    decoded, filename = _decode_files(files, record.get("kind"), position)
+    return _merged(record, decoded, filename)
+
+
+def _with_channel_parts(
+    record: Mapping[str, Any], arrays: Mapping[str, Any], names: list[str], position: int
+) -> dict[str, Any]:
+    """The record with its pixels stacked from one part per channel (a multi-modal case)."""
+    from datamint_core.io._decoded import Decoded
+    from datamint_core.io.case import stack_channels
+
+    def loader(name: str) -> Any:
+        def load() -> tuple[Decoded, str | None]:
+            files = arrays[name] if isinstance(arrays[name], list) else [arrays[name]]
+            if len(files) == 1 and _is_array_part(files[0]):
+                array = _read_npy_part(getattr(files[0], "file", files[0]), name, position)
+                kind = "volume" if array.ndim == 3 else "image"
+                return Decoded(array, kind, "application/octet-stream"), name
+            return _decode_files(files, None, position)
+
+        return load
+
+    try:
+        decoded = stack_channels([(name, loader(name)) for name in names])
+    except ResourceError as error:
+        raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
+    if record.get("channel_names") is None:
+        record = {**record, "channel_names": list(names)}
+    return _merged(record, decoded, None)
+
+
+def _decode_files(
+    files: list[Any], kind: str | None, position: int
+) -> tuple[Any, str | None]:
+    """Read one part's files (a DICOM series, NIfTI, an image) with :mod:`datamint_core.io`."""
     from datamint_core.io.uploads import decode_uploads
 
     uploads = [(getattr(f, "filename", None), getattr(f, "file", f)) for f in files]
     try:
-        decoded = decode_uploads(uploads, record.get("kind"))
+        return decode_uploads(uploads, kind), uploads[0][0]
     except ResourceError as error:
         raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
     except InputTooLargeError as error:
         raise too_large_input(error, f"Input #{position}: ") from None
     except ImportError as error:
         raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", f"Input #{position}: {error}") from None
+
+
+def _merged(record: Mapping[str, Any], decoded: Any, filename: str | None) -> dict[str, Any]:
+    """The record with what the file says filling in what the record leaves out."""
     found: dict[str, Any] = {
         "kind": decoded.kind,
-        "filename": uploads[0][0],
+        "filename": filename,
         "mimetype": decoded.mimetype,
         "modality": decoded.modality,
+        "channel_names": list(decoded.channel_names) if decoded.channel_names else None,
     }
     if decoded.spacing is not None and decoded.kind != "video":
         found["spacing"] = list(decoded.spacing)
@@ -363,6 +449,15 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
         merged["metadata"] = decoded.metadata
     merged["pixel_data"] = {"encoding": "list", "data": decoded.pixels}
     return merged
+
+
+def _is_array_part(upload: Any) -> bool:
+    stream = getattr(upload, "file", upload)
+    stream.seek(0)
+    head = stream.read(len(_NPY_MAGIC))
+    stream.seek(0)
+    filename = str(getattr(upload, "filename", None) or "").lower()
+    return head.startswith(_ARRAY_MAGICS) or filename.endswith((".npy", ".npz"))
 
 
 _NPY_MAGIC = b"\x93NUMPY"

@@ -6,6 +6,13 @@ what ``POST /invocations`` takes and answers the predictions plus the picture to
 on: the first resource's pixels windowed to 8 bits, as
 ``{"image": {"kind", "shape": [N, H, W], "channels": 1 or 3, "data": base64}, ...}``.
 No build step and no CDN: the page works on a network with no way out.
+
+The page and its files go out with :data:`PAGE_HEADERS`: the browser runs only the page's
+own script and style sheet (no inline code, nothing from another origin), never shows the
+page in a frame, and never sniffs a response into another type. The script itself puts every
+text that comes from a model, a request or a file into the page as text (``textContent``,
+``new Option``, ``append(string)``), never as HTML, so nothing in a label name or an error
+message can run, with or without the policy.
 """
 
 from __future__ import annotations
@@ -23,6 +30,26 @@ STATIC_FILES = {
     "index.html": "text/html; charset=utf-8",
     "viewer.js": "text/javascript; charset=utf-8",
     "viewer.css": "text/css; charset=utf-8",
+}
+
+
+#: Response headers of the page and its static files.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
 }
 
 

@@ -287,6 +287,7 @@ def test_the_batch_package_exports_exactly_this_and_adds_no_heavy_import(run_pyt
         "BatchInputError",
         "BatchReport",
         "MANIFEST_COLUMNS",
+        "OutputInUseError",
         "OutputMismatchError",
         "read_annotations",
         "read_results",

@@ -244,3 +244,119 @@ def test_importing_the_core_imports_no_mlflow_until_a_model_name_is_used(run_pyt
         "print(before, 'mlflow.pyfunc' in sys.modules)"
     )
     assert out.split() == ["False", "True"]
+
+
+def non_loopback_address() -> str:
+    """An address of this machine that is not loopback: "another machine" to a URL check."""
+    import socket
+
+    for family, _, _, _, address in socket.getaddrinfo(socket.gethostname(), None):
+        if family == socket.AF_INET and not address[0].startswith("127."):
+            return address[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        address = probe.getsockname()[0]
+    if address.startswith("127."):
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    return address
+
+
+@pytest.fixture
+def recording_server():
+    """A real HTTP server on a non-loopback address that records every request's headers."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[dict[str, str]] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            body = b'{"experiments": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer((non_loopback_address(), 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_setup_returns_false_and_logs_why_for_plain_http_off_machine_and_never_sends_the_key(
+    mlflow_env, monkeypatch, recording_server, caplog
+):
+    url, seen = recording_server
+    monkeypatch.setenv("DATAMINT_API_KEY", KEY)
+    monkeypatch.setenv("DATAMINT_API_URL", url)
+    monkeypatch.setenv("DATAMINT_MLFLOW_URL", url)
+    tracking_before = mlflow.get_tracking_uri()
+
+    with caplog.at_level("WARNING", logger="datamint_core.platform.environment"):
+        assert setup_mlflow_environment() is False
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert f"DATAMINT_API_URL={url!r} uses plain HTTP" in record.getMessage()
+    assert "use https://" in record.getMessage() and KEY not in record.getMessage()
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_TRACKING_AUTH" not in os.environ
+    assert mlflow.get_tracking_uri() == tracking_before
+    with pytest.raises(ValueError, match="uses plain HTTP"):
+        ensure_mlflow_configured()
+
+    # Pointed there by hand, MLflow talks to the server, but the key never goes along ...
+    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "datamint")
+    mlflow.set_tracking_uri(url)
+    assert mlflow.search_experiments() == []
+    # ... and the datamint:// store refuses before sending anything.
+    mlflow.set_tracking_uri(url.replace("http://", "datamint://"))
+    with pytest.raises(PlatformConfigError, match="uses plain HTTP"):
+        mlflow.search_experiments()
+    assert seen, "the recording server saw no request at all"
+    assert not [headers for headers in seen if KEY in json.dumps(headers)]
+    assert not [headers for headers in seen if "Authorization" in headers]
+
+
+@pytest.mark.parametrize(
+    "setting, value, reason",
+    [
+        ("DATAMINT_API_URL", "ftp://platform.example.org", "is not a URL the Datamint platform"),
+        ("DATAMINT_MLFLOW_URL", "https://user:pw@mlflow.example.org", "plain base URL"),
+        ("DATAMINT_PLATFORM_TIMEOUT", "soon", "is not a positive number of seconds"),
+    ],
+)
+def test_setup_returns_false_for_a_malformed_setting_and_logs_which(
+    mlflow_env, monkeypatch, caplog, setting, value, reason
+):
+    monkeypatch.setenv("DATAMINT_API_KEY", KEY)
+    monkeypatch.setenv(setting, value)
+    with caplog.at_level("WARNING", logger="datamint_core.platform.environment"):
+        assert setup_mlflow_environment() is False
+    assert reason in caplog.text and setting in caplog.text
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    with pytest.raises(ValueError, match=reason):
+        ensure_mlflow_configured()
+
+
+def test_setup_returns_false_for_an_unreadable_config_file_and_names_it(
+    mlflow_env, config_file, caplog
+):
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text("{not json")
+    with caplog.at_level("WARNING", logger="datamint_core.platform.environment"):
+        assert setup_mlflow_environment() is False
+    assert str(config_file) in caplog.text
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    with pytest.raises(ValueError, match="config"):
+        ensure_mlflow_configured()

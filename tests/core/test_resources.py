@@ -128,8 +128,8 @@ def test_a_video_can_be_read_from_a_npy_file(tmp_path) -> None:
     [
         (ImageResource, (9,), "(H, W) or (H, W, C)"),
         (ImageResource, (2, 8, 9, 3), "(H, W) or (H, W, C)"),
-        (VolumeResource, (8, 9), "(D, H, W) with D the axial axis"),
-        (VolumeResource, (2, 8, 9, 3), "(D, H, W) with D the axial axis"),
+        (VolumeResource, (8, 9), "(D, H, W) or (D, H, W, C) with D the axial axis"),
+        (VolumeResource, (1, 2, 8, 9, 3), "(D, H, W) or (D, H, W, C) with D the axial axis"),
         (VideoResource, (8, 9), "(T, H, W) or (T, H, W, C)"),
         (VideoResource, (1, 2, 8, 9, 3), "(T, H, W) or (T, H, W, C)"),
     ],
@@ -161,7 +161,7 @@ def test_a_resource_without_an_id_is_named_by_its_class_alone() -> None:
         match="^"
         + re.escape(
             "VolumeResource has pixel data of shape (8, 9); "
-            "expected (D, H, W) with D the axial axis."
+            "expected (D, H, W) or (D, H, W, C) with D the axial axis."
         ),
     ):
         VolumeResource(np.zeros((8, 9)))
@@ -736,8 +736,8 @@ def test_unknown_fields_are_rejected_by_name() -> None:
         ResourceError,
         match=re.escape(
             "Unknown resource field(s) ['pixels', 'voxel_size']; accepted fields: ['affine', "
-            "'filename', 'id', 'kind', 'metadata', 'mimetype', 'modality', 'path', 'pixel_data', "
-            "'spacing']."
+            "'channel_names', 'filename', 'id', 'kind', 'metadata', 'mimetype', 'modality', "
+            "'path', 'pixel_data', 'spacing']."
         ),
     ):
         resource_from_dict(data)

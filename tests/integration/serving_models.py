@@ -6,7 +6,14 @@ import time
 
 import numpy as np
 
-from datamint_core import NumericAnnotation, SegmentationAnnotation
+from datamint_core import (
+    AnnotationSpec,
+    AnnotationType,
+    NumericAnnotation,
+    PredictionMode,
+    SegmentationAnnotation,
+    prediction_mode,
+)
 from tests.core.sample_models import ThresholdSegmenter
 
 
@@ -86,3 +93,33 @@ class ChannelThresholdSegmenter(ThresholdSegmenter):
                     pixels = pixels.mean(axis=-1)  # no channels: NaN, never bright
             masks.append(pixels > self.threshold)
         return [[SegmentationAnnotation("bright", mask, confidence=0.9)] for mask in masks]
+
+
+#: Texts a hostile model or client may put in front of the viewer page: each would run
+#: script (setting ``window.__pwned``) if the page ever inserted it as HTML.
+HOSTILE_LABELS = (
+    '<img src=x onerror="window.__pwned=1">',
+    "<script>window.__pwned=2</script>",
+)
+HOSTILE_PARAM = "<img src=x onerror=window.__pwned=3>"
+
+
+class HostileLabelSegmenter(ThresholdSegmenter):
+    """Label names and a mode param name that are HTML with script in it."""
+
+    annotation_specs = [
+        AnnotationSpec(label, AnnotationType.SEGMENTATION) for label in HOSTILE_LABELS
+    ]
+
+    def predict_image(self, model_input, **kwargs):
+        return [
+            [
+                SegmentationAnnotation(HOSTILE_LABELS[0], r.pixels > self.threshold),
+                SegmentationAnnotation(HOSTILE_LABELS[1], r.pixels > 2 * self.threshold),
+            ]
+            for r in model_input
+        ]
+
+    @prediction_mode(PredictionMode.FRAME_RANGE, param_keys=(HOSTILE_PARAM,))
+    def predict_frame_range(self, model_input, **kwargs):
+        return [[] for _ in model_input]

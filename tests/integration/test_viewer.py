@@ -23,6 +23,7 @@ from datamint_core.io.writers import PALETTE
 from tests.core.dicom_files import write_series
 from tests.core.sample_models import ThresholdSegmenter
 from tests.integration._server import Server, call, datamint_serve, encode_parts
+from tests.integration.serving_models import HOSTILE_LABELS, HOSTILE_PARAM, HostileLabelSegmenter
 
 nibabel = pytest.importorskip("nibabel")
 Image = pytest.importorskip("PIL.Image")
@@ -128,6 +129,54 @@ def test_the_viewer_page_and_its_files_are_served_and_nothing_else(server):
             assert response.headers["content-type"].startswith(kind)
     status, answer = call(f"{server.url}/static/..%2Fapp.py", method="GET")
     assert status == 404 and answer["error_code"] == "NOT_FOUND"
+
+
+def test_the_viewer_page_and_its_files_forbid_inline_code_other_origins_framing_and_sniffing(
+    server,
+):
+    import urllib.request
+
+    for path in ("/", "/static/viewer.js", "/static/viewer.css"):
+        with urllib.request.urlopen(server.url + path) as response:
+            headers = response.headers
+        policy = dict(
+            (directive.split()[0], directive.split()[1:])
+            for directive in headers["Content-Security-Policy"].split(";")
+        )
+        assert policy["default-src"] == ["'self'"], path
+        assert policy["script-src"] == policy["style-src"] == ["'self'"], path
+        assert policy["object-src"] == policy["base-uri"] == ["'none'"], path
+        assert policy["frame-ancestors"] == ["'none'"], path
+        assert "unsafe" not in headers["Content-Security-Policy"], path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["X-Frame-Options"] == "DENY", path
+
+
+def test_the_viewer_page_has_no_inline_script_or_style_and_never_inserts_html():
+    from html.parser import HTMLParser
+
+    from datamint_core.serving.viewer import static_file
+
+    inline: list[str] = []
+
+    class Page(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            names = dict(attrs)
+            if tag == "script" and not names.get("src"):
+                inline.append("<script> without src")
+            if tag == "style":
+                inline.append("<style>")
+            inline.extend(f"{tag} {name}=" for name in names if name == "style"
+                          or name.startswith("on"))
+            if any(str(value).startswith("javascript:") for value in names.values()):
+                inline.append(f"{tag} javascript: URL")
+
+    Page().feed(static_file("index.html").decode())
+    assert inline == []
+    script = static_file("viewer.js").decode()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                 "new Function", "setAttribute(\"style", "createContextualFragment"):
+        assert sink not in script, sink
 
 
 def test_the_viewer_endpoint_answers_the_predictions_and_the_8_bit_picture(
@@ -236,15 +285,106 @@ def test_the_viewer_page_in_chromium_draws_the_prediction_over_the_picked_file(
         assert not (empty == PALETTE[0]).all(axis=2).any()
         assert (empty[..., 0] == empty[..., 1]).all()  # gray only
 
-        # The download link holds the predictions as JSON.
-        downloaded = browser.execute_async_script(
-            "const done = arguments[0];"
-            "fetch(document.getElementById('download-link').href)"
-            ".then(r => r.text()).then(done);"
-        )
+        # The download link holds the predictions as JSON. The page's policy lets it fetch
+        # from its own origin only (not blob:), so the link is opened as a user would.
+        page = browser.current_window_handle
+        browser.execute_script("window.open(document.getElementById('download-link').href)")
+        (opened,) = set(browser.window_handles) - {page}
+        browser.switch_to.window(opened)
+        downloaded = browser.find_element("tag name", "body").text
+        browser.close()
+        browser.switch_to.window(page)
         predictions = json.loads(downloaded)["predictions"]
         assert predictions[0][0]["identifier"] == "bright"
         assert predictions[0][0]["mask"]["shape"] == [16, 64, 64]
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# --- hostile texts in front of the page --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("hostile-viewer")
+    save_model(HostileLabelSegmenter(threshold=THRESHOLD), directory / "model")
+    process = datamint_serve(directory / "model", directory / "server.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def wait_for_any(browser, states: tuple[str, ...], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = browser.execute_script("return document.body.dataset.state || ''")
+        if current in states:
+            return current
+        time.sleep(0.1)
+    raise AssertionError(f"the page never reached {states}: {browser.page_source[-2000:]}")
+
+
+def test_html_in_label_names_param_names_messages_and_file_names_is_shown_as_text_never_run(
+    hostile_server, phantom_nifti, tmp_path
+):
+    from selenium.webdriver.support.ui import Select
+
+    hostile_file = tmp_path / "<img src=x onerror=window.__pwned=4>.nii.gz"
+    shutil.copy(phantom_nifti, hostile_file)
+    hostile_value = "<img src=x onerror=window.__pwned=5>"
+    browser, profile = chromium_driver()
+    try:
+        browser.get(hostile_server.url + "/")
+        # Any attempt to run inline code, blocked by the policy, would be reported here.
+        browser.execute_script(
+            "window.__violations = [];"
+            "document.addEventListener('securitypolicyviolation',"
+            " (e) => window.__violations.push(e.violatedDirective + ' ' + e.sample));"
+        )
+        wait_for(browser, "ready")
+        modes = Select(browser.find_element("id", "mode-select"))
+
+        # A param name from the model's metadata becomes a label's text.
+        modes.select_by_value("frame_range")
+        (label,) = browser.find_elements("css selector", "#mode-params label")
+        assert label.text == HOSTILE_PARAM
+
+        # A request's value echoed in the server's error message stays text in the status.
+        modes.select_by_value("slice")
+        browser.find_element("id", "param-slice_index").send_keys(hostile_value)
+        browser.find_element("id", "file-input").send_keys(str(hostile_file))
+        browser.find_element("id", "predict-button").click()
+        assert wait_for_any(browser, ("error",)) == "error"
+        status = browser.find_element("id", "status").text
+        assert f"Param 'slice_index'='{hostile_value}' is not valid" in status
+
+        # The model's label names become the legend's text.
+        browser.execute_script("document.body.dataset.state = 'ready'")
+        modes.select_by_value("volume")
+        browser.find_element("id", "predict-button").click()
+        wait_for(browser, "done")
+        legend = browser.find_elements("css selector", "#legend li")
+        assert [item.text for item in legend] == list(HOSTILE_LABELS)
+
+        assert browser.execute_script("return window.__pwned") is None
+        assert browser.execute_script("return document.querySelectorAll('img, svg').length") == 0
+        assert browser.execute_script("return document.scripts.length") == 1  # viewer.js
+        assert browser.execute_script("return window.__violations") == []
+
+        # And the policy is in force: markup inserted behind the page's back cannot run.
+        browser.execute_script(
+            "document.body.insertAdjacentHTML('beforeend',"
+            " '<img src=\"missing.png\" onerror=\"window.__pwned=9\">')"
+        )
+        deadline = time.monotonic() + 10
+        while not browser.execute_script("return window.__violations.length"):
+            assert time.monotonic() < deadline, "the inline handler was never blocked"
+            time.sleep(0.1)
+        assert browser.execute_script("return window.__pwned") is None
+        assert "script-src" in browser.execute_script("return window.__violations[0]")
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)

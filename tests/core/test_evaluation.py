@@ -1,0 +1,332 @@
+"""``datamint evaluate`` and the MLflow evaluator plugin, on a generated project with a real
+model, the real batch engine and a real SQLite tracking store.
+
+``mlflow.models.evaluate`` needs the full mlflow: mlflow-skinny ships the module, but
+registering MLflow's built-in evaluators imports scikit-learn. The evaluator's tests run in
+the full environment (``scripts/test`` runs tests/core there too).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datamint_core import save_model
+from datamint_core.cli import main
+from datamint_core.evaluation import (
+    EvaluationInputError,
+    case_key,
+    evaluate_predictions,
+    parse_labels,
+    project_cases,
+)
+from datamint_core.io import read
+from datamint_core.metrics import METRIC_NAMES, segmentation_metrics
+from tests.conftest import REPO_ROOT
+from tests.core.evaluation_models import (
+    LABELS,
+    LabelMapSegmenter,
+    expected_prediction,
+    make_project,
+)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_project(tmp_path_factory.mktemp("projects") / "Task01_Generated")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("evaluation") / "segmenter"
+    save_model(LabelMapSegmenter(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(project: Path, model_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``datamint evaluate -m MODEL --project PROJECT``, run once for the module."""
+    output = tmp_path_factory.mktemp("evaluated") / "out"
+    code = main(["evaluate", "-m", str(model_path), "--project", str(project), "-o", str(output),
+                 "--tolerance-mm", "1.5", "--workers", "2"])
+    return code, output
+
+
+def expected_metrics(project: Path, case: str) -> dict[str, dict[str, float]]:
+    """What each case must score: the metrics of the known prediction, read as we read."""
+    image = read(project / "imagesTr" / f"{case}_0000.nii.gz")
+    labels = read(project / "labelsTr" / f"{case}.nii.gz")
+    return segmentation_metrics(expected_prediction(image.pixels), labels.pixels,
+                                labels=LABELS, spacing=labels.spacing, tolerance_mm=1.5)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def test_evaluate_on_a_project_scores_every_case_with_the_label_files_spacing(
+    evaluated, project
+):
+    code, output = evaluated
+
+    assert code == 0
+    rows = read_rows(output / "metrics.csv")
+    assert [row["id"] for row in rows] == ["case_000", "case_001", "case_002"]
+    assert list(rows[0]) == [
+        "id", "status", "error", "spacing", "unmatched", *METRIC_NAMES,
+        *(f"{metric}/{name}" for metric in METRIC_NAMES for name in ("organ", "lesion")),
+    ]
+    for row in rows:
+        assert row["status"] == "ok" and row["error"] == "" and row["unmatched"] == ""
+        expected = expected_metrics(project, row["id"])
+        for name, values in expected.items():
+            for metric, value in values.items():
+                assert float(row[f"{metric}/{name}"]) == pytest.approx(value, nan_ok=True), (
+                    row["id"], metric, name)
+    assert sorted(float(s) for s in rows[0]["spacing"].split()) == [0.7, 0.8, 2.5]
+    perfect, moved, missed = rows
+    assert float(perfect["dice"]) == 1.0 and float(perfect["hd95"]) == 0.0
+    assert float(moved["dice/organ"]) < 1.0 and float(moved["hd95/organ"]) == pytest.approx(1.4)
+    assert float(missed["dice/lesion"]) == 0.0 and float(missed["assd/lesion"]) == math.inf
+    assert math.isnan(float(missed["hd95/lesion"]))  # MONAI's value for a missed structure
+
+
+def test_the_summary_holds_monai_s_mean_reductions_and_the_run_s_settings(evaluated, project):
+    _, output = evaluated
+    summary = json.loads((output / "summary.json").read_text())
+
+    assert summary["cases"] == summary["scored"] == 3 and summary["failed"] == 0
+    assert summary["labels"] == {"1": "organ", "2": "lesion"}
+    assert summary["tolerance_mm"] == 1.5
+    cases = [expected_metrics(project, f"case_{i:03d}") for i in range(3)]
+    organ_dice = [case["organ"]["dice"] for case in cases]
+    assert summary["metrics"]["dice/organ"] == pytest.approx(np.mean(organ_dice))
+    assert summary["metrics"]["assd/lesion"] == "inf"  # strict JSON: one case missed it
+    assert summary["metrics"]["hd95/lesion"] == pytest.approx(
+        np.mean([cases[0]["lesion"]["hd95"], cases[1]["lesion"]["hd95"]])
+    )
+    assert (output / "predictions").is_dir()
+
+
+def test_evaluate_scores_a_batch_output_against_a_labels_directory(
+    evaluated, project, tmp_path, capsys
+):
+    _, output = evaluated
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for file in (project / "labelsTr").iterdir():
+        (labels / file.name).write_bytes(file.read_bytes())
+    # A labelled case the batch never predicted.
+    (labels / "case_404.nii.gz").write_bytes((labels / "case_000.nii.gz").read_bytes())
+
+    code = main(["evaluate", "--predictions", str(output / "predictions"), "--labels",
+                 str(labels), "--labels-json", str(project / "dataset.json"), "-o",
+                 str(tmp_path / "out"), "--tolerance-mm", "1.5", "--workers", "1"])
+
+    assert code == 3
+    assert "1 case(s) could not be scored" in capsys.readouterr().err
+    rows = {row["id"]: row for row in read_rows(tmp_path / "out" / "metrics.csv")}
+    assert rows["case_404"]["status"] == "failed"
+    assert "no prediction" in rows["case_404"]["error"]
+    first = read_rows(output / "metrics.csv")
+    assert [rows[r["id"]]["dice/organ"] for r in first] == [r["dice/organ"] for r in first]
+
+
+def test_predicted_names_that_match_no_label_are_reported(evaluated, project, tmp_path):
+    _, output = evaluated
+
+    report = evaluate_predictions(output / "predictions", project / "labelsTr", tmp_path,
+                                  {1: "organ", 2: "tumour"}, workers=1)
+
+    assert report.ok
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert {row["unmatched"] for row in rows} == {"lesion"}
+    assert all(float(row["dice/tumour"]) == 0.0 for row in rows)  # nothing named tumour
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "Give what to evaluate"),
+        (["--project", "P"], "needs the model to evaluate: -m"),
+        (["--project", "P", "-m", "M", "--labels", "L"], "not both"),
+        (["--predictions", "P"], "--labels DIR_OR_MANIFEST"),
+        (["--predictions", "P", "--labels", "L"], "--label VALUE=NAME"),
+        (["--predictions", "P", "--labels", "L", "--label", "liver"], "is not VALUE=NAME"),
+        (["--predictions", "P", "--labels", "L", "--label", "1=a", "-m", "M"], "go with --project"),
+        (["--project", "no-such-project", "-m", "M"], "No project 'no-such-project'"),
+        (["--predictions", "nowhere", "--labels", "nowhere", "--label", "1=a"],
+         "Cannot list the labels"),
+    ],
+)
+def test_cli_usage_errors_exit_2_and_say_what_is_accepted(arguments, message, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATAMINT_PROJECTS_DIR", raising=False)
+
+    assert main(["evaluate", "-o", str(tmp_path / "out"), *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_projects_are_found_by_name_under_the_projects_directory(project, monkeypatch):
+    monkeypatch.setenv("DATAMINT_PROJECTS_DIR", str(project.parent))
+
+    cases, labels = project_cases(project.name)
+
+    assert labels == LABELS
+    assert [case["id"] for case in cases] == ["case_000", "case_001", "case_002"]
+    assert cases[1]["label"].endswith("labelsTr/case_001.nii.gz")
+
+
+def test_nnunet_projects_pair_channel_zero_images_with_their_labels(tmp_path):
+    (tmp_path / "labelsTr").mkdir()
+    for case in ("b", "a"):
+        (tmp_path / "labelsTr" / f"{case}.nii.gz").write_bytes(b"")
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
+        "file_ending": ".nii.gz", "numTraining": 2,
+    }))
+
+    cases, labels = project_cases(tmp_path)
+
+    assert labels == {1: "liver"}
+    assert [(c["id"], Path(c["image"]).name) for c in cases] == [
+        ("a", "a_0000.nii.gz"), ("b", "b_0000.nii.gz")]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"1": 5}, "accepted: {value: name}"),
+        ({"0": "background"}, "no foreground label"),
+        ({"1": "a", "2": "a"}, "twice"),
+        ({"liver": [1, 2]}, "one integer value per name"),
+    ],
+)
+def test_bad_label_maps_say_which_forms_are_accepted(labels, message):
+    with pytest.raises(EvaluationInputError) as raised:
+        parse_labels(labels)
+    assert message in str(raised.value)
+
+
+def test_case_keys_drop_the_image_extension_and_the_nnunet_channel():
+    assert case_key("liver_003.nii.gz") == case_key("liver_003_0000.nii.gz") == "liver_003"
+    assert case_key("/data/imagesTr/ct.npy") == "ct"
+    assert case_key("series-dir/") == "series-dir"
+
+
+needs_full_mlflow = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None,
+    reason="mlflow.models.evaluate needs the full mlflow (scikit-learn): the full environment",
+)
+
+
+def evaluator_entry_point(site: Path) -> Path:
+    """Make pyproject.toml's mlflow.model_evaluator entry point visible to a new process.
+
+    Entry points register when a distribution is installed; the shared development
+    environment was installed before this one was declared, so the test writes the
+    declaration, read from pyproject.toml itself, into a dist-info directory on the path.
+    """
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    evaluators = pyproject["project"]["entry-points"]["mlflow.model_evaluator"]
+    info = site / "datamint_evaluator_entry_points-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: datamint-evaluator-entry-points\nVersion: 0\n"
+    )
+    lines = "".join(f"{name} = {target}\n" for name, target in evaluators.items())
+    (info / "entry_points.txt").write_text(f"[mlflow.model_evaluator]\n{lines}")
+    return site
+
+
+@needs_full_mlflow
+def test_mlflow_evaluate_with_the_datamint_model_type_logs_metrics_table_and_picture(
+    project, model_path, tmp_path, run_python
+):
+    site = evaluator_entry_point(tmp_path / "site")
+    out = run_python(
+        f"""
+        import json, math
+        import mlflow
+        from mlflow.tracking import MlflowClient
+        from datamint_core.evaluation.mlflow_evaluator import evaluation_data
+
+        mlflow.set_tracking_uri("sqlite:///{tmp_path / 'mlflow.db'}")
+        data = evaluation_data({str(project)!r})
+        with mlflow.start_run() as run:
+            result = mlflow.models.evaluate(
+                {str(model_path)!r}, data, targets="label",
+                model_type="datamint-segmentation",
+                evaluator_config={{"project": {str(project)!r}, "tolerance_mm": 1.5,
+                                   "params": {{"mode": "volume"}}, "worst_cases": 2}},
+            )
+        client = MlflowClient()
+        logged = client.get_run(run.info.run_id).data.metrics
+        history = client.get_metric_history(run.info.run_id, "case/dice")
+        files = sorted(f.path for f in client.list_artifacts(run.info.run_id,
+                                                             "datamint_evaluation"))
+        print(json.dumps({{
+            "evaluators": mlflow.models.list_evaluators(),
+            "metrics": {{k: (v if math.isfinite(v) else str(v))
+                        for k, v in result.metrics.items()}},
+            "logged": {{k: (v if math.isfinite(v) else str(v)) for k, v in logged.items()}},
+            "case_dice": [(m.step, m.value) for m in history],
+            "files": files,
+            "artifacts": sorted(result.artifacts),
+            "table_rows": len(result.artifacts["per_case_metrics"].content),
+            "failures": result.artifacts["per_case_metrics"].content["error"].tolist(),
+        }}))
+        """,
+        env={"PYTHONPATH": str(site), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
+    report = json.loads(out.splitlines()[-1])
+    assert report["metrics"]["cases_failed"] == 0, report["failures"]
+    cases = [expected_metrics(project, f"case_{i:03d}") for i in range(3)]
+
+    assert "datamint" in report["evaluators"]
+    assert report["metrics"]["dice/organ"] == pytest.approx(
+        np.mean([case["organ"]["dice"] for case in cases]))
+    assert report["metrics"]["assd/lesion"] == "inf"
+    assert report["metrics"]["cases_scored"] == 3 and report["metrics"]["cases_failed"] == 0
+    assert report["logged"]["dice/organ"] == pytest.approx(report["metrics"]["dice/organ"])
+    assert [step for step, _ in report["case_dice"]] == [0, 1, 2]
+    assert report["case_dice"][0][1] == 1.0
+    assert report["files"] == [
+        "datamint_evaluation/per_case_metrics.csv",
+        "datamint_evaluation/per_case_metrics.json",
+        "datamint_evaluation/summary.json",
+        "datamint_evaluation/worst_cases.png",
+    ]
+    assert report["artifacts"] == ["per_case_metrics", "worst_cases"]
+    assert report["table_rows"] == 3
+
+
+@needs_full_mlflow
+def test_the_evaluator_refuses_a_config_without_label_names(project, model_path, tmp_path,
+                                                            run_python):
+    site = evaluator_entry_point(tmp_path / "site")
+    out = run_python(
+        f"""
+        import mlflow
+        from datamint_core.evaluation.mlflow_evaluator import evaluation_data
+
+        mlflow.set_tracking_uri("sqlite:///{tmp_path / 'mlflow.db'}")
+        try:
+            mlflow.models.evaluate({str(model_path)!r}, evaluation_data({str(project)!r}),
+                                   targets="label", model_type="datamint-segmentation",
+                                   evaluators="datamint", evaluator_config={{"tolrance": 1}})
+        except Exception as error:
+            print(type(error).__name__, error)
+        """,
+        env={"PYTHONPATH": str(site)},
+    )
+    assert "EvaluationInputError Unknown evaluator_config key(s) ['tolrance']" in out
