@@ -86,7 +86,7 @@ def child(args: argparse.Namespace) -> None:
 
         started = time.perf_counter()
         udf = mlflow.pyfunc.spark_udf(
-            spark, args.model, result_type="string",
+            spark, args.model, result_type="string", params={"result_format": "json"},
             extra_env={"DATAMINT_SERVE_ALLOW_PATH_DIRS": str(manifest.parent)},
         )
         frame = spark.read.parquet(str(manifest)).repartition(partitions)

@@ -12,6 +12,7 @@ import.
 
 from typing import TYPE_CHECKING
 
+from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded, request_limits
 from datamint_core.annotations import (
     Annotation,
     AnnotationScope,
@@ -95,6 +96,7 @@ __all__ = [
     "DatamintMLflowDataset",
     "EnvVars",
     "ImageResource",
+    "InputTooLargeError",
     "LineAnnotation",
     "LinkSettings",
     "LinkedModelError",
@@ -105,6 +107,7 @@ __all__ = [
     "PointAnnotation",
     "PredictionMode",
     "PredictionRouter",
+    "RequestDeadlineExceeded",
     "ResourceError",
     "SegmentationAnnotation",
     "TaskType",
@@ -119,6 +122,7 @@ __all__ = [
     "load_model",
     "log_model",
     "prediction_mode",
+    "request_limits",
     "save_model",
     "set_project",
     "setup_mlflow_environment",

@@ -1,18 +1,29 @@
 """Per-request limits that every decoder and every bridge loop checks.
 
-One place decides how much pixel data a request may decode, how many slices or frames it
-may run, and when it must stop. The scoring servers set the limits of each request
-(:func:`applying`) in the thread that decodes and predicts; everywhere else (an in-process
-``predict``, ``datamint predict``) the environment's limits apply, or their defaults.
+Limits belong to the wire: they protect a server from its clients. One place decides how
+much pixel data a request may decode, how many slices or frames it may run, and when it
+must stop, and they apply only where limits are *applied* (:func:`applying`):
+
+- ``datamint serve`` applies its flags to each request, in the thread that decodes and
+  predicts;
+- the pyfunc scoring path under ``mlflow models serve`` applies the environment's limits
+  (:meth:`RequestLimits.from_env`) and MLflow's request timeout as the deadline;
+- a user may apply limits to their own code (``with request_limits(max_slices=100): ...``).
+
+Everywhere else (an in-process ``predict``, ``io.read``, ``VolumeResource(path=...)``,
+``datamint predict``, ``datamint batch``) nothing is limited: a user's own data in their own
+process is as large as it is.
 
 - decoded pixel bytes per request: ``DATAMINT_SERVE_MAX_DECODED_BYTES`` (``--max-decoded-bytes``),
   default 1 GiB, checked from the declared shape x itemsize *before* anything is allocated;
 - slices or frames one request may run through a bridge: ``DATAMINT_SERVE_MAX_SLICES``
   (``--max-slices``), default 4096;
-- a deadline (``time.monotonic()``), checked at every slice, frame and resource boundary.
+- a deadline (``time.monotonic()``), checked at every slice, frame, patch batch and resource
+  boundary (:func:`check_deadline`).
 
 A reader of a new format (DICOM, NIfTI, PNG, ...) calls :func:`check_decoded_size` with the
-shape and dtype its header declares before it decodes the pixels.
+shape and dtype its header declares before it decodes the pixels, and :func:`check_deadline`
+between the slices or frames it decodes one by one.
 """
 
 from __future__ import annotations
@@ -41,13 +52,16 @@ class InputTooLargeError(ValueError):
     """An input over one of the limits: too many decoded bytes, slices or frames (HTTP 413)."""
 
 
-class RequestDeadlineExceeded(Exception):
-    """The request's deadline passed; the work stopped at a slice, frame or resource boundary."""
+class RequestDeadlineExceeded(TimeoutError):
+    """The request's deadline passed; the work stopped at a slice, frame or resource boundary
+    (HTTP 504)."""
 
 
 @dataclasses.dataclass
 class RequestLimits:
     """The limits of one request, and what it has decoded so far.
+
+    The defaults are the servers' defaults; ``None`` is no limit.
 
     Args:
         max_decoded_bytes: pixel bytes the request may decode, all arrays together.
@@ -55,14 +69,14 @@ class RequestLimits:
         deadline: ``time.monotonic()`` value after which work stops; ``None``: no deadline.
     """
 
-    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
-    max_slices: int = DEFAULT_MAX_SLICES
+    max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES
+    max_slices: int | None = DEFAULT_MAX_SLICES
     deadline: float | None = None
     decoded_bytes: int = 0
 
     @classmethod
-    def from_env(cls) -> RequestLimits:
-        """The environment's limits (or the defaults), with no deadline.
+    def from_env(cls, deadline: float | None = None) -> RequestLimits:
+        """The environment's server limits (or the servers' defaults).
 
         Raises:
             ValueError: a variable that is not a positive number.
@@ -72,7 +86,13 @@ class RequestLimits:
                 read_env(MAX_DECODED_BYTES_ENV, str(DEFAULT_MAX_DECODED_BYTES))
             ),
             max_slices=_positive_int(read_env(MAX_SLICES_ENV, str(DEFAULT_MAX_SLICES))),
+            deadline=deadline,
         )
+
+    @classmethod
+    def unlimited(cls) -> RequestLimits:
+        """No limit at all: what a user's own process runs under."""
+        return cls(max_decoded_bytes=None, max_slices=None, deadline=None)
 
 
 _ACTIVE: contextvars.ContextVar[RequestLimits | None] = contextvars.ContextVar(
@@ -90,17 +110,58 @@ def applying(limits: RequestLimits) -> Iterator[RequestLimits]:
         _ACTIVE.reset(token)
 
 
+@contextlib.contextmanager
+def request_limits(
+    max_decoded_bytes: int | str | None = None,
+    max_slices: int | None = None,
+    timeout_s: float | None = None,
+) -> Iterator[RequestLimits]:
+    """Limit the decoding and prediction done inside the block, as a server limits a request.
+
+    In-process work has no limits; use this to give your own code some (each ``None`` is no
+    limit). ``datamint serve`` and ``mlflow models serve`` apply theirs to every request.
+
+    Example::
+
+        with request_limits(max_decoded_bytes="2G", max_slices=1000, timeout_s=60):
+            model.predict(untrusted_resources, {"mode": "volume"})
+
+    Raises:
+        ValueError: a limit that is not a positive number.
+    """
+    if max_slices is not None and (type(max_slices) is not int or max_slices < 1):
+        raise ValueError(f"max_slices={max_slices!r} is not valid; accepted: a positive integer.")
+    if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+        raise ValueError(
+            f"timeout_s={timeout_s!r} is not valid; accepted: a positive number of seconds."
+        )
+    limits = RequestLimits(
+        max_decoded_bytes=parse_size(max_decoded_bytes) if max_decoded_bytes is not None else None,
+        max_slices=max_slices,
+        deadline=time.monotonic() + timeout_s if timeout_s is not None else None,
+    )
+    with applying(limits):
+        yield limits
+
+
+def limits_applied() -> bool:
+    """Whether this code runs under a request's (or a user's) limits: input that may be
+    hostile. Outside, it is the user's own."""
+    return _ACTIVE.get() is not None
+
+
 def active_limits() -> RequestLimits:
-    """The limits of the current request; outside a request, fresh ones from the environment."""
+    """The limits of the current request; outside one, :meth:`RequestLimits.unlimited`."""
     limits = _ACTIVE.get()
-    return limits if limits is not None else RequestLimits.from_env()
+    return limits if limits is not None else RequestLimits.unlimited()
 
 
 def check_decoded_size(shape: Sequence[Any], itemsize: int, where: str) -> int:
     """Check that an array of ``shape`` x ``itemsize`` fits the request's decode budget.
 
     Call it with what a header *declares*, before allocating; the bytes are charged to the
-    current request, so several arrays share one budget.
+    current request, so several arrays share one budget. Outside a request (no limits
+    applied) only the shape is checked.
 
     Returns:
         The array's size in bytes.
@@ -120,8 +181,8 @@ def check_decoded_size(shape: Sequence[Any], itemsize: int, where: str) -> int:
         )
     nbytes = math.prod(shape) * itemsize  # Python integers: no overflow
     limits = _ACTIVE.get()
-    if limits is None:
-        limits = RequestLimits.from_env()
+    if limits is None or limits.max_decoded_bytes is None:
+        return nbytes  # a user's own process: no budget
     if limits.decoded_bytes + nbytes > limits.max_decoded_bytes:
         already = f" after {limits.decoded_bytes} bytes already" if limits.decoded_bytes else ""
         raise InputTooLargeError(
@@ -135,14 +196,15 @@ def check_decoded_size(shape: Sequence[Any], itemsize: int, where: str) -> int:
 
 
 def check_slice_count(count: int, what: str) -> None:
-    """Check that one request runs at most ``max_slices`` slices or frames.
+    """Check that one request runs at most ``max_slices`` slices or frames (no limit outside a
+    request).
 
     Raises:
         InputTooLargeError: more than the limit (HTTP 413); names the limit and its flag.
     """
     limits = _ACTIVE.get()
-    limit = limits.max_slices if limits is not None else RequestLimits.from_env().max_slices
-    if count > limit:
+    limit = limits.max_slices if limits is not None else None
+    if limit is not None and count > limit:
         raise InputTooLargeError(
             f"The request would run {count} {what}, over the limit of {limit} per request "
             f"(--max-slices, {MAX_SLICES_ENV}); send fewer or smaller inputs."
@@ -156,7 +218,11 @@ def current_deadline() -> float | None:
 
 
 def check_deadline() -> None:
-    """Stop here when the current request's deadline has passed.
+    """Stop here when the current request's deadline has passed (a no-op outside a request).
+
+    The cancellation hook of long loops: bridges call it between slices, frames and patch
+    batches, readers between the slices or frames they decode one by one, so that a request
+    whose client already got its 504 stops burning a core. It costs one context lookup.
 
     Raises:
         RequestDeadlineExceeded: the deadline passed.
@@ -213,5 +279,7 @@ __all__ = [
     "check_decoded_size",
     "check_slice_count",
     "current_deadline",
+    "limits_applied",
     "parse_size",
+    "request_limits",
 ]

@@ -204,6 +204,9 @@ _SERVE_LIMITS = (
      "(env DATAMINT_SERVE_MAX_DECODED_BYTES; default 1G)"),
     ("--max-slices", "max_slices",
      "slices or frames one request may run (env DATAMINT_SERVE_MAX_SLICES; default 4096)"),
+    ("--max-json-values", "max_json_values",
+     "values a JSON body may hold, else 413 (send arrays as npy_base64 or multipart), e.g. 1M "
+     "(env DATAMINT_SERVE_MAX_JSON_VALUES; default 1M)"),
     ("--read-timeout", "read_timeout",
      "seconds a client has to send a whole request, else 408 "
      "(env DATAMINT_SERVE_READ_TIMEOUT; default 30)"),
@@ -295,6 +298,7 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
             overlay_path=args.overlay,
             params=params,
             fourth_axis=args.fourth_axis,
+            report=_tell,
         )
         return 0
     content_type = _content_type(source, args.content_type)
@@ -309,6 +313,7 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
             overlay_path=args.overlay,
             params=params,
             fourth_axis=args.fourth_axis,
+            report=_tell,
         )
         return 0
     if wants_files:
@@ -319,7 +324,17 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
     from datamint_core.serving.backend import DatamintBackend
 
     DatamintBackend({}).predict(args.model_uri, source, args.output, content_type, params)
+    if args.output is not None:
+        from datamint_core.io.predict import describe_predictions, wrote
+
+        predictions = json.loads(Path(args.output).read_bytes())["predictions"]
+        _tell(wrote(args.output, describe_predictions(predictions)))
     return 0
+
+
+def _tell(line: str) -> None:
+    """Say on stderr what the command did, so stdout stays the result alone."""
+    print(line, file=sys.stderr)
 
 
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
@@ -357,13 +372,16 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     import uvicorn
 
     from datamint_core.linked_models import held_model_dir
-    from datamint_core.serving.app import GuardedH11Protocol
+    from datamint_core.serving.app import GuardedH11Protocol, fit_to_open_files
     from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 
     config = ServerConfig.resolve(
         args.allow_path_dir, **{setting: getattr(args, setting) for _, setting, _ in _SERVE_LIMITS}
     )
     _raise_open_file_limit(config.limit_concurrency)
+    # As many connections as the descriptors allow, and no more pending in the kernel's queue:
+    # asyncio reports accept() failing once per pending connection.
+    limit_concurrency = fit_to_open_files(config.limit_concurrency)
     GuardedH11Protocol.read_timeout = config.read_timeout
     # Through the artifact cache, once, before any worker starts: N workers load one copy,
     # held until the server exits, so that a cache clear elsewhere leaves it in place.
@@ -374,7 +392,8 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         "access_log": args.access_log,
         "log_level": "info",
         "http": GuardedH11Protocol,
-        "limit_concurrency": config.limit_concurrency,
+        "limit_concurrency": limit_concurrency,
+        "backlog": min(2048, limit_concurrency),
         "timeout_keep_alive": config.keep_alive_timeout,
         "timeout_graceful_shutdown": config.graceful_timeout,
         "h11_max_incomplete_event_size": config.max_header_size,

@@ -4,7 +4,8 @@ A saved model is an ordinary MLflow model directory with two flavors:
 
 - ``python_function``, so ``mlflow.pyfunc.load_model(uri).predict(...)`` and
   ``mlflow models serve`` work with no datamint code of the caller's; its predictions are
-  JSON-ready annotation dicts;
+  JSON-ready annotation dicts, wherever it runs (one JSON string per input only when the
+  caller asks with the ``result_format="json"`` param, as ``spark_udf`` callers do);
 - ``datamint``, the block the Datamint platform reads::
 
       datamint:
@@ -26,6 +27,7 @@ Models are saved either as a pickled instance or from code
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,13 @@ from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
 from datamint_core import _env, _loader, _requirements, _wheel
-from datamint_core._limits import InputTooLargeError
+from datamint_core._limits import (
+    InputTooLargeError,
+    RequestDeadlineExceeded,
+    RequestLimits,
+    applying,
+)
+from datamint_core._messages import shorten
 from datamint_core._mlmodel import read_flavors, write_mlmodel
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
@@ -78,6 +87,15 @@ _PARAM_TYPES = {
     "start_frame": "long",
     "end_frame": "long",
     "confidence_threshold": "double",
+    # The sliding window of a patch handler's volume mode. MLflow's params are one type each:
+    # through mlflow.pyfunc roi_size, overlap and sigma_scale are one number for all three
+    # axes; datamint's own predict and server take [d, h, w] lists as well.
+    "roi_size": "long",
+    "overlap": "double",
+    "sw_batch_size": "long",
+    "sigma_scale": "double",
+    "padding_value": "double",
+    "threshold": "double",
 }
 
 
@@ -401,8 +419,16 @@ class _DatamintPyfuncModel:
     def predict(
         self, model_input: Any, params: dict[str, Any] | None = None
     ) -> list[list[dict[str, Any]]] | list[str]:
-        """One list of annotation dicts per input; inside a Spark task, one JSON string per
-        input (what ``spark_udf(..., result_type="string")`` returns).
+        """One list of annotation dicts per input, wherever this runs; with the param
+        ``result_format="json"``, one JSON string per input instead (what
+        ``spark_udf(..., result_type="string", params={"result_format": "json"})`` needs: it
+        would make one column per annotation of a list of lists).
+
+        Under ``mlflow models serve`` the input came over the wire: the server limits of
+        ``datamint serve`` apply (``DATAMINT_SERVE_MAX_DECODED_BYTES``,
+        ``DATAMINT_SERVE_MAX_SLICES``) and MLflow's request timeout
+        (``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``) is the deadline at which the work stops.
+        Anywhere else nothing is limited.
 
         Raises:
             MlflowException: ``INVALID_PARAMETER_VALUE`` with the library's own message for
@@ -410,24 +436,36 @@ class _DatamintPyfuncModel:
                 resource, a path not allowed, an input over a limit), so that
                 ``mlflow models serve`` answers 400 with it. Under ``mlflow models serve``
                 a failure of the model itself is an ``INTERNAL_ERROR`` (500) naming only
-                its type and message, so that no stack trace reaches the client.
+                its type and message, so that no stack trace reaches the client. Either
+                message stays short: the scoring server's echo of the input is dropped.
         """
+        params = dict(params or {})
+        as_json = _wants_json(params.pop(RESULT_FORMAT_PARAM, None))
         _refuse_request_paths(model_input)
+        serving = _env.read_env_flag(_SERVING_ENV)
+        limits = applying(_scoring_limits()) if serving else contextlib.nullcontext()
         try:
-            result = self.python_model.predict(model_input, params)
+            with limits:
+                result = self.python_model.predict(model_input, params)
         except (ResourceError, InvalidRequestError, InputTooLargeError) as error:
-            raise MlflowException(str(error), INVALID_PARAMETER_VALUE) from None
+            raise _ClientError(str(error), INVALID_PARAMETER_VALUE) from None
+        except RequestDeadlineExceeded:
+            if not serving:
+                raise
+            raise _ClientError(  # the client already has MLflow's 504; this is for the log
+                "The request took longer than the scoring server's timeout "
+                "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT) and was stopped.",
+                INTERNAL_ERROR,
+            ) from None
         except Exception as error:
-            if not _env.read_env_flag(_SERVING_ENV):
+            if not serving:
                 raise
             from datamint_core.serving.payload import model_failure_message
 
             _logger.exception("The model failed on a request")
-            raise MlflowException(model_failure_message(error), INTERNAL_ERROR) from None
+            raise _ClientError(model_failure_message(error), INTERNAL_ERROR) from None
         entries = [[annotation.to_dict() for annotation in entry] for entry in result]
-        if _in_spark_task():
-            # mlflow.pyfunc.spark_udf turns a list of lists into one column per annotation
-            # and keeps the first one's repr; one JSON string per row keeps them all.
+        if as_json:
             return [json.dumps(entry, allow_nan=False) for entry in entries]
         return entries
 
@@ -436,13 +474,57 @@ class _DatamintPyfuncModel:
         return self.python_model
 
 
-def _in_spark_task() -> bool:
-    """Whether this call runs inside a Spark task (``spark_udf``, ``mapInPandas``)."""
-    if "pyspark" not in sys.modules:  # never import pyspark just to ask
-        return False
-    from pyspark import TaskContext
+#: The pyfunc param that asks for one JSON string per input instead of annotation lists.
+RESULT_FORMAT_PARAM = "result_format"
+_RESULT_FORMATS = ("annotations", "json")
 
-    return TaskContext.get() is not None
+
+def _wants_json(result_format: Any) -> bool:
+    if result_format is None or result_format == "annotations":
+        return False
+    if result_format == "json":
+        return True
+    raise _ClientError(
+        f"Param {RESULT_FORMAT_PARAM!r}={shorten(repr(result_format), 100)} is not valid; "
+        f"accepted: {list(_RESULT_FORMATS)} (default 'annotations': lists of annotation "
+        "dicts; 'json': one JSON string per input).",
+        INVALID_PARAMETER_VALUE,
+    )
+
+
+def _scoring_limits() -> RequestLimits:
+    """The limits of one request to MLflow's scoring server: the server limits from the
+    environment, and MLflow's request timeout as the deadline."""
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+
+    timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()
+    return RequestLimits.from_env(deadline=time.monotonic() + timeout if timeout else None)
+
+
+class _ClientError(MlflowException):
+    """An ``MlflowException`` whose message stays the library's own, and short.
+
+    MLflow's scoring server rewrites the message of an ``MlflowException`` raised by
+    ``predict`` to ``"Failed to predict data '<the whole input>'. Error: <message>"``
+    (``mlflow.pyfunc.scoring_server.invocations``), which echoes a whole request, hundreds
+    of kB of base64, back to the client. A message that only prefixes this one is ignored,
+    and any message is bounded (:func:`datamint_core._messages.shorten`).
+    """
+
+    def __init__(self, message: str, error_code: int = INTERNAL_ERROR) -> None:
+        super().__init__(shorten(str(message)), error_code)
+
+    @property  # type: ignore[override]
+    def message(self) -> str:
+        return self.__dict__["_bounded_message"]
+
+    @message.setter
+    def message(self, value: str) -> None:
+        value = str(value)
+        current = self.__dict__.get("_bounded_message")
+        if current is not None and value != current and value.endswith(current):
+            return  # a caller prefixing our message with the input: keep ours
+        self.__dict__["_bounded_message"] = shorten(value)
 
 
 #: Set to "true" by MLflow's scoring server (``mlflow models serve``) in its process.
@@ -463,7 +545,7 @@ def _refuse_request_paths(model_input: Any) -> None:
     try:
         check_paths(records, ServerConfig.resolve().allow_path_dirs)
     except RequestError as error:
-        raise MlflowException(error.message, INVALID_PARAMETER_VALUE) from None
+        raise _ClientError(error.message, INVALID_PARAMETER_VALUE) from None
 
 
 def _raw_records(model_input: Any) -> list[Any]:
@@ -554,6 +636,7 @@ def _params_schema(mode_params: dict[str, dict[str, list[str]]]) -> ParamSchema:
         ParamSpec("confidence_threshold", "double", None),
         ParamSpec("model_name", "string", None),
         ParamSpec("log_predictions", "boolean", None),
+        ParamSpec(RESULT_FORMAT_PARAM, "string", None),
     ]
     specs += [ParamSpec(name, _PARAM_TYPES.get(name, "string"), None) for name in names]
     return ParamSchema(specs)

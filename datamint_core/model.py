@@ -27,6 +27,7 @@ from datamint_core.linked_models import (
 from datamint_core.resources import BaseResource, as_resources
 from datamint_core.routing import InvalidRequestError, PredictionRouter
 from datamint_core.settings import ModelSettings
+from datamint_core.sliding_window import NumpyPatchArrays, PatchArrays
 from datamint_core.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -158,6 +159,11 @@ class BaseDatamintModel(PythonModel):
     def _inference_context(self) -> contextlib.AbstractContextManager[Any]:
         """What every prediction runs inside (the torch extra: ``torch.inference_mode``)."""
         return contextlib.nullcontext()
+
+    def _patch_arrays(self) -> PatchArrays:
+        """Where the sliding window cuts, blends and reduces patches (the torch extra: torch
+        tensors on the inference device); here numpy, on the CPU."""
+        return NumpyPatchArrays()
 
     def _save_artifacts(self, staging_dir: Path) -> dict[str, str]:
         """Write what must travel beside the python model; return ``{name: path}``."""

@@ -54,7 +54,9 @@ from datamint_core._limits import (
     MAX_DIMENSIONS,
     InputTooLargeError,
     active_limits,
+    check_deadline,
     check_decoded_size,
+    limits_applied,
 )
 
 SliceAxis = Literal["axial", "coronal", "sagittal"]
@@ -620,6 +622,7 @@ def as_resources(model_input: Any) -> list[BaseResource]:
         if isinstance(item, BaseResource):
             resources.append(item)
             continue
+        check_deadline()  # a request's deadline stops decoding at the next resource
         if isinstance(item, Mapping):
             # MLflow's scoring server hands `inputs` records over with every value wrapped in
             # a numpy array (0-d for scalars and objects).
@@ -806,7 +809,8 @@ def load_npz(file: Any, where: str) -> dict[str, np.ndarray]:
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
             declared = sum(member.file_size for member in members)
-            if declared > active_limits().max_decoded_bytes:
+            budget = active_limits().max_decoded_bytes
+            if budget is not None and declared > budget:
                 check_decoded_size([declared], 1, where)  # raises, naming the limit
             arrays = {}
             for member in members:
@@ -857,7 +861,12 @@ def load_array(file: Any, where: str, suffix: str) -> np.ndarray:
         start = file.tell()
         available = file.seek(0, os.SEEK_END) - start
         file.seek(start)
-        return _read_npy_body(file, where, available + len(magic))
+        # A user's own file (no request limits) is mapped copy-on-write, not read: a 1 GB
+        # volume costs the pages a model touches, shared with the page cache. A request's
+        # file is read, so that no client-reachable file can change under the server.
+        name = getattr(file, "name", None)
+        map_path = name if isinstance(name, str) and not limits_applied() else None
+        return _read_npy_body(file, where, available + len(magic), map_path)
     file.seek(0)
     arrays = load_npz(file, where)
     if len(arrays) != 1:
@@ -868,11 +877,15 @@ def load_array(file: Any, where: str, suffix: str) -> np.ndarray:
     return next(iter(arrays.values()))
 
 
-def _read_npy_body(stream: Any, where: str, size: int) -> np.ndarray:
+def _read_npy_body(
+    stream: Any, where: str, size: int, map_path: str | None = None
+) -> np.ndarray:
     """Read a ``.npy`` after its magic: header, checks, then exactly the declared bytes.
 
     Args:
         size: bytes the whole ``.npy`` has (magic included), as its container declares.
+        map_path: the regular file ``stream`` reads, to map copy-on-write instead of reading
+            (after the same checks).
     """
     version = stream.read(2)
     if len(version) != 2 or version[0] not in (1, 2, 3):
@@ -905,6 +918,10 @@ def _read_npy_body(stream: Any, where: str, size: int) -> np.ndarray:
             where, f"it is not fully written: its header declares shape {shape} of {dtype} "
             f"({nbytes} bytes) but it holds {max(available, 0)} bytes of data"
         )
+    if map_path is not None and nbytes and os.path.isfile(map_path):
+        order = "F" if fortran_order else "C"
+        offset = stream.tell()
+        return np.memmap(map_path, dtype=dtype, mode="c", offset=offset, shape=shape, order=order)
     array = np.empty(math.prod(shape), dtype=dtype)
     buffer = memoryview(array.view(np.uint8))
     filled = 0

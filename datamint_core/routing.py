@@ -11,7 +11,11 @@ Then *bridges* fill the modes a model did not implement from the ones it did:
 - ``slice``, ``frame`` and ``all_frames`` are served through ``image`` (views, never copies);
 - ``volume`` is served through ``slice`` (every axial slice, one call each); segmentation
   masks of the slices are stacked back into one volume mask that keeps the volume's spacing
-  and affine.
+  and affine;
+- ``volume`` is served through a *patch handler* (``predict_patch``, or a method decorated
+  with :func:`~datamint_core.sliding_window.patch_handler`) by a sliding window, when the
+  model has one; it wins over the slice bridge, since a patch handler is a 3-D network
+  (see :mod:`datamint_core.sliding_window`).
 
 A bridge is only advertised when the mode it stands on is available.
 """
@@ -27,6 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from datamint_core._limits import check_deadline, check_slice_count
+from datamint_core._messages import shorten
 from datamint_core.annotations import Annotation, AnnotationScope, SegmentationAnnotation
 from datamint_core.enums import PredictionMode
 from datamint_core.resources import (
@@ -35,6 +40,13 @@ from datamint_core.resources import (
     ImageResource,
     VideoResource,
     VolumeResource,
+)
+from datamint_core.sliding_window import (
+    WINDOW_PARAMS,
+    NumpyPatchArrays,
+    SlidingWindow,
+    declared_window,
+    run_sliding_window,
 )
 
 _logger = logging.getLogger(__name__)
@@ -58,6 +70,8 @@ CONVENTION_PARAM_KEYS: dict[PredictionMode, tuple[str, ...]] = {
 }
 
 _MODE_ATTRIBUTE = "__datamint_mode_spec__"
+#: The convention name of a patch handler (see :mod:`datamint_core.sliding_window`).
+PATCH_HANDLER_NAME = "predict_patch"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +149,9 @@ class PredictionRouter:
     def __init__(self, model_instance: Any, base_class: type | None = None) -> None:
         self._handlers: dict[PredictionMode, tuple[Handler, ModeSpec]] = {}
         self._routes: dict[PredictionMode, _Route] = {}
+        self._patch_handler: tuple[Handler, dict[str, Any]] | None = None
+        # The model whose settings and array backend the sliding window uses.
+        self._owner = model_instance
         self.update_registry(model_instance, base_class)
 
     @staticmethod
@@ -186,6 +203,9 @@ class PredictionRouter:
         for mode, entry in self.discover(model_instance, base_class).items():
             if overwrite or mode not in self._handlers:
                 self._handlers[mode] = entry
+        patch = discover_patch_handler(model_instance, base_class)
+        if patch is not None and (overwrite or self._patch_handler is None):
+            self._patch_handler = patch
         self._rebuild_routes()
 
     def supported_modes(self) -> list[str]:
@@ -218,6 +238,12 @@ class PredictionRouter:
             raise InvalidRequestError(
                 f"Param 'mode'={requested!r} is not valid; accepted: a mode name, one of "
                 f"{self.supported_modes()}."
+            )
+        if requested == "patch":
+            raise InvalidRequestError(
+                "'patch' is not a prediction mode a request can ask for: the model's patch "
+                "handler runs inside 'volume' mode, over a sliding window. Send volumes with "
+                f"mode 'volume'; supported modes: {self.supported_modes()}."
             )
         try:
             mode = PredictionMode.parse(requested or PredictionMode.DEFAULT)
@@ -284,11 +310,34 @@ class PredictionRouter:
                     routes[mode] = _route(
                         bridge, ModeSpec(mode, CONVENTION_PARAM_KEYS.get(mode, ())), bridge=True
                     )
+        if self._patch_handler is not None and PredictionMode.VOLUME not in routes:
+            routes[PredictionMode.VOLUME] = _route(
+                self._volume_via_patch,
+                ModeSpec(PredictionMode.VOLUME, WINDOW_PARAMS),
+                bridge=True,
+            )
         if PredictionMode.SLICE in routes and PredictionMode.VOLUME not in routes:
             routes[PredictionMode.VOLUME] = _route(
                 self._volume_via_slice, ModeSpec(PredictionMode.VOLUME), bridge=True
             )
         self._routes = routes
+
+    def sliding_window(self) -> SlidingWindow | None:
+        """The window ``volume`` mode slides, as the model declares it (its patch handler's
+        decorator, then its settings' ``sliding_window``); None without a patch handler.
+
+        Raises:
+            ValueError: the declaration is incomplete (no ``roi_size``) or out of range.
+        """
+        if self._patch_handler is None:
+            return None
+        declared = dict(self._patch_handler[1])
+        settings = getattr(getattr(self._owner, "settings", None), "sliding_window", None)
+        if settings:
+            limits = {**declared.get("limits", {}), **settings.get("limits", {})}
+            declared.update(settings)
+            declared["limits"] = limits
+        return SlidingWindow.from_dict(declared)
 
     # -- bridges ---------------------------------------------------------------------------
 
@@ -358,12 +407,102 @@ class PredictionRouter:
             output.append(_stack_slice_masks(volume, per_slice))
         return output
 
+    def _volume_via_patch(
+        self, model_input: list[BaseResource], **params: Any
+    ) -> list[list[Annotation]]:
+        volumes = [_require(VolumeResource, resource, "volume") for resource in model_input]
+        window = self.sliding_window()
+        assert window is not None and self._patch_handler is not None
+        try:
+            window = window.with_request_params(params)
+        except ValueError as error:
+            raise InvalidRequestError(str(error)) from None
+        handler_params = {k: v for k, v in params.items() if k not in WINDOW_PARAMS}
+        patch_route = _route(self._patch_handler[0], ModeSpec(PredictionMode.VOLUME))
+        make_arrays = getattr(self._owner, "_patch_arrays", None)
+        arrays = make_arrays() if callable(make_arrays) else NumpyPatchArrays()
+        output = []
+        for volume in volumes:
+            check_deadline()
+            result = run_sliding_window(
+                volume.pixels,
+                lambda patches: _invoke(patch_route, patches, handler_params),
+                window,
+                arrays,
+            )
+            output.append(_window_annotations(volume, result, window))
+        return output
+
     def _run(
         self, mode: PredictionMode, model_input: list[BaseResource], params: dict[str, Any]
     ) -> list[list[Annotation]]:
         result = self.call(mode, model_input, params)
         check_result(result, len(model_input), mode.value)
         return result
+
+
+def discover_patch_handler(
+    model: Any, base_class: type | None = None
+) -> tuple[Handler, dict[str, Any]] | None:
+    """Find ``model``'s patch handler and the window it declares, if it has one.
+
+    Raises:
+        TypeError: two methods are decorated with ``@patch_handler``.
+    """
+    model_type = type(model)
+    found: list[str] = []
+    for name in dir(model_type):
+        if declared_window(getattr(model_type, name, None)) is not None:
+            found.append(name)
+    if len(found) > 1:
+        raise TypeError(
+            f"{model_type.__name__} has two patch handlers: {found[0]}() and {found[1]}(); "
+            "keep one."
+        )
+    if found:
+        handler = getattr(model, found[0])
+        return handler, dict(declared_window(handler) or {})
+    handler = getattr(model, PATCH_HANDLER_NAME, None)
+    if not callable(handler) or (
+        base_class is not None
+        and getattr(model_type, PATCH_HANDLER_NAME, None)
+        is getattr(base_class, PATCH_HANDLER_NAME, None)
+    ):
+        return None
+    return handler, {}
+
+
+def _window_annotations(
+    volume: VolumeResource, result: np.ndarray, window: SlidingWindow
+) -> list[Annotation]:
+    """One volume mask per class found (the background class left out)."""
+    if window.reduction == "argmax":
+        masks = ((index, result == index) for index in _labels_present(result))
+    else:
+        masks = ((index, mask) for index, mask in enumerate(result) if mask.any())
+    return [
+        SegmentationAnnotation(
+            window.class_name(index),
+            mask,
+            scope=AnnotationScope.VOLUME,
+            spacing=volume.spacing,
+            affine=volume.affine,
+        )
+        for index, mask in masks
+        if index != window.background
+    ]
+
+
+def _labels_present(labels: np.ndarray, planes: int = 8) -> list[int]:
+    """The labels found in a label map, counted a few planes at a time (bincount widens
+    the labels to 64 bits: a whole volume at once would be eight times its size)."""
+    counts = np.zeros(1, dtype=np.int64)
+    for start in range(0, labels.shape[0], planes):
+        found = np.bincount(labels[start : start + planes].ravel())
+        if found.size > counts.size:
+            counts = np.pad(counts, (0, found.size - counts.size))
+        counts[: found.size] += found
+    return [int(index) for index in np.flatnonzero(counts)]
 
 
 def _is_index(value: Any) -> bool:
@@ -401,7 +540,7 @@ def validate_params(params: dict[str, Any]) -> None:
         rule = _PARAM_RULES.get(name)
         if rule is not None and value is not None and not rule[0](value):
             raise InvalidRequestError(
-                f"Param {name!r}={value!r} is not valid; accepted: {rule[1]}."[:300]
+                shorten(f"Param {name!r}={value!r} is not valid; accepted: {rule[1]}.", 300)
             )
     for start, end in _RANGES:
         if params.get(start) is not None and params.get(end) is not None:

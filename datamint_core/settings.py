@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from datamint_core.sliding_window import check_partial_window
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
@@ -16,13 +18,20 @@ class ModelSettings:
     Args:
         need_gpu: the model needs a GPU to run at a useful speed. Loading it on a machine
             without one warns; it does not fail.
+        sliding_window: the sliding window ``volume`` mode runs the model's patch handler
+            over, as a dict of :class:`~datamint_core.sliding_window.SlidingWindow`
+            settings (``{"roi_size": [96, 96, 96], "overlap": 0.5}``); it updates what the
+            handler's ``@patch_handler`` declares.
     """
 
     need_gpu: bool = False
+    sliding_window: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.need_gpu, bool):
             raise TypeError(f"ModelSettings.need_gpu must be True or False, got {self.need_gpu!r}.")
+        if self.sliding_window is not None:
+            object.__setattr__(self, "sliding_window", check_partial_window(self.sliding_window))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSettings:
@@ -56,5 +65,8 @@ class ModelSettings:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """Return the settings as a JSON-ready dict (optional settings left unset omitted)."""
+        data = dataclasses.asdict(self)
+        if data["sliding_window"] is None:
+            del data["sliding_window"]
+        return data

@@ -19,9 +19,17 @@ except ImportError:
 from datamint_core import _extensions
 from datamint_torch.device import detect_device, resolve_device
 from datamint_torch.model import ATTACHED_MODEL_KEY, DatamintModel
+from datamint_torch.sliding_window import TorchPatchArrays
 from datamint_torch.tensors import as_tensor
 
 _extensions.register_device_detector(detect_device)
 _extensions.register_thread_limiter(torch.set_num_threads)
 
-__all__ = ["ATTACHED_MODEL_KEY", "DatamintModel", "as_tensor", "detect_device", "resolve_device"]
+__all__ = [
+    "ATTACHED_MODEL_KEY",
+    "DatamintModel",
+    "TorchPatchArrays",
+    "as_tensor",
+    "detect_device",
+    "resolve_device",
+]

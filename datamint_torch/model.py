@@ -36,6 +36,7 @@ from datamint_core import BaseDatamintModel, ModelSettings
 from datamint_core.linked_models import check_linked_uris
 from datamint_core.version import __version__
 from datamint_torch.device import resolve_device
+from datamint_torch.sliding_window import TorchPatchArrays
 
 #: Name under which an attached ``torch_model`` appears in :meth:`get_mlflow_torch_models`.
 ATTACHED_MODEL_KEY = "torch_model"
@@ -162,6 +163,9 @@ class DatamintModel(BaseDatamintModel):
 
     def _inference_context(self) -> contextlib.AbstractContextManager[Any]:
         return torch.inference_mode()
+
+    def _patch_arrays(self) -> TorchPatchArrays:
+        return TorchPatchArrays(self.inference_device)
 
     def _build_router(self) -> Any:
         router = super()._build_router()

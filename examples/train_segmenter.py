@@ -60,8 +60,12 @@ def train_and_register(model_name: str, tracking_uri: str, workdir: Path) -> int
         split("val", 16, 2),
         split("test", 16, 3),
     )
+    logger = MLFlowLogger(experiment_name="datamint-quickstart", tracking_uri=tracking_uri)
+    # One directory per run, named by its MLflow run id: a rerun keeps and lists only its own
+    # checkpoints, never the ones an earlier run left on disk.
+    checkpoint_dir = workdir / "checkpoints" / logger.run_id
     checkpoint = MLflowModelCheckpoint(
-        dirpath=workdir / "checkpoints",
+        dirpath=checkpoint_dir,
         monitor="val_loss",
         save_top_k=2,
         save_last=True,
@@ -73,7 +77,7 @@ def train_and_register(model_name: str, tracking_uri: str, workdir: Path) -> int
         max_epochs=6,
         accelerator="cpu",
         devices=1,
-        logger=MLFlowLogger(experiment_name="datamint-quickstart", tracking_uri=tracking_uri),
+        logger=logger,
         callbacks=[checkpoint, MLflowDatasetLineage(train_data, val_data, test_data)],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -84,8 +88,11 @@ def train_and_register(model_name: str, tracking_uri: str, workdir: Path) -> int
     trainer.test(module, test, ckpt_path="best", verbose=False)
     if checkpoint.registered_model_version is None:
         raise RuntimeError("training finished but the model was not registered; see the warnings")
-    kept = sorted(p.name for p in (workdir / "checkpoints").glob("*.ckpt"))
-    print(f"trained {trainer.global_step} steps; checkpoints kept and logged: {', '.join(kept)}")
+    kept = sorted(p.name for p in checkpoint_dir.glob("*.ckpt"))
+    print(
+        f"trained {trainer.global_step} steps; checkpoints kept and logged in "
+        f"{checkpoint_dir.relative_to(workdir)}: {', '.join(kept)}"
+    )
     print(
         f"best: {Path(checkpoint.best_model_path).name} (test_loss "
         f"{trainer.callback_metrics['test_loss'].item():.3f})"

@@ -116,11 +116,18 @@ class DatamintSegmentationEvaluator(ModelEvaluator):
         import pandas as pd
         from mlflow.tracking import MlflowClient
 
+        if extra_metrics or custom_artifacts:
+            raise EvaluationInputError(
+                "The datamint evaluator computes its own segmentation metrics and artifacts; "
+                "extra_metrics and custom_artifacts are not taken (got "
+                f"{len(extra_metrics or [])} extra metric(s), "
+                f"{len(custom_artifacts or [])} custom artifact(s))."
+            )
         config = _checked_config(evaluator_config)
         labels = config["labels"]
         features, targets, given = _split(dataset, model)
         rows: list[dict[str, Any]] = []
-        worst: list[tuple[float, int, Any, list, np.ndarray]] = []
+        worst: list[tuple[float, str, Any, list, np.ndarray]] = []
         for index in range(len(features)):
             case_id = str(_cell(features, index, "id", index))
             try:
@@ -137,7 +144,7 @@ class DatamintSegmentationEvaluator(ModelEvaluator):
             row = ok_row(case_id, metrics, spacing=spacing, unmatched=unmatched)
             rows.append(row)
             _keep_worst(worst, config["worst_cases"],
-                        (row.get("dice", math.nan), index, resource, annotations, truth))
+                        (row.get("dice", math.nan), case_id, resource, annotations, truth))
         content = summary(rows, labels, config["tolerance_mm"])
         client = MlflowClient()
         table = pd.DataFrame(rows, columns=columns(labels))
@@ -328,8 +335,37 @@ def _keep_worst(worst: list, count: int, entry: tuple) -> None:
     del worst[count:]
 
 
+def _titled(image: Any, title: str) -> Any:
+    from PIL import Image, ImageDraw, ImageFont
+
+    titled = Image.new("RGB", (image.width, image.height + 22))
+    ImageDraw.Draw(titled).text((6, 4), title, fill=(255, 255, 255),
+                                font=ImageFont.load_default())
+    titled.paste(image, (0, 22))
+    return titled
+
+
+def _most_wrong_slice(truth: np.ndarray, annotations: list, labels: Mapping[int, str]) -> Any:
+    """The axial slice of a volume where prediction and reference disagree most (``None``
+    for an image, or where the masks are not whole volumes: the busiest slice is drawn)."""
+    from datamint_core.annotations import SegmentationAnnotation
+
+    if truth.ndim != 3:
+        return None
+    wrong = np.zeros(truth.shape[0], dtype=np.int64)
+    for value, name in labels.items():
+        predicted = np.zeros(truth.shape, dtype=bool)
+        for annotation in annotations:
+            if isinstance(annotation, SegmentationAnnotation) and annotation.identifier == name:
+                if annotation.mask.shape != truth.shape:
+                    return None
+                predicted |= annotation.mask
+        wrong += (predicted ^ (truth == value)).reshape(truth.shape[0], -1).sum(axis=1)
+    return int(np.argmax(wrong)) if wrong.any() else None
+
+
 def _draw_worst(worst: list, labels: Mapping[int, str], path: Path) -> None:
-    """One picture: each worst case's busiest slice, reference and prediction drawn over it."""
+    """One picture: each worst case's most wrong slice, reference and prediction over it."""
     try:
         from PIL import Image
     except ImportError:
@@ -340,7 +376,7 @@ def _draw_worst(worst: list, labels: Mapping[int, str], path: Path) -> None:
 
     pictures = []
     with tempfile.TemporaryDirectory() as directory:
-        for number, (_, _, resource, annotations, truth) in enumerate(worst):
+        for number, (dice, case_id, resource, annotations, truth) in enumerate(worst):
             drawn = []
             for value, name in labels.items():
                 reference = truth == value
@@ -354,9 +390,10 @@ def _draw_worst(worst: list, labels: Mapping[int, str], path: Path) -> None:
                         annotation.with_fields(identifier=f"predicted {annotation.identifier}")
                     )
             picture = Path(directory) / f"{number}.png"
-            write_overlay_png(resource, drawn, picture)
+            write_overlay_png(resource, drawn, picture,
+                              slice_index=_most_wrong_slice(truth, annotations, labels))
             with Image.open(picture) as image:
-                pictures.append(image.convert("RGB"))
+                pictures.append(_titled(image.convert("RGB"), f"{case_id}: Dice {dice:.3f}"))
     width = sum(p.width for p in pictures)
     height = max(p.height for p in pictures)
     canvas = Image.new("RGB", (width, height))

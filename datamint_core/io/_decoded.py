@@ -42,7 +42,7 @@ def check_decoded_size(shape: Sequence[int], itemsize: int, where: str) -> None:
 
     Every reader calls this one function with what the file's header declares; the budget is
     the one every pixel encoding shares (``datamint_core._limits``): the current request's in
-    a server, else ``DATAMINT_SERVE_MAX_DECODED_BYTES`` or its default.
+    a server; outside a request (a user's own files) there is none, only the shape is checked.
 
     Raises:
         InputTooLargeError: over the budget (a ``ValueError``; servers answer it with 413).

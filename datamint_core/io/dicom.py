@@ -301,6 +301,7 @@ def _decode_series(headers: list[_Header], where: str) -> Decoded:
     _same_frame_layout(headers, where)
     geometry = _series_geometry(headers, where)
     first = _full(headers[0])
+    _no_modality_lut(first, where)
     ordered = headers if geometry is None else [headers[i] for i in geometry.order]
     rescales = [_rescale_of(h.dataset, file_name(h.path)) for h in ordered]
     volume = _read_volume(ordered, rescales)
@@ -340,6 +341,7 @@ def _decode_multiframe(header: _Header, frames: int) -> Decoded:
             modality=_modality(header),
             metadata=_metadata(header, [_described(header.dataset, "SOPInstanceUID")], rescales[0]),
         )
+    _no_modality_lut(header, header.path)
     order = geometry.order
     volume = _read_volume([header] * frames, [rescales[i] for i in order], frame_indices=order)
     pixel_spacing = geometry.pixel_spacing or (1.0, 1.0)
@@ -597,6 +599,15 @@ def _checked_affine(affine: np.ndarray, where: str) -> np.ndarray:
             "finite positions, a valid orientation and positive spacings."
         )
     return affine
+
+
+def _no_modality_lut(header: _Header, where: str) -> None:
+    if "ModalityLUTSequence" in header.dataset:
+        raise ResourceError(
+            f"{file_name(where)} maps its stored values with a Modality LUT Sequence, which "
+            "datamint applies to single images and videos but not to volumes; accepted: a "
+            "volume whose values use RescaleSlope/RescaleIntercept (or none)."
+        )
 
 
 def _same_pixel_spacing(
@@ -895,9 +906,15 @@ def _frames_array(header: _Header, *, charge_budget: bool = True) -> np.ndarray:
 def _rescaled(
     pixels: np.ndarray, rescales: Sequence[tuple[float, float]], header: _Header
 ) -> tuple[np.ndarray, np.dtype]:
-    """Apply one rescale to an image or video (colour images are never rescaled)."""
+    """Apply one rescale (or the Modality LUT) to an image or video (colour images are never
+    rescaled)."""
     if int(header.get("SamplesPerPixel", 1) or 1) != 1:
         return pixels, pixels.dtype
+    if "ModalityLUTSequence" in header.dataset:
+        from pydicom.pixels import apply_modality_lut
+
+        mapped = apply_modality_lut(pixels, header.dataset)
+        return mapped, mapped.dtype
     out_dtype = _output_dtype(header.dataset, rescales[:1])
     slope, intercept = rescales[0]
     if (slope, intercept) == (1.0, 0.0):
@@ -1098,7 +1115,9 @@ def _metadata(
         value = _float(_described(dataset, keyword))
         if value is not None and np.isfinite(value):
             metadata[keyword] = value
-    if _modality(header) == "RTDOSE" and "DoseGridScaling" in dataset:
+    if "ModalityLUTSequence" in dataset:
+        metadata["ModalityLUTApplied"] = True  # the values are the LUT's, not rescaled
+    elif _modality(header) == "RTDOSE" and "DoseGridScaling" in dataset:
         metadata["DoseGridScaling"] = rescale[0]  # applied: the values are in DoseUnits
     else:
         metadata["RescaleSlope"], metadata["RescaleIntercept"] = rescale

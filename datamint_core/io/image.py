@@ -100,6 +100,6 @@ def _check_png_size(head: bytes, path: str) -> None:
     check_held(
         height * row_bytes,
         os.path.getsize(path) * DEFLATE_MAX_RATIO,
-        f"{width}x{height} pixels at {depth} bits per sample",
+        f"IHDR {width}x{height} pixels at {depth} bits per sample",
         path,
     )

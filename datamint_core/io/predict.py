@@ -7,7 +7,7 @@ output is a mask (``.nii``/``.nii.gz``, DICOM SEG ``.dcm``) or an ``--overlay`` 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from datamint_core.annotations import Annotation
@@ -32,6 +32,7 @@ def predict_file(
     overlay_path: str | None = None,
     params: Mapping[str, Any] | None = None,
     fourth_axis: str = "auto",
+    report: Callable[[str], None] | None = None,
 ) -> list[Annotation]:
     """Read ``input_path``, predict with the model, write the result where asked.
 
@@ -45,6 +46,8 @@ def predict_file(
         overlay_path: also draw the annotations over the image (or the busiest slice) here.
         params: the prediction params (``mode`` and the mode's params).
         fourth_axis: how a 4-D NIfTI's fourth axis is read (``auto``, ``channels``, ``time``).
+        report: called with one line per file written, saying what it holds, e.g.
+            ``wrote seg.dcm (DICOM SEG, 2 segments: 'liver', 'tumor')``.
 
     Returns:
         The annotations found for the input.
@@ -73,6 +76,8 @@ def predict_file(
         resource = read(input_path, fourth_axis=fourth_axis)
     model = load_model(model_uri)
     (annotations,) = model.predict([resource], dict(params or {}))
+    report = report or (lambda line: None)
+    names = writers.segmentation_names(annotations)
     if suffix == ".json":
         body = predictions_to_json([annotations])
         if output_path is None:
@@ -80,11 +85,41 @@ def predict_file(
             sys.stdout.flush()
         else:
             writers.write_bytes(output_path, body)
+            report(wrote(output_path, describe_predictions([annotations])))
     elif suffix == ".dcm":
         writers.write_dicom_seg(annotations, output_path, source=dicom_source)
+        report(wrote(output_path, f"DICOM SEG, {_named(names, 'segment')}"))
     else:
         source = resource if isinstance(resource, VolumeResource) else None
         writers.write_nifti(annotations, output_path, source=source)
+        report(wrote(output_path, f"NIfTI label map, {_named(names, 'label', numbered=True)}"))
     if overlay_path is not None:
         writers.write_overlay_png(resource, annotations, overlay_path)
+        shown = names or sorted({a.identifier for a in annotations})
+        report(wrote(overlay_path, f"overlay picture, {_named(shown, 'label')}"))
     return list(annotations)
+
+
+def wrote(path: str, what: str) -> str:
+    """The line that tells the user a file was written: ``wrote PATH (WHAT)``."""
+    return f"wrote {path} ({what})"
+
+
+def describe_predictions(predictions: Sequence[Sequence[Any]]) -> str:
+    """What a predictions JSON holds, e.g. ``predictions JSON, 3 annotations for 1 input``."""
+    count = sum(len(entry) for entry in predictions)
+    inputs = len(predictions)
+    return (
+        f"predictions JSON, {count} annotation{'' if count == 1 else 's'} for {inputs} "
+        f"input{'' if inputs == 1 else 's'}"
+    )
+
+
+def _named(names: Sequence[str], noun: str, *, numbered: bool = False, shown: int = 8) -> str:
+    """``2 labels: 1='liver', 2='tumor'``; names past ``shown`` are counted, not listed."""
+    if not names:
+        return f"no {noun}s"
+    listed = [f"{index}={name!r}" if numbered else repr(name)
+              for index, name in enumerate(names[:shown], start=1)]
+    more = f", … ({len(names) - shown} more)" if len(names) > shown else ""
+    return f"{len(names)} {noun}{'' if len(names) == 1 else 's'}: {', '.join(listed)}{more}"

@@ -66,10 +66,7 @@ def label_volume(
             f"There is no segmentation mask to write (the model returned {', '.join(found)}); "
             "accepted: SegmentationAnnotation results."
         )
-    names: list[str] = []
-    for mask in masks:
-        if mask.identifier not in names:
-            names.append(mask.identifier)
+    names = segmentation_names(masks)
     volume_shape = shape or next(
         (m.mask.shape for m in masks if m.scope is AnnotationScope.VOLUME), masks[0].mask.shape
     )
@@ -78,6 +75,16 @@ def label_volume(
         target = _mask_target(labels, mask)
         target[mask.mask] = names.index(mask.identifier) + 1
     return labels, names
+
+
+def segmentation_names(annotations: Sequence[Annotation]) -> list[str]:
+    """The label names of the segmentation masks, in the order they first appear: label
+    ``i + 1`` of a label map, segment ``i + 1`` of a DICOM SEG."""
+    names: list[str] = []
+    for annotation in annotations:
+        if isinstance(annotation, SegmentationAnnotation) and annotation.identifier not in names:
+            names.append(annotation.identifier)
+    return names
 
 
 def _mask_target(labels: np.ndarray, mask: SegmentationAnnotation) -> np.ndarray:

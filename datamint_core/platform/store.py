@@ -35,6 +35,7 @@ from mlflow.store.tracking.rest_store import RestStore
 from mlflow.utils.proto_json_utils import message_to_json
 from mlflow.utils.rest_utils import MlflowHostCreds, http_request
 
+from datamint_core._messages import shorten
 from datamint_core.platform.client import PlatformAuthError, PlatformUnreachableError
 from datamint_core.platform.config import AUTH_NAME, SCHEME, PlatformSettings, load_settings
 from datamint_core.platform.projects import (
@@ -196,7 +197,8 @@ def _auth_error(where: str, status: int) -> PlatformAuthError:
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    text = str(error).strip()
+    return shorten(text.splitlines()[0], 300) if text else type(error).__name__
 
 
 def _locations_for_client(message: Any) -> None:

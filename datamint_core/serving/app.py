@@ -13,10 +13,25 @@ Endpoints:
 Only these endpoints answer (:data:`ROUTES`; no ``/openapi.json``, ``/docs`` or ``/redoc``).
 
 Request bodies are parsed and predicted on worker threads, so the event loop keeps
-answering health checks. Unless the model class says ``thread_safe = True``, one lock keeps
-two requests from entering the model at once. A request that exceeds the timeout gets a
-504; its thread stops at the next slice, frame or resource boundary (the bridges check the
-deadline there) and frees the model lock.
+answering health checks. Parsing JSON holds the interpreter whatever thread does it, so one
+JSON body is parsed at a time and a body of more than ``max_json_values`` values is refused
+(413, pointing to npy_base64 and multipart) while it streams in: ``/ping`` answers within a
+fraction of a second whatever is being decoded. Unless the model class says
+``thread_safe = True``, one lock keeps two requests from entering the model at once. A
+request that exceeds the timeout gets a 504; its thread stops at the next slice, frame,
+resource or patch batch (bridges and readers call
+:func:`datamint_core._limits.check_deadline` there) and frees the model lock.
+
+An answer sent before the request body was read whole (a 413, a 415) is sent after the rest
+of the body has been read and dropped (up to the read deadline and 1 GiB), so that the
+client, which is still sending, can read it: closing a socket with unread data would reset
+the connection and lose the answer.
+
+Connections are bounded by the descriptors the process can open
+(:func:`fit_to_open_files`); when the bound is reached, the oldest connection that has no
+request in flight is closed to make room, so idle or half-open sockets cannot lock out
+``/ping``. ``accept()`` failing for lack of descriptors is logged at most once per
+:data:`ACCEPT_ERROR_LOG_INTERVAL_S`.
 
 Slow clients: :class:`GuardedH11Protocol` (the server's HTTP protocol) gives a client
 ``read_timeout`` seconds from its first byte to send the request head, and
@@ -33,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import logging
 import os
@@ -41,7 +57,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import h11
@@ -62,6 +78,7 @@ from datamint_core._limits import (
     check_deadline,
     current_deadline,
 )
+from datamint_core._messages import shorten
 from datamint_core.model import BaseDatamintModel
 from datamint_core.resources import BaseResource, ResourceError
 from datamint_core.routing import InvalidRequestError, UnsupportedModeError
@@ -165,8 +182,20 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     versions = _json({"datamint": __version__, "mlflow": mlflow.__version__})
     metadata = _json(_public_metadata(served.metadata))
     static = {name: static_file(name) for name in STATIC_FILES}
+    json_slot = threading.BoundedSemaphore(1)  # one JSON body parsed at a time
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_AcceptErrorLog(loop.get_exception_handler()))
+        yield
+
     app = FastAPI(
-        title="datamint scoring server", openapi_url=None, docs_url=None, redoc_url=None
+        title="datamint scoring server",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
     )
     endpoints = "; ".join(
         f"{'/'.join(methods)} {path}" for path, methods in ROUTES.items()
@@ -175,9 +204,8 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
-        message = f"{error.detail}: {request.method} {request.url.path[:200]}. Endpoints: " + (
-            endpoints + "."
-        )
+        path = shorten(request.url.path, 200)
+        message = f"{error.detail}: {request.method} {path}. Endpoints: {endpoints}."
         return _error(RequestError(error.status_code, code, message))
 
     @app.get("/ping")
@@ -220,7 +248,7 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
 
     async def answer(request: Request, respond: Callable[..., bytes]) -> Response:
         try:
-            handle = await _read_request(request, config, respond)
+            handle = await _read_request(request, config, respond, json_slot)
             # asyncio.to_thread copies this context: the worker thread decodes and predicts
             # under this request's limits and deadline.
             limits = RequestLimits(
@@ -264,10 +292,14 @@ def create_app_from_env() -> ASGIApp:
 
 
 async def _read_request(
-    request: Request, config: ServerConfig, respond: Callable[..., bytes]
+    request: Request,
+    config: ServerConfig,
+    respond: Callable[..., bytes],
+    json_slot: threading.BoundedSemaphore,
 ) -> Callable[[ServedModel], bytes]:
-    """Read the body (within the size limit) and return the work left for a worker thread,
-    which ends with ``respond(served, resources, params)``."""
+    """Read the body (within the size limits) and return the work left for a worker thread,
+    which ends with ``respond(served, resources, params)``; JSON is parsed and turned into
+    resources holding ``json_slot``."""
     content_type = request.headers.get("content-type", "")
     mime_type = content_type.split(";", 1)[0].strip().lower()
     if mime_type not in (JSON, "multipart/form-data"):
@@ -279,17 +311,20 @@ async def _read_request(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > config.max_request_size:
         raise _too_large(config)
-    stream = _capped_stream(request, config)
     allow_dirs = config.allow_path_dirs
     if mime_type == JSON:
+        stream = _capped_stream(request, config, count_json_values=True)
         body = b"".join([chunk async for chunk in stream])
 
         def handle_json(served: ServedModel) -> bytes:
-            records, params = parse_json_envelope(body)
-            return respond(served, build_resources(records, None, allow_dirs), params)
+            with _holding(json_slot):
+                records, params = parse_json_envelope(body)
+                resources = build_resources(records, None, allow_dirs)
+            return respond(served, resources, params)
 
         return handle_json
 
+    stream = _capped_stream(request, config)
     parser = _DiskSpooledParser(
         request.headers,
         stream,
@@ -326,9 +361,12 @@ async def _read_request(
         try:
             if isinstance(envelope_part, UploadFile):
                 envelope_part.file.seek(0)
-                records, params = parse_json_envelope(envelope_part.file.read())
+                envelope = envelope_part.file.read()
             else:
-                records, params = parse_json_envelope(envelope_part)
+                envelope = envelope_part
+            _check_json_values(_json_values(envelope), config)
+            with _holding(json_slot):
+                records, params = parse_json_envelope(envelope)
             resources = build_resources(records, files, allow_dirs)
             return respond(served, resources, params)
         finally:
@@ -389,13 +427,51 @@ def _is_local_path(uri: str) -> bool:
     return uri.startswith(("/", "~", "./", "../", "file:")) or (len(uri) > 2 and uri[1] == ":")
 
 
-async def _capped_stream(request: Request, config: ServerConfig) -> AsyncIterator[bytes]:
+async def _capped_stream(
+    request: Request, config: ServerConfig, count_json_values: bool = False
+) -> AsyncIterator[bytes]:
+    """The body's chunks; a 413 as soon as it is over the size limit or, for JSON, holds more
+    than ``max_json_values`` values (counted as it arrives, never parsed)."""
     received = 0
+    separators = 0
     async for chunk in request.stream():
         received += len(chunk)
         if received > config.max_request_size:
             raise _too_large(config)
+        if count_json_values:
+            separators += chunk.count(b",")
+            _check_json_values(separators + 1, config)
         yield chunk
+
+
+def _json_values(body: bytes | str) -> int:
+    """At least as many as the values a JSON text holds (one more than its commas)."""
+    return body.count(b"," if isinstance(body, bytes) else ",") + 1
+
+
+def _check_json_values(values: int, config: ServerConfig) -> None:
+    if values > config.max_json_values:
+        raise RequestError(
+            413,
+            "REQUEST_TOO_LARGE",
+            f"The JSON request holds more than {config.max_json_values} values "
+            "(--max-json-values). Send pixel data as npy_base64 (one JSON string) or, for "
+            "large arrays, as a multipart/form-data part holding the .npy bytes: neither is "
+            "parsed number by number.",
+        )
+
+
+@contextlib.contextmanager
+def _holding(slot: threading.BoundedSemaphore) -> Iterator[None]:
+    """Hold ``slot`` for the block, waiting at most until the request's deadline."""
+    deadline = current_deadline()
+    wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+    if not slot.acquire(timeout=wait):
+        raise RequestDeadlineExceeded("The request's deadline passed while it waited.")
+    try:
+        yield
+    finally:
+        slot.release()
 
 
 def _too_large(config: ServerConfig) -> RequestError:
@@ -414,7 +490,8 @@ def _error(error: RequestError) -> Response:
 def _json(data: Any) -> bytes:
     import json
 
-    return json.dumps(data, separators=(",", ":")).encode()
+    # UTF-8 rather than \u escapes: a bounded message stays bounded in bytes too.
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # -- slow clients ---------------------------------------------------------------------------
@@ -449,8 +526,12 @@ class GuardedH11Protocol(H11Protocol):
     The clock starts when a connection opens, and again at the first byte of each following
     request; a client that has not sent a complete head by ``read_timeout`` gets a 408
     (nothing, if it sent nothing) and is disconnected, with one DEBUG line. The body's share
-    of the same deadline is kept by :func:`guard_reads`. Connections beyond uvicorn's
-    ``limit_concurrency`` are closed at once, so idle sockets cannot pile up.
+    of the same deadline is kept by :func:`guard_reads`.
+
+    At most ``limit_concurrency - 1`` connections stay open (uvicorn answers 503 to requests
+    at ``limit_concurrency``): a new one past that closes the oldest connection with no
+    request in flight (idle, half-open, or still sending its head), or, when every
+    connection has a request in flight, is closed itself at once.
     """
 
     #: Seconds a client has to send a whole request; ``datamint serve`` sets it.
@@ -461,11 +542,32 @@ class GuardedH11Protocol(H11Protocol):
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_started = time.monotonic()
         self._received_any = False
-        if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
-            _logger.debug("Over limit_concurrency: closing a new connection at once.")
+        if self.limit_concurrency is not None and not self._make_room(self.limit_concurrency - 1):
+            _logger.debug("Every connection has a request in flight: closing a new one at once.")
             transport.close()
             return
         self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
+
+    def _make_room(self, most: int) -> bool:
+        """Keep at most ``most`` connections open, this one included, by closing the oldest
+        ones with no request in flight; False when that is not enough."""
+        open_ones = [c for c in self.connections if not c.transport.is_closing()]
+        excess = len(open_ones) - max(most, 1)
+        if excess <= 0:
+            return True
+        idle = sorted(
+            (c for c in open_ones if c is not self and c._has_no_request()),
+            key=lambda c: getattr(c, "_read_started", 0.0),
+        )
+        for connection in idle[:excess]:
+            _logger.debug("At the connection limit: closing the oldest idle connection.")
+            connection.transport.close()
+        return len(idle) >= excess
+
+    def _has_no_request(self) -> bool:
+        return self.conn.their_state is h11.IDLE and (
+            self.cycle is None or self.cycle.response_complete
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._read_timer is None and self.conn.their_state is h11.IDLE:
@@ -494,6 +596,82 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+def _waits_for_continue(scope: Scope) -> bool:
+    return any(
+        name == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"]
+    )
+
+
+# -- descriptors ----------------------------------------------------------------------------
+
+#: Descriptors kept for what is not a connection: model and upload files, logs, pipes.
+RESERVED_DESCRIPTORS = 64
+#: Seconds between two log lines about ``accept()`` running out of descriptors.
+ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
+
+
+def fit_to_open_files(limit_concurrency: int) -> int:
+    """The connections this process can really hold: ``limit_concurrency``, or fewer when
+    the open-file limit (``RLIMIT_NOFILE``) leaves less room besides the descriptors already
+    open and :data:`RESERVED_DESCRIPTORS`. Logs a WARNING when it lowers the limit."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return limit_concurrency
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limit_concurrency
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 32
+    room = max(soft - in_use - RESERVED_DESCRIPTORS, 2)
+    if room >= limit_concurrency:
+        return limit_concurrency
+    _logger.warning(
+        "The open-file limit (%d, %d in use) leaves room for %d connections: "
+        "--limit-concurrency is lowered from %d to %d. Raise the limit (ulimit -n) to hold more.",
+        soft, in_use, room, limit_concurrency, room,
+    )  # fmt: skip
+    return room
+
+
+class _AcceptErrorLog:
+    """An event-loop exception handler that logs ``accept()`` failing for lack of
+    descriptors (or memory) once per :data:`ACCEPT_ERROR_LOG_INTERVAL_S`, in one line with a
+    count, and hands everything else to the previous handler.
+
+    asyncio reports the failure for every pending connection, with a traceback, at every
+    retry: under a connection flood that is megabytes of log a second.
+    """
+
+    _MESSAGE = "socket.accept() out of system resource"
+
+    def __init__(self, previous: Callable[..., Any] | None) -> None:
+        self._previous = previous
+        self._last = -float("inf")
+        self._suppressed = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != self._MESSAGE:
+            if self._previous is not None:
+                self._previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self._last < ACCEPT_ERROR_LOG_INTERVAL_S:
+            self._suppressed += 1
+            return
+        more = f" (and {self._suppressed} more times since)" if self._suppressed else ""
+        _logger.error(
+            "Cannot accept connections: %s%s; new connections wait. Raise the open-file limit "
+            "(ulimit -n) or lower --limit-concurrency.",
+            context.get("exception"), more,
+        )  # fmt: skip
+        self._last, self._suppressed = now, 0
+
+
 async def _within(awaitable: Any, seconds: float) -> Any:
     """``await awaitable``, raising ``asyncio.TimeoutError`` after ``seconds``.
 
@@ -506,9 +684,19 @@ async def _within(awaitable: Any, seconds: float) -> Any:
     return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
+#: The most request body read and dropped so that an early answer (a 413) can be read.
+MAX_DRAINED_BYTES = 1024**3
+
+
 def guard_reads(app: ASGIApp, read_timeout: float) -> ASGIApp:
     """Wrap ``app`` so that a request's body must arrive within ``read_timeout`` of its first
     byte (else a 408 from the ``/invocations`` handler, and the connection is closed).
+
+    An answer that starts before the body was read whole (a 413 over the size limit) waits
+    while the rest is read and dropped, up to the same deadline and
+    :data:`MAX_DRAINED_BYTES`: a socket closed with unread data resets the connection, and a
+    client still sending would never read its answer. Past either bound, or when the client
+    waits for ``100 Continue``, the answer says ``Connection: close`` instead.
 
     Requests without a body (``GET``) pass through untouched.
     """
@@ -543,11 +731,31 @@ def guard_reads(app: ASGIApp, read_timeout: float) -> ASGIApp:
                 body_done = True
             return message
 
-        async def send_closing_after_timeout(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 408:
-                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
+        async def drain() -> bool:
+            """Read and drop the rest of the body; whether it was all read."""
+            dropped = 0
+            while not body_done:
+                try:
+                    message = await receive_within_deadline()
+                except RequestError:  # the read deadline passed
+                    return False
+                dropped += len(message.get("body", b""))
+                if dropped > MAX_DRAINED_BYTES:
+                    return False
+            return True
+
+        async def send_after_draining(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                close = message["status"] == 408
+                if not body_done and not close:
+                    close = _waits_for_continue(scope) or not await drain()
+                if close:
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (b"connection", b"close")],
+                    }
             await send(message)
 
-        await app(scope, receive_within_deadline, send_closing_after_timeout)
+        await app(scope, receive_within_deadline, send_after_draining)
 
     return guarded

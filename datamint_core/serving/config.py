@@ -9,6 +9,7 @@ flag                            environment variable                        defa
 ``--max-request-size``          ``DATAMINT_SERVE_MAX_REQUEST_SIZE``         512M
 ``--max-decoded-bytes``         ``DATAMINT_SERVE_MAX_DECODED_BYTES``        1G
 ``--max-slices``                ``DATAMINT_SERVE_MAX_SLICES``               4096
+``--max-json-values``           ``DATAMINT_SERVE_MAX_JSON_VALUES``          1M
 ``--max-parts``                 ``DATAMINT_SERVE_MAX_PARTS``                4096
 ``--timeout``                   ``DATAMINT_SERVE_REQUEST_TIMEOUT``          60 s
 ``--read-timeout``              ``DATAMINT_SERVE_READ_TIMEOUT``             30 s
@@ -43,6 +44,11 @@ ALLOW_PATH_DIRS_ENV = "DATAMINT_SERVE_ALLOW_PATH_DIRS"
 MODEL_URI_ENV = "DATAMINT_SERVE_MODEL_URI"
 
 DEFAULT_MAX_REQUEST_SIZE = 512 * 1024**2
+#: Values a JSON body may hold (pixel lists included). Parsing JSON holds the interpreter
+#: (no thread runs meanwhile, the event loop's health checks included) for about 0.2 s per
+#: million values; larger arrays travel as npy_base64 or multipart parts, which cost almost
+#: nothing to parse.
+DEFAULT_MAX_JSON_VALUES = 1024**2
 DEFAULT_REQUEST_TIMEOUT = 60.0
 
 _SECONDS = "a positive number of seconds"
@@ -68,6 +74,7 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
     "request_timeout": (REQUEST_TIMEOUT_ENV, _seconds, _SECONDS),
     "max_decoded_bytes": (MAX_DECODED_BYTES_ENV, parse_size, "a byte count such as 1G"),
     "max_slices": (MAX_SLICES_ENV, _count, "a positive integer"),
+    "max_json_values": ("DATAMINT_SERVE_MAX_JSON_VALUES", parse_size, "a count such as 1M"),
     "read_timeout": ("DATAMINT_SERVE_READ_TIMEOUT", _seconds, _SECONDS),
     "limit_concurrency": ("DATAMINT_SERVE_LIMIT_CONCURRENCY", _count, "a positive integer"),
     "keep_alive_timeout": ("DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT", _seconds, _SECONDS),
@@ -89,6 +96,8 @@ class ServerConfig:
         max_decoded_bytes: pixel bytes one request may decode (all its arrays), checked from
             the declared shapes before allocating; more gets a 413.
         max_slices: slices or frames one request may run through the volume/frame bridges.
+        max_json_values: values (numbers, strings, ...) a JSON body may hold; more gets a
+            413 pointing to npy_base64 and multipart, before the body is parsed.
         read_timeout: seconds a client has to send a whole request (headers and body);
             a slower one gets a 408 and its connection is closed.
         limit_concurrency: connections (open ones included) and requests at once; more get a
@@ -105,6 +114,7 @@ class ServerConfig:
     allow_path_dirs: tuple[str, ...] = ()
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     max_slices: int = DEFAULT_MAX_SLICES
+    max_json_values: int = DEFAULT_MAX_JSON_VALUES
     read_timeout: float = 30.0
     limit_concurrency: int = 1000
     keep_alive_timeout: float = 5.0

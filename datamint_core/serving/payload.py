@@ -85,6 +85,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from datamint_core._limits import InputTooLargeError
+from datamint_core._messages import shorten
 from datamint_core.annotations import Annotation
 from datamint_core.resources import (
     NPY_MAGIC,
@@ -105,9 +106,14 @@ MULTIPART_ENCODING = "multipart"
 
 
 class RequestError(Exception):
-    """A request the server refuses; carries its HTTP status and JSON error body."""
+    """A request the server refuses; carries its HTTP status and JSON error body.
+
+    The message is bounded (:func:`datamint_core._messages.shorten`): an error answer stays a
+    few kB whatever the request held.
+    """
 
     def __init__(self, status_code: int, error_code: str, message: str) -> None:
+        message = shorten(message)
         super().__init__(message)
         self.status_code = status_code
         self.error_code = error_code
@@ -482,9 +488,10 @@ _LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\
 
 def model_failure_message(error: BaseException) -> str:
     """What a client is told of a model's own failure: its type and message, server-side
-    file paths replaced by ``<path>``, at most 500 characters; never a stack trace."""
+    file paths replaced by ``<path>``, at most 500 characters (cut at a word); never a stack
+    trace."""
     text = _LOCAL_PATH.sub("<path>", f"{type(error).__name__}: {error}")
-    return f"The model failed: {text}"[:500]
+    return shorten(f"The model failed: {text}", 500)
 
 
 def too_large_input(error: InputTooLargeError, prefix: str = "") -> RequestError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,68 @@ def write_nifti(directory: Path, case: NiftiCase) -> tuple[Path, np.ndarray]:
     directory.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(bytes(raw)) if case.compressed else bytes(raw))
     return path, honest
+
+
+# -- single hostile files, by name ------------------------------------------------------------
+
+
+def png_bytes(width: int, height: int, idat: bytes) -> bytes:
+    """A grayscale 8-bit PNG whose IHDR says ``width`` x ``height``, over ``idat``."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def lying_png() -> bytes:
+    """About 100 bytes declaring 100000 x 100000 pixels (10 GB)."""
+    return png_bytes(100_000, 100_000, zlib.compress(b"\0" * 1000))
+
+
+def large_png() -> bytes:
+    """An honest 20000 x 20000 (400-megapixel) grayscale PNG of zeros, about 400 kB."""
+    compressor = zlib.compressobj(9)
+    row = b"\0" * 20_001
+    idat = b"".join(compressor.compress(row) for _ in range(20_000)) + compressor.flush()
+    return png_bytes(20_000, 20_000, idat)
+
+
+def many_frames_dicom(path: Path, *, compressed: bool = False) -> Path:
+    """CT_small.dcm declaring 400,000 frames of 512 x 512 over a few bytes of pixel data."""
+    import pydicom
+
+    dataset = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    dataset.NumberOfFrames = 400_000
+    dataset.Rows = dataset.Columns = 512
+    if compressed:
+        from pydicom.encaps import encapsulate
+        from pydicom.uid import RLELossless
+
+        dataset.PixelData = encapsulate([b"\0" * 16])
+        dataset["PixelData"].VR = "OB"
+        dataset.file_meta.TransferSyntaxUID = RLELossless
+    else:
+        dataset.PixelData = b"\0" * 64
+    dataset.save_as(path)
+    return path
+
+
+def short_nifti(path: Path) -> Path:
+    """A 16^3 float32 NIfTI missing its last 100 bytes (gzip-compressed for ``.nii.gz``)."""
+    import gzip
+    import io
+
+    import nibabel
+
+    buffer = io.BytesIO()
+    image = nibabel.Nifti1Image(np.ones((16, 16, 16), np.float32), np.eye(4))
+    file_map = image.make_file_map({"image": buffer, "header": buffer})
+    image.to_file_map(file_map)
+    data = buffer.getvalue()[:-100]
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path

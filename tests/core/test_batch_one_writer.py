@@ -150,7 +150,7 @@ def test_after_the_holder_is_killed_with_sigkill_a_rerun_takes_the_lock_and_comp
     assert not list(output.rglob("*.incomplete"))
 
 
-def test_run_batch_refuses_an_output_held_in_this_process_and_leaves_it_untouched(
+def test_run_batch_refuses_a_held_output_before_any_engine_starts_and_leaves_it_untouched(
     cohort, tmp_path
 ):
     model = tmp_path / "fast"
@@ -162,6 +162,9 @@ def test_run_batch_refuses_an_output_held_in_this_process_and_leaves_it_untouche
     with hold_output(output):
         with pytest.raises(OutputInUseError, match="Another batch job is writing into"):
             run_batch(str(model), cohort, output, workers=1, progress=False)
+        # The Spark driver takes the same lock before it starts a session (or imports pyspark).
+        with pytest.raises(OutputInUseError, match=r"\(pid \d+ on .*, started "):
+            run_batch(str(model), cohort, output, engine="spark", workers=1)
         # The refused job cleaned nothing up: the holder's part being written is still there.
         assert (output / ".part-x-local-00001.parquet.1.incomplete").exists()
     assert (output / LOCK_FILE).read_bytes() == b""  # no stale holder shown after release

@@ -311,22 +311,66 @@ def test_mlflow_evaluate_with_the_datamint_model_type_logs_metrics_table_and_pic
 
 
 @needs_full_mlflow
-def test_the_evaluator_refuses_a_config_without_label_names(project, model_path, tmp_path,
-                                                            run_python):
+def test_the_evaluator_scores_given_predictions_and_refuses_what_it_cannot_use(
+    project, tmp_path, run_python
+):
     site = evaluator_entry_point(tmp_path / "site")
     out = run_python(
         f"""
+        import json
         import mlflow
         from datamint_core.evaluation.mlflow_evaluator import evaluation_data
+        from datamint_core.io import read
+        from tests.core.evaluation_models import LabelMapSegmenter
 
         mlflow.set_tracking_uri("sqlite:///{tmp_path / 'mlflow.db'}")
-        try:
-            mlflow.models.evaluate({str(model_path)!r}, evaluation_data({str(project)!r}),
-                                   targets="label", model_type="datamint-segmentation",
-                                   evaluators="datamint", evaluator_config={{"tolrance": 1}})
-        except Exception as error:
-            print(type(error).__name__, error)
+        data = evaluation_data({str(project)!r})
+        # Without a model: each case's annotations, as JSON, in a predictions column.
+        model = LabelMapSegmenter()
+        data["predicted"] = [
+            json.dumps([a.to_dict() for a in model.predict([read(path)], {{}})[0]])
+            for path in data["path"]
+        ]
+        with mlflow.start_run():
+            result = mlflow.models.evaluate(
+                data=data, targets="label", predictions="predicted",
+                model_type="datamint-segmentation",
+                evaluator_config={{"labels": {{"1": "organ", "2": "lesion"}},
+                                   "tolerance_mm": 1.5, "worst_cases": 0}})
+        print("scored", result.metrics["cases_scored"], result.metrics["dice/organ"],
+              sorted(result.artifacts))
+        for config in ({{"tolrance": 1}}, {{}}, {{"labels": {{"1": "a"}}, "tolerance_mm": -1}}):
+            try:
+                with mlflow.start_run():
+                    mlflow.models.evaluate(data=data, targets="label", predictions="predicted",
+                                           model_type="datamint-segmentation",
+                                           evaluators="datamint", evaluator_config=config)
+            except Exception as error:
+                print(type(error).__name__, error)
         """,
         env={"PYTHONPATH": str(site)},
     )
-    assert "EvaluationInputError Unknown evaluator_config key(s) ['tolrance']" in out
+    cases = [expected_metrics(project, f"case_{i:03d}") for i in range(3)]
+    scored, *refusals = out.strip().splitlines()[-4:]
+
+    assert scored.startswith("scored 3.0 ")
+    assert float(scored.split()[2]) == pytest.approx(np.mean([c["organ"]["dice"] for c in cases]))
+    assert scored.endswith("['per_case_metrics']")  # worst_cases=0: no picture
+    assert refusals[0].startswith(
+        "EvaluationInputError Unknown evaluator_config key(s) ['tolrance'] for the datamint "
+        "evaluator; accepted: ['labels', 'project', 'tolerance_mm', 'params', 'worst_cases']"
+    )
+    assert "needs the label names the model's masks are matched to" in refusals[1]
+    assert "'tolerance_mm' must be a number of mm, 0 or more; got -1" in refusals[2]
+
+
+def test_the_evaluation_package_exports_exactly_this():
+    import datamint_core.evaluation as evaluation
+
+    assert sorted(evaluation.__all__) == [
+        "EvaluationInputError", "EvaluationReport", "MODEL_TYPE", "case_key",
+        "evaluate_predictions", "evaluate_project", "labels_from_file", "parse_labels",
+        "project_cases",
+    ]
+    assert evaluation.MODEL_TYPE == "datamint-segmentation"
+    assert issubclass(evaluation.EvaluationInputError, ValueError)

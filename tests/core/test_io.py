@@ -425,9 +425,9 @@ def test_descriptor_and_geometry_fields_can_be_set_after_construction():
 
 
 def test_a_small_file_declaring_a_huge_volume_is_refused_before_its_pixels_are_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ):
-    from datamint_core._limits import MAX_DECODED_BYTES_ENV, InputTooLargeError
+    from datamint_core._limits import InputTooLargeError, request_limits
 
     # A NIfTI header declaring 2048^3 float64 voxels (64 GiB), with almost no data behind it.
     header = nibabel.Nifti1Header()
@@ -449,8 +449,7 @@ def test_a_small_file_declaring_a_huge_volume_is_refused_before_its_pixels_are_r
     assert peak < 50 * 2**20
 
     # The budget is configurable: a lower one refuses a real file that a default one reads.
-    monkeypatch.setenv(MAX_DECODED_BYTES_ENV, "1000")
-    with pytest.raises(InputTooLargeError, match="1000"):
+    with request_limits(max_decoded_bytes=1000), pytest.raises(InputTooLargeError, match="1000"):
         read(nibabel_file("anatomical.nii"))
-    with pytest.raises(InputTooLargeError):
+    with request_limits(max_decoded_bytes=1000), pytest.raises(InputTooLargeError):
         read(pydicom_file("CT_small.dcm"))

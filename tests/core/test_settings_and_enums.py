@@ -142,7 +142,8 @@ def test_unknown_settings_keys_are_rejected_naming_each_and_the_valid_keys() -> 
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "Unknown ModelSettings key(s): 'cuda', 'gpu_count'; valid keys are: 'need_gpu'."
+            "Unknown ModelSettings key(s): 'cuda', 'gpu_count'; valid keys are: 'need_gpu', "
+            "'sliding_window'."
         ),
     ):
         ModelSettings.from_dict({"need_gpu": True, "gpu_count": 2, "cuda": True})

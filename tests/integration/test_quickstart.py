@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,10 @@ HAS_LIGHTNING = importlib.util.find_spec("lightning") is not None
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """Run examples/quickstart.py once in a fresh directory; return (stdout, directory)."""
     workdir = tmp_path_factory.mktemp("quickstart")
+    return run_quickstart(workdir), workdir
+
+
+def run_quickstart(workdir: Path) -> str:
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
     completed = subprocess.run(
@@ -36,7 +41,7 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return completed.stdout, workdir
+    return completed.stdout
 
 
 def test_quickstart_registers_the_model_and_a_fresh_process_finds_the_phantom_lesion(quickstart):
@@ -74,11 +79,37 @@ def test_without_lightning_the_training_step_is_skipped_with_the_install_command
 def test_quickstart_trains_checkpoints_and_registers_a_cnn_that_finds_the_lesion(quickstart):
     pytest.importorskip("lightning", reason="the training step needs the [lightning] extra")
     out, workdir = quickstart
-    kept = sorted(p.name for p in (workdir / "checkpoints").glob("*.ckpt"))
+    (run_dir,) = (workdir / "checkpoints").iterdir()  # one directory per training run
+    kept = sorted(p.name for p in run_dir.glob("*.ckpt"))
     assert len(kept) == 3 and "last.ckpt" in kept
-    assert f"checkpoints kept and logged: {', '.join(kept)}" in out
+    assert f"checkpoints kept and logged in checkpoints/{run_dir.name}: {', '.join(kept)}" in out
     assert "registered models:/quickstart-cnn/1 in sqlite:///mlflow.db" in out
     after = out.split("loaded models:/quickstart-cnn/1 in a fresh process; volume mode found:")[1]
     voxels, slices = map(int, re.search(r"lesion: (\d+) voxels on (\d+) slices", after).groups())
     assert 0.8 * 10493 <= voxels <= 1.2 * 10493 and 15 <= slices <= 25
     assert "mask [48, 96, 96], spacing [2.5, 0.8, 0.8]" in after
+
+
+def test_a_second_run_lists_only_its_own_checkpoints_and_gitignore_covers_all_it_writes(
+    quickstart,
+):
+    """What ``scripts/demo`` run twice in a checkout leaves: the checkout's ``.gitignore``
+    ignores every file, and the second run's listing holds none of the first's."""
+    _, workdir = quickstart
+    first_runs = set((workdir / "checkpoints").iterdir()) if HAS_LIGHTNING else set()
+    second_out = run_quickstart(workdir)
+
+    assert "registered models:/quickstart-segmenter/2 in sqlite:///mlflow.db" in second_out
+    if HAS_LIGHTNING:
+        (second_run,) = set((workdir / "checkpoints").iterdir()) - first_runs
+        kept = sorted(p.name for p in second_run.glob("*.ckpt"))
+        listed = re.search(r"checkpoints kept and logged in (\S+): (.*)", second_out).groups()
+        assert listed == (f"checkpoints/{second_run.name}", ", ".join(kept))
+        assert len(kept) == 3
+        assert "registered models:/quickstart-cnn/2 in sqlite:///mlflow.db" in second_out
+    shutil.copy(REPO_ROOT / ".gitignore", workdir / ".gitignore")
+    subprocess.run(["git", "init", "-q"], cwd=workdir, check=True)
+    subprocess.run(["git", "add", ".gitignore"], cwd=workdir, check=True)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                            cwd=workdir, capture_output=True, text=True, check=True).stdout
+    assert status.splitlines() == ["A  .gitignore"]

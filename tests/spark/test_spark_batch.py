@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd  # at module level: Spark resolves the pandas_udf's type hints here
 import pytest
 
 from datamint_core import save_model
@@ -71,6 +72,7 @@ def test_spark_udf_returns_every_annotation_of_every_row_as_json(spark, model_pa
         spark,
         str(model_path),
         result_type="string",
+        params={"result_format": "json"},
         extra_env={"DATAMINT_SERVE_ALLOW_PATH_DIRS": str(tmp_path / "cohort")},
     )
 
@@ -87,3 +89,36 @@ def test_spark_udf_returns_every_annotation_of_every_row_as_json(spark, model_pa
         "bright",
         "contrast",
     }
+
+
+def test_pyfunc_predict_gives_the_same_lists_inside_a_users_own_pandas_udf_and_json_on_request(
+    spark, model_path
+):
+    import numpy as np
+    from pyspark.sql.functions import pandas_udf
+
+    from datamint_core import ImageResource
+
+    record = ImageResource(np.linspace(0, 1, 64).reshape(8, 8), id="img").to_dict()
+    model_uri = str(model_path)
+    outside = mlflow.pyfunc.load_model(model_uri).predict([record], {"mode": "image"})
+
+    @pandas_udf("string")
+    def score(ids: pd.Series) -> pd.Series:
+        model = mlflow.pyfunc.load_model(model_uri)
+        answers = []
+        for _ in ids:
+            lists = model.predict([record], {"mode": "image"})
+            texts = model.predict([record], {"mode": "image", "result_format": "json"})
+            answers.append(json.dumps({"lists": lists, "texts": texts}))
+        return pd.Series(answers)
+
+    (row,) = spark.range(1).select(score("id").alias("answer")).collect()
+    inside = json.loads(row.answer)
+
+    assert isinstance(outside, list) and isinstance(outside[0], list)
+    assert isinstance(outside[0][0], dict) and len(outside[0]) == 2
+    assert inside["lists"] == outside  # lists of dicts, not JSON strings, inside a task too
+    assert inside["texts"] == [json.dumps(outside[0], allow_nan=False)]
+    with pytest.raises(mlflow.exceptions.MlflowException, match="'result_format'='xml'"):
+        mlflow.pyfunc.load_model(model_uri).predict([record], {"result_format": "xml"})
