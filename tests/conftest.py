@@ -50,6 +50,9 @@ def sqlite_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh embedded SQLite tracking + registry store, with artifacts under ``tmp_path``."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # mlflow.set_registry_uri also sets this variable and set_registry_uri(None) leaves it:
+    # through monkeypatch it ends with the test, so no later test reads another store.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands here too
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -338,7 +338,7 @@ attempt("miss", lambda: cache.fetch(("models", "other", "1"), None, source_uri="
 attempt("corrupted", lambda: cache.fetch({model_key(store, "broken", "1")!r}, None,
                                          source_uri="u", allow_download=False))
 os.environ.update(DATAMINT_CACHE_DIR=os.environ["CACHE_DIR"], DATAMINT_OFFLINE="true",
-                  MLFLOW_TRACKING_URI={store!r})
+                  MLFLOW_TRACKING_URI={store!r}, MLFLOW_REGISTRY_URI={store!r})
 attempt("load_miss", lambda: load_model("models:/missing/1"))
 attempt("load_corrupted", lambda: load_model("models:/broken/1"))
 print(json.dumps(found))

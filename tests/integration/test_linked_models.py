@@ -56,6 +56,7 @@ def children(mlflow_server):
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)  # set_registry_uri(None) leaves it
 
 
 def predict_in_new_process(model_path: Path, env: dict[str, str], cwd: Path) -> dict:
@@ -247,6 +248,7 @@ def test_an_unreachable_server_is_named_with_what_to_do(monkeypatch):
     closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", closed)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", closed)  # what set_registry_uri sets too
     mlflow.set_registry_uri(closed)
     try:
         started = time.monotonic()
