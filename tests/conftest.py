@@ -32,7 +32,7 @@ def private_artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 _PLATFORM_SETTINGS = ("DATAMINT_API_KEY", "DATAMINT_API_URL", "DATAMINT_MLFLOW_URL",
-                      "DATAMINT_PROJECT_ID", "DATAMINT_PROJECT_NAME")
+                      "DATAMINT_PROJECT_ID", "DATAMINT_PROJECT_NAME", "DATAMINT_PROJECTS_DIR")
 
 
 @pytest.fixture(autouse=True)
