@@ -21,6 +21,7 @@ Heavy modules (mlflow, FastAPI) are imported only by the subcommand that needs t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import signal
@@ -370,7 +371,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     import uvicorn
 
-    from datamint_core.linked_models import local_model_dir
+    from datamint_core.linked_models import held_model_dir
     from datamint_core.serving.app import GuardedH11Protocol, fit_to_open_files
     from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 
@@ -382,8 +383,9 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     # asyncio reports accept() failing once per pending connection.
     limit_concurrency = fit_to_open_files(config.limit_concurrency)
     GuardedH11Protocol.read_timeout = config.read_timeout
-    # Through the artifact cache, once, before any worker starts: N workers load one copy.
-    model_dir = local_model_dir(args.model_uri)
+    # Through the artifact cache, once, before any worker starts: N workers load one copy,
+    # held until the server exits, so that a cache clear elsewhere leaves it in place.
+    model_dir = _SERVER_HOLDS.enter_context(held_model_dir(args.model_uri))
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -416,6 +418,10 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         )
     _exit_without_teardown()
     return 0  # not reached
+
+
+#: What the server process holds for its whole life (released when the process ends).
+_SERVER_HOLDS = contextlib.ExitStack()
 
 
 def _exit_without_teardown() -> None:
