@@ -378,10 +378,8 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     config = ServerConfig.resolve(
         args.allow_path_dir, **{setting: getattr(args, setting) for _, setting, _ in _SERVE_LIMITS}
     )
-    _raise_open_file_limit(config.limit_concurrency)
-    # As many connections as the descriptors allow, and no more pending in the kernel's queue:
-    # asyncio reports accept() failing once per pending connection.
-    limit_concurrency = fit_to_open_files(config.limit_concurrency)
+    # As many connections as the descriptors allow, and a backlog that cannot exhaust them.
+    limit_concurrency, backlog = fit_to_open_files(config.limit_concurrency)
     GuardedH11Protocol.read_timeout = config.read_timeout
     # Through the artifact cache, once, before any worker starts: N workers load one copy,
     # held until the server exits, so that a cache clear elsewhere leaves it in place.
@@ -393,7 +391,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         "log_level": "info",
         "http": GuardedH11Protocol,
         "limit_concurrency": limit_concurrency,
-        "backlog": min(2048, limit_concurrency),
+        "backlog": backlog,
         "timeout_keep_alive": config.keep_alive_timeout,
         "timeout_graceful_shutdown": config.graceful_timeout,
         "h11_max_incomplete_event_size": config.max_header_size,
@@ -435,19 +433,6 @@ def _exit_without_teardown() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _raise_open_file_limit(connections: int) -> None:
-    """Let the process hold ``connections`` sockets (plus room for files) when allowed."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connections + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 def _info(args: argparse.Namespace, params: dict[str, Any]) -> int:
