@@ -394,11 +394,12 @@ def _label_map(mask: Any, role: str) -> np.ndarray:
     if array.dtype == bool or np.issubdtype(array.dtype, np.integer):
         return array
     if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or not np.array_equal(array, np.round(array)):
+        finite = np.isfinite(array).all() and (array.size == 0 or np.abs(array).max() < 2**31)
+        if not finite or not np.array_equal(array, np.round(array)):
             raise ValueError(
-                f"The {role} must hold whole-number labels (0 for background); it holds "
-                "fractional or non-finite values: threshold probabilities (or take the "
-                "argmax over classes) first"
+                f"The {role} must hold whole-number labels (0 for background, below 2**31); it "
+                "holds fractional, non-finite or huge values: threshold probabilities (or "
+                "take the argmax over classes) first"
             )
         return array.astype(np.int64)
     raise ValueError(
@@ -454,7 +455,7 @@ def _named_labels(labels: Any, prediction_map: np.ndarray, truth_map: np.ndarray
             raise ValueError(f"label names must be strings; label {value} is named {name!r}")
         label_name = str(value) if name is None else name
         if label_name in named.values() or value in named:
-            raise ValueError(f"labels name each value once and each name once; got {labels!r}")
+            raise ValueError(f"labels must name each value once and each name once; got {labels!r}")
         named[value] = label_name
     return dict(sorted(named.items()))
 
@@ -471,7 +472,8 @@ def _label_value(key: Any) -> int:
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return int(key)
     raise ValueError(
-        f"A label is an integer value (or its digits as a string, as in dataset.json); got {key!r}"
+        "A label must be an integer value (or its digits as a string, as in dataset.json); "
+        f"got {key!r}"
     )
 
 

@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 _PLATFORM_SETTINGS = ("DATAMINT_API_KEY", "DATAMINT_API_URL", "DATAMINT_MLFLOW_URL",
-                      "DATAMINT_PROJECT_ID", "DATAMINT_PROJECT_NAME")
+                      "DATAMINT_PROJECT_ID", "DATAMINT_PROJECT_NAME", "DATAMINT_PROJECTS_DIR")
 
 
 @pytest.fixture(autouse=True)

@@ -104,6 +104,10 @@ def run_batch(
     for name, value in (("workers", workers), ("rows_per_part", rows_per_part)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is not valid; accepted: a positive integer.")
+    if engine == "local":
+        from datamint_core.batch._local import threads_per_worker as checked_threads
+
+        checked_threads(workers, threads_per_worker)  # a bad value fails before any work
     require_pyarrow()
     params = dict(params or {})
     output = os.fspath(output)

@@ -64,7 +64,7 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int:
     Raises:
         ValueError: a value that is not a positive integer.
     """
-    source = "threads_per_worker"
+    source, raw = "threads_per_worker", threads
     if threads is None:
         raw = read_env(THREADS_PER_WORKER_ENV)
         if raw is None:
@@ -75,7 +75,7 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int:
         except ValueError:
             threads = 0
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{source}={threads!r} is not valid; accepted: a positive integer.")
+        raise ValueError(f"{source}={raw!r} is not valid; accepted: a positive integer.")
     return threads
 
 

@@ -29,6 +29,11 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 # Samples per pixel of each PNG colour type (IHDR).
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _ACCEPTED = "Accepted: PNG or JPEG, grayscale or RGB."
+# JPEG frame markers (SOFn) coded with Huffman tables, and the lossless ones among them.
+_JPEG_HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}
+_JPEG_LOSSLESS_FRAMES = {0xC3, 0xC7}
+_JPEG_START_OF_SCAN = 0xDA
+_JPEG_MAX_SEGMENTS = 256
 
 
 def decode_image(path: str) -> Decoded:
@@ -52,6 +57,7 @@ def decode_image(path: str) -> Decoded:
         _check_png_size(head, path)
         opener = PngImagePlugin.PngImageFile
     elif head.startswith(_JPEG_MAGIC):
+        _check_jpeg_size(path)
         opener = JpegImagePlugin.JpegImageFile
     else:
         raise ResourceError(f"Cannot read {file_name(path)} as an image: {_ACCEPTED}")
@@ -103,3 +109,35 @@ def _check_png_size(head: bytes, path: str) -> None:
         f"IHDR {width}x{height} pixels at {depth} bits per sample",
         path,
     )
+
+
+def _check_jpeg_size(path: str) -> None:
+    """Refuse a Huffman-coded JPEG whose frame header (SOF) declares more pixels than its
+    data can code: at least one bit per 8x8 block (DCT) or per pixel (lossless).
+
+    Arithmetic-coded JPEG has no such bound; the decode budget applies to it.
+    """
+    with open(path, "rb") as file:
+        file.seek(2)
+        for _ in range(_JPEG_MAX_SEGMENTS):
+            marker = file.read(4)
+            if len(marker) < 4 or marker[0] != 0xFF:
+                return  # not a well-formed JPEG: Pillow says what is wrong
+            kind, length = marker[1], struct.unpack(">H", marker[2:4])[0]
+            if kind in _JPEG_HUFFMAN_FRAMES:
+                frame = file.read(5)
+                if len(frame) < 5:
+                    return
+                height, width = struct.unpack(">HH", frame[1:5])
+                per_bit = 1 if kind in _JPEG_LOSSLESS_FRAMES else 64
+                needed = -(-height * width // per_bit) // 8
+                check_held(
+                    needed,
+                    os.path.getsize(path),
+                    f"SOF {width}x{height} pixels, whose coded data takes at least",
+                    path,
+                )
+                return
+            if kind == _JPEG_START_OF_SCAN or length < 2:
+                return
+            file.seek(length - 2, os.SEEK_CUR)

@@ -119,7 +119,9 @@ def _named(names: Sequence[str], noun: str, *, numbered: bool = False, shown: in
     """``2 labels: 1='liver', 2='tumor'``; names past ``shown`` are counted, not listed."""
     if not names:
         return f"no {noun}s"
-    listed = [f"{index}={name!r}" if numbered else repr(name)
-              for index, name in enumerate(names[:shown], start=1)]
+    listed = [
+        f"{index}={name!r}" if numbered else repr(name)
+        for index, name in enumerate(names[:shown], start=1)
+    ]
     more = f", … ({len(names) - shown} more)" if len(names) > shown else ""
     return f"{len(names)} {noun}{'' if len(names) == 1 else 's'}: {', '.join(listed)}{more}"

@@ -4,7 +4,10 @@
 (only the files shipped, nothing else of the file system). ``POST /viewer/predict`` takes
 what ``POST /invocations`` takes and answers the predictions plus the picture to draw them
 on: the first resource's pixels windowed to 8 bits, as
-``{"image": {"kind", "shape": [N, H, W], "channels": 1 or 3, "data": base64}, ...}``.
+``{"image": {"kind", "shape": [N, H, W], "channels": 1 or 3, "data": base64}, ...}``; for a
+multi-channel case (named channels, or a volume with a channel axis) each channel is
+windowed on its own and sent (``"channels": C``, ``"channel_names": [...]``, ``data``
+``(N, H, W, C)``), and the page shows the one picked.
 No build step and no CDN: the page works on a network with no way out.
 
 The page and its files go out with :data:`PAGE_HEADERS`: the browser runs only the page's
@@ -71,6 +74,19 @@ def preview_of(resource: BaseResource) -> dict:
     pixels = resource.pixels
     if resource.kind == "image":
         pixels = pixels[None]
+    names = resource.channel_names
+    if pixels.ndim == 4 and (names is not None or resource.kind == "volume"):
+        names = names or tuple(f"channel {index}" for index in range(pixels.shape[-1]))
+        frames = np.empty(pixels.shape, dtype=np.uint8)
+        for index in range(pixels.shape[-1]):  # each modality in its own window
+            frames[..., index] = window_to_uint8(pixels[..., index], {})
+        return {
+            "kind": resource.kind,
+            "shape": [int(size) for size in frames.shape[:3]],
+            "channels": int(frames.shape[-1]),
+            "channel_names": list(names),
+            "data": base64.b64encode(frames.tobytes()).decode("ascii"),
+        }
     colour = pixels.ndim == 4 and pixels.shape[-1] in (3, 4)
     if colour:
         pixels = pixels[..., :3]

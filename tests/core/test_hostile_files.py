@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import time
 import tracemalloc
 import warnings
@@ -447,3 +448,60 @@ def test_a_modality_lut_is_applied_to_an_image_and_a_volume_using_one_is_refused
     assert "RescaleSlope" not in image.metadata
     with pytest.raises(ResourceError, match="'lut.dcm' maps its stored values with a Modality LUT"):
         read(tmp_path / "lut.dcm", kind="volume")
+
+
+def test_a_jpeg_whose_frame_header_declares_more_pixels_than_its_data_can_code_is_refused(
+    tmp_path: Path,
+):
+    honest = tmp_path / "honest.jpg"
+    Image.fromarray(np.full((64, 48), 90, np.uint8)).save(honest, quality=90)
+    data = bytearray(honest.read_bytes())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 65_000, 65_000)
+    (tmp_path / "lying.jpg").write_bytes(bytes(data))
+    assert read(honest).pixels.shape == (64, 48)
+    tracemalloc.start()
+    started = time.process_time()
+    try:
+        with pytest.raises(ResourceError, match=r"'lying.jpg' declares SOF 65000x65000 pixels"):
+            read(tmp_path / "lying.jpg")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20 and time.process_time() - started < 0.5  # 4 GB never allocated
+
+
+def test_compressed_dicom_declaring_more_than_its_data_can_decode_to_is_refused(tmp_path: Path):
+    dataset = pydicom.dcmread(pydicom_file("MR_small_RLE.dcm"))
+    dataset.Rows = dataset.Columns = 8192  # 128 MB from about 6 kB of RLE: at most 64-fold
+    dataset.save_as(tmp_path / "rle.dcm")
+    with pytest.raises(ResourceError, match=r"'rle.dcm' declares NumberOfFrames=1 of Rows=8192"):
+        read(tmp_path / "rle.dcm")
+    assert read(pydicom_file("MR_small_RLE.dcm")).pixels.shape == (64, 64)
+
+
+def test_a_compressed_multiframe_volume_is_decoded_frame_by_frame_and_stops_at_the_deadline(
+    tmp_path: Path,
+):
+    from pydicom.uid import RLELossless
+
+    from tests.core.dicom_files import philips_multiframe
+
+    native = philips_multiframe(tmp_path)
+    dataset = pydicom.dcmread(native)
+    dataset.compress(RLELossless)
+    dataset.save_as(tmp_path / "rle.dcm")
+    expected = read(native)
+    tracemalloc.start()
+    try:
+        volume = read(tmp_path / "rle.dcm")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(volume.pixels, expected.pixels)
+    np.testing.assert_allclose(volume.affine, expected.affine)
+    # One volume, the compressed data and a frame or two: never a second decoded copy.
+    assert peak < 1.5 * volume.pixels.nbytes, (peak, volume.pixels.nbytes)
+    with applying(RequestLimits(deadline=time.monotonic() - 1)):
+        with pytest.raises(RequestDeadlineExceeded):
+            read(tmp_path / "rle.dcm")

@@ -218,7 +218,7 @@ def test_whole_number_float_label_maps_are_accepted_as_nifti_readers_return_them
         (lambda: segmentation_metrics(TRUTH, TRUTH, spacing="1mm"), "3 positive numbers"),
         (lambda: segmentation_metrics(TRUTH, TRUTH, spacing=math.nan), "3 positive numbers"),
         (lambda: segmentation_metrics(TRUTH, TRUTH, labels="liver"), "{value: name} mapping"),
-        (lambda: segmentation_metrics(TRUTH, TRUTH, labels={"one": "x"}), "integer value"),
+        (lambda: segmentation_metrics(TRUTH, TRUTH, labels={"one": "x"}), "an integer value"),
         (lambda: segmentation_metrics(TRUTH, TRUTH, labels={1: "a", 2: "a"}), "each name once"),
         (lambda: segmentation_metrics(TRUTH, TRUTH, labels={1: 5}), "must be strings"),
         (lambda: segmentation_metrics(TRUTH, TRUTH, tolerance_mm=-1), "0 or more"),
@@ -337,3 +337,35 @@ def test_the_metrics_module_exports_exactly_this_and_imports_scipy_only_when_mea
         """
     )
     assert out.strip() == "[]"
+
+
+_anything = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True),
+    st.text(max_size=3), st.lists(st.floats(-2, 5), max_size=4),
+    st.dictionaries(st.one_of(st.integers(-1, 3), st.text(max_size=2)), st.text(max_size=3),
+                    max_size=3),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    prediction=hnp.arrays(
+        st.sampled_from([np.uint8, np.int16, np.float32, np.bool_]),
+        hnp.array_shapes(min_dims=1, max_dims=4, max_side=5),
+    ),
+    spacing=_anything,
+    labels=_anything,
+    tolerance=_anything,
+)
+def test_any_input_gives_metrics_or_a_value_error_that_says_what_is_accepted(
+    prediction, spacing, labels, tolerance
+):
+    try:
+        case = segmentation_metrics(prediction, prediction, spacing=spacing, labels=labels,
+                                    tolerance_mm=tolerance)
+    except ValueError as error:
+        assert "accepted" in str(error) or "must" in str(error), error
+    else:
+        for row in case.values():
+            assert set(row) == set(METRIC_NAMES)
+            assert all(isinstance(value, float) for value in row.values())

@@ -11,7 +11,11 @@ const ALPHA = 0.45;
 const MIN_DISPLAY_WIDTH = 512;
 
 const $ = (id) => document.getElementById(id);
-const state = { metadata: null, view: null, labels: [], layers: [], boxes: [], index: 0 };
+const state = {
+  metadata: null, view: null, labels: [], layers: [], boxes: [], index: 0, channel: 0,
+};
+// Files that each hold a whole volume or image; several DICOM files are one series instead.
+const CHANNEL_FILE = /\.(nii|nii\.gz|npy|npz|png|jpe?g)$/i;
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -65,14 +69,36 @@ function readParams() {
   return params;
 }
 
+// A channel's name: its file's name without the suffix, made unique among the files picked.
+function channelNames(files) {
+  const names = [];
+  for (const file of files) {
+    const stem = file.name.replace(/\.(nii\.gz|[^.]+)$/i, "") || "channel";
+    let name = stem, count = 2;
+    while (names.includes(name)) name = `${stem}-${count++}`;
+    names.push(name);
+  }
+  return names;
+}
+
+function pickedFiles() {
+  const files = Array.from($("file-input").files);
+  $("channels-input").checked = files.length > 1 && files.every((f) => CHANNEL_FILE.test(f.name));
+}
+
 async function predict(event) {
   event.preventDefault();
-  const files = $("file-input").files;
+  const files = Array.from($("file-input").files);
   if (!files.length) { setStatus("Pick a file first.", true); return; }
   const body = new FormData();
-  const resource = { id: files[0].name, pixel_data: { encoding: "multipart", part: "image" } };
+  const asChannels = $("channels-input").checked && files.length > 1;
+  const names = asChannels ? channelNames(files) : [];
+  const pixelData = asChannels
+    ? { encoding: "multipart", parts: names }
+    : { encoding: "multipart", part: "image" };
+  const resource = { id: files[0].name, pixel_data: pixelData };
   body.append("request", JSON.stringify({ resources: [resource], params: readParams() }));
-  for (const file of files) body.append("image", file, file.name);
+  files.forEach((file, i) => body.append(asChannels ? names[i] : "image", file, file.name));
   $("predict-button").disabled = true;
   setStatus(`Predicting on ${files.length > 1 ? files.length + " files" : files[0].name}…`);
   const started = performance.now();
@@ -134,6 +160,10 @@ function show(answer) {
       state.boxes.push({ ...annotation, index, colour });
     }
   }
+  const channelSelect = $("channel-select");
+  channelSelect.replaceChildren(...(view.channel_names || []).map((name, i) => new Option(name, i)));
+  state.channel = 0;
+  $("channel-controls").hidden = !view.channel_names;
   const slider = $("slice-slider");
   slider.max = String(count - 1);
   state.index = busiestSlice(count, height * width);
@@ -189,8 +219,12 @@ function draw() {
   const picture = new ImageData(width, height);
   const out = picture.data;
   const base = s * area * channels;
+  const named = Boolean(view.channel_names);  // modalities: one gray channel at a time
   for (let p = 0; p < area; p++) {
-    for (let c = 0; c < 3; c++) out[4 * p + c] = view.pixels[base + p * channels + (channels === 3 ? c : 0)];
+    for (let c = 0; c < 3; c++) {
+      const offset = named ? state.channel : (channels === 3 ? c : 0);
+      out[4 * p + c] = view.pixels[base + p * channels + offset];
+    }
     out[4 * p + 3] = 255;
   }
   for (const layer of state.layers) {
@@ -221,6 +255,11 @@ function draw() {
 }
 
 $("mode-select").addEventListener("change", renderParams);
+$("file-input").addEventListener("change", pickedFiles);
+$("channel-select").addEventListener("change", (event) => {
+  state.channel = Number(event.target.value);
+  if (state.view) draw();
+});
 $("predict-form").addEventListener("submit", predict);
 $("slice-slider").addEventListener("input", (event) => {
   state.index = Number(event.target.value);
