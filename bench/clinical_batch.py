@@ -98,6 +98,7 @@ def main() -> None:
         output = work / f"out-{time.monotonic_ns()}"
         return [
             python,
+            "-P",  # the checkout on PYTHONPATH is imported, not the working directory
             "-m",
             "datamint_core.cli",
             "batch",
@@ -116,7 +117,7 @@ def main() -> None:
     def loop() -> list[str]:
         output = work / f"loop-{time.monotonic_ns()}"
         output.mkdir()
-        return [python, "-c", _LOOP, str(work / "model"), str(cases), str(output)]
+        return [python, "-P", "-c", _LOOP, str(work / "model"), str(cases), str(output)]
 
     contenders = {
         "loop": (loop, REPO),

@@ -68,6 +68,7 @@ def measure(checkout: Path, model: Path, body: Path, content_type: str, slices: 
     port = free_port()
     command = [
         sys.executable,
+        "-P",  # not the working directory first: the checkout given is the one imported
         "-m",
         "datamint_core.cli",
         "serve",
