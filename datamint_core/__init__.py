@@ -56,6 +56,8 @@ if TYPE_CHECKING:
         TrackingServerUnreachableError,
     )
     from datamint_core.model import BaseDatamintModel, WrappedModel
+    from datamint_core.platform.projects import ProjectNotFoundError
+    from datamint_core.training import ImageDataset, ProjectDataError
     from datamint_core.validation import ValidationReport, validate_model
 
 #: Public names imported on first use, and the module each comes from.
@@ -72,6 +74,9 @@ _LAZY = {
     "TrackingServerUnreachableError": "datamint_core.linked_models",
     "BaseDatamintModel": "datamint_core.model",
     "WrappedModel": "datamint_core.model",
+    "ProjectNotFoundError": "datamint_core.platform.projects",
+    "ImageDataset": "datamint_core.training",
+    "ProjectDataError": "datamint_core.training",
     "ValidationReport": "datamint_core.validation",
     "validate_model": "datamint_core.validation",
 }
@@ -95,6 +100,7 @@ __all__ = [
     "DatamintDatasetSource",
     "DatamintMLflowDataset",
     "EnvVars",
+    "ImageDataset",
     "ImageResource",
     "InputTooLargeError",
     "LineAnnotation",
@@ -107,6 +113,8 @@ __all__ = [
     "PointAnnotation",
     "PredictionMode",
     "PredictionRouter",
+    "ProjectDataError",
+    "ProjectNotFoundError",
     "RequestDeadlineExceeded",
     "ResourceError",
     "SegmentationAnnotation",

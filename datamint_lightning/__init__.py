@@ -8,6 +8,12 @@
   (source type ``datamint``, order-independent content digest).
 - :class:`MLflowDatasetLineage` and :func:`log_dataset_splits`: log the train/val/test splits
   as run inputs, so a registered version leads back to its data.
+- :class:`DatamintDataModule`: a project's cases (an ``ImageDataset``), split by case with a
+  seed, sampled as 2-D slices or 3-D patches, the splits logged as the run's inputs.
+- :class:`UNetPPTrainer`: MONAI's UNet++ trained on a project, tracked in the experiment named
+  after it, the best model logged from code and registered, test Dice per label returned.
+- Importing it makes Lightning's ``MLFlowLogger()`` log where ``mlflow.get_tracking_uri()``
+  points, whatever was imported first (see ``_logger_hook``).
 
 Importing it without Lightning fails at once with the command that installs it.
 """
@@ -23,15 +29,23 @@ except ImportError:
 
 import datamint_torch  # noqa: F401  (registers torch device detection with the core)
 from datamint_core.dataset import DatamintDatasetSource, DatamintMLflowDataset
+from datamint_lightning import _logger_hook
 from datamint_lightning.checkpoint import REGISTER_STAGES, MLflowModelCheckpoint
+from datamint_lightning.datamodule import DatamintDataModule
 from datamint_lightning.lineage import SPLIT_CONTEXTS, MLflowDatasetLineage, log_dataset_splits
+from datamint_lightning.unetpp import UNetPPModule, UNetPPTrainer
+
+_logger_hook.install()
 
 __all__ = [
     "REGISTER_STAGES",
     "SPLIT_CONTEXTS",
+    "DatamintDataModule",
     "DatamintDatasetSource",
     "DatamintMLflowDataset",
     "MLflowDatasetLineage",
     "MLflowModelCheckpoint",
+    "UNetPPModule",
+    "UNetPPTrainer",
     "log_dataset_splits",
 ]

@@ -9,10 +9,10 @@ PYTHON="${PYTHON:-python3}"
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
 #         datamint[lightning,sqlite,images] for the main job's training step and its
 #         overlay picture.
-#   full: torch first (pinned), then datamint[torch,lightning,test,test-server,test-full,
-#         spark]: the full mlflow, whose `mlflow server` every suite's tracking-server fixture
-#         runs, MONAI (the metrics' reference) and a real local Spark for the batch engine
-#         tests (Java 17 must be installed).
+#   full: torch first (pinned), then datamint[torch,lightning,train,test,test-server,
+#         test-full,spark]: the full mlflow, whose `mlflow server` every suite's tracking-server
+#         fixture runs, MONAI (UNetPPTrainer; the metrics' reference) and a real local Spark
+#         for the batch engine tests (Java 17 must be installed).
 ensure_venv() {
     local name="$1" venv=".venv/$1"
     if [ ! -x "$venv/bin/python" ]; then
@@ -27,7 +27,7 @@ ensure_venv() {
             ;;
         full)
             "${pip[@]}" -c ci/constraints.txt torch
-            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,test,test-server,test-full,spark]"
+            "${pip[@]}" -c ci/constraints.txt -e ".[torch,lightning,train,test,test-server,test-full,spark]"
             ;;
         *) echo "unknown environment $name" >&2; return 2 ;;
     esac

@@ -147,12 +147,15 @@ def evaluate_project(
     tolerance_mm: float = 1.0,
     engine: Literal["local", "spark"] = "local",
     workers: int | None = None,
+    spark: Any = None,
     progress: bool = False,
 ) -> EvaluationReport:
     """Predict on a project's labelled images with ``datamint batch``, then score them.
 
     The predictions go to ``OUTPUT/predictions`` (a rerun resumes them, as ``datamint
     batch`` does); the labels and their names come from the project's ``dataset.json``.
+    ``engine``, ``workers`` and ``spark`` (a session to use) are :func:`run_batch`'s; the
+    scoring runs in a local process pool of ``workers``.
 
     Raises:
         EvaluationInputError: no project there, or its ``dataset.json`` cannot be used.
@@ -174,7 +177,7 @@ def evaluate_project(
         encoding="utf-8",
     )
     run_batch(model_uri, manifest, out / PREDICTIONS_DIR, params, engine=engine,
-              workers=workers, progress=progress)
+              workers=workers, spark=spark, progress=progress)
     report = evaluate_predictions(out / PREDICTIONS_DIR, references, out, labels,
                                   tolerance_mm=tolerance_mm, workers=workers)
     return EvaluationReport(report.output, report.cases, report.scored, report.failed,

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-_FIELDS = ("api_key", "api_url", "mlflow_url", "project_id", "project_name")
+_FIELDS = ("api_key", "api_url", "mlflow_url", "project_id", "project_name", "projects_dir")
 
 
 def add_config_command(commands: Any) -> None:
@@ -25,7 +25,8 @@ def add_config_command(commands: Any) -> None:
         help="set or show the Datamint platform settings (API key, URLs, project)",
         description="Write the Datamint platform settings to the user config file (mode "
         "0600), or show them. The environment (DATAMINT_API_KEY, DATAMINT_API_URL, "
-        "DATAMINT_MLFLOW_URL, DATAMINT_PROJECT_ID, DATAMINT_PROJECT_NAME) wins over the file.",
+        "DATAMINT_MLFLOW_URL, DATAMINT_PROJECT_ID, DATAMINT_PROJECT_NAME, "
+        "DATAMINT_PROJECTS_DIR) wins over the file.",
     )
     config.add_argument("--api-key", help="the API key; '-' reads it from stdin (keeps it out "
                         "of the shell history)")
@@ -34,6 +35,8 @@ def add_config_command(commands: Any) -> None:
                         "API's host, port 5000)")
     config.add_argument("--project-id", help="the default project, by id")
     config.add_argument("--project-name", help="the default project, by name")
+    config.add_argument("--projects-dir", help="the directory of local training projects "
+                        "(Decathlon / nnU-Net layout), found by name by ImageDataset")
     config.add_argument("--unset", action="append", default=[], choices=_FIELDS,
                         metavar="KEY", help=f"remove KEY from the file ({', '.join(_FIELDS)})")
     config.add_argument("--check", action="store_true",
@@ -78,6 +81,7 @@ def _show(settings: Any) -> None:
         "mlflow_url": settings.mlflow_url,
         "project_id": settings.project_id or "(not set)",
         "project_name": settings.project_name or "(not set)",
+        "projects_dir": settings.projects_dir or "(not set)",
     }
     for field, value in shown.items():
         source = settings.sources.get(field)

@@ -3,7 +3,8 @@
 Where a setting comes from, first match wins::
 
     1. the environment           DATAMINT_API_KEY, DATAMINT_API_URL, DATAMINT_MLFLOW_URL,
-                                 DATAMINT_PROJECT_ID, DATAMINT_PROJECT_NAME
+                                 DATAMINT_PROJECT_ID, DATAMINT_PROJECT_NAME,
+                                 DATAMINT_PROJECTS_DIR (local training projects)
     2. the user config file      written by ``datamint config`` (JSON, mode 0600):
                                  $DATAMINT_CONFIG_FILE, else $XDG_CONFIG_HOME/datamint/config.json,
                                  else ~/.config/datamint/config.json
@@ -48,6 +49,7 @@ class EnvVars(str, enum.Enum):
     DATAMINT_MLFLOW_URL = "DATAMINT_MLFLOW_URL"
     DATAMINT_PROJECT_ID = "DATAMINT_PROJECT_ID"
     DATAMINT_PROJECT_NAME = "DATAMINT_PROJECT_NAME"
+    DATAMINT_PROJECTS_DIR = "DATAMINT_PROJECTS_DIR"
     DATAMINT_CONFIG_FILE = "DATAMINT_CONFIG_FILE"
     DATAMINT_PLATFORM_TIMEOUT = "DATAMINT_PLATFORM_TIMEOUT"
     DATAMINT_CACHE_DIR = "DATAMINT_CACHE_DIR"
@@ -67,6 +69,7 @@ FILE_KEYS: dict[str, EnvVars] = {
     "mlflow_url": EnvVars.DATAMINT_MLFLOW_URL,
     "project_id": EnvVars.DATAMINT_PROJECT_ID,
     "project_name": EnvVars.DATAMINT_PROJECT_NAME,
+    "projects_dir": EnvVars.DATAMINT_PROJECTS_DIR,
 }
 _DEFAULT_TIMEOUT_S = 10.0
 
@@ -211,6 +214,8 @@ class PlatformSettings:
         api_url: the platform's API base URL.
         mlflow_url: the platform's MLflow tracking server URL.
         project_id, project_name: the project given in the settings, if any.
+        projects_dir: the directory holding local training projects (MSD / nnU-Net
+            layout), found by name by ``ImageDataset(project=...)``.
         sources: ``{field: "env" | "file" | "default"}``.
         timeout_s: seconds to wait for the platform before calling it unreachable.
     """
@@ -220,6 +225,7 @@ class PlatformSettings:
     api_key: str | None = None
     project_id: str | None = None
     project_name: str | None = None
+    projects_dir: str | None = None
     sources: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout_s: float = _DEFAULT_TIMEOUT_S
 
@@ -227,7 +233,7 @@ class PlatformSettings:
         return (
             f"PlatformSettings(api_url={self.api_url!r}, mlflow_url={self.mlflow_url!r}, "
             f"api_key={masked(self.api_key)}, project_id={self.project_id!r}, "
-            f"project_name={self.project_name!r})"
+            f"project_name={self.project_name!r}, projects_dir={self.projects_dir!r})"
         )
 
     @property

@@ -374,3 +374,26 @@ def test_the_evaluation_package_exports_exactly_this():
     ]
     assert evaluation.MODEL_TYPE == "datamint-segmentation"
     assert issubclass(evaluation.EvaluationInputError, ValueError)
+
+
+def test_slice_masks_are_scored_on_their_slice_and_misfits_are_refused():
+    from datamint_core import SegmentationAnnotation
+    from datamint_core.evaluation._score import score_case
+
+    truth = np.zeros((4, 6, 6), dtype=np.uint8)
+    truth[2, 1:4, 1:4] = 1
+    on_slice = SegmentationAnnotation("organ", truth[2] == 1, scope="slice", slice_index=2)
+
+    metrics, unmatched = score_case([on_slice], truth, {1: "organ"}, spacing=(3.0, 1.0, 1.0),
+                                    tolerance_mm=1.0)
+    assert metrics["organ"]["dice"] == 1.0 and unmatched == []
+
+    misfit = SegmentationAnnotation("organ", np.ones((5, 5), dtype=bool), scope="slice",
+                                    slice_index=2)
+    with pytest.raises(ValueError) as raised:
+        score_case([misfit], truth, {1: "organ"}, spacing=None, tolerance_mm=1.0)
+    assert str(raised.value) == (
+        "The predicted mask 'organ' of shape (5, 5) does not fit the reference label map of "
+        "shape (4, 6, 6); accepted: masks of the reference's shape, or slice masks with their "
+        "slice_index."
+    )

@@ -13,6 +13,20 @@ Project API (``DATAMINT_API_URL``)
                                                ``project_id``, ``annotations``) is recorded.
                                                This endpoint is this library's, not checked
                                                against the real platform.
+    Training data (the SDK's ``api.resources`` / ``api.annotations``; pages by ``offset`` and
+    ``limit``, a page shorter than ``limit`` being the last):
+    ``GET /resources?project={"items": [<name>], "filterType": "intersection"}``
+                                            -> 200 ``{"resources": [{"id", "filename",
+                                               "mimetype", "modality", ...}]}``: the
+                                               resources in every project named (400 for a
+                                               ``project`` that is not that JSON)
+    ``GET /resources/<id>/file``            -> 200 the file's bytes, or 404
+    ``POST /annotations/search``            -> 200 ``{"annotations": [{"id", "resource_id",
+                                               "identifier", "type", "frame_index"}]}``, those
+                                               of the body's ``resource_ids`` (and
+                                               ``annotation_type``, when given)
+    ``GET /annotations/<resource id>/annotations/<annotation id>/file``
+                                            -> 200 the mask file's bytes, or 404
 
 MLflow gateway (``DATAMINT_MLFLOW_URL``)
     Every request must carry ``Authorization: Bearer <key>`` (what MLflow's REST client sends
@@ -56,6 +70,12 @@ class PlatformStandIn:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.project_ids_sent: list[tuple[str, str]] = []
         self.annotations_received: list[dict[str, Any]] = []
+        #: Training data: resource descriptors, their projects, files and annotations.
+        self.resources: list[dict[str, Any]] = []
+        self.resource_projects: dict[str, set[str]] = {}
+        self.files: dict[str, bytes] = {}
+        self.annotations: list[dict[str, Any]] = []
+        self.annotation_files: dict[tuple[str, str], bytes] = {}
         self._servers = [
             ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, "api")),
             ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, "mlflow")),
@@ -80,6 +100,19 @@ class PlatformStandIn:
         for server in self._servers:
             server.shutdown()
             server.server_close()
+
+    def add_resource(self, project_name: str, resource: dict[str, Any], data: bytes) -> None:
+        """A resource (``id``, ``filename``, ...) of ``project_name``, with its file."""
+        with self.lock:
+            self.resources.append(resource)
+            self.resource_projects.setdefault(resource["id"], set()).add(project_name)
+            self.files[resource["id"]] = data
+
+    def add_annotation(self, annotation: dict[str, Any], data: bytes) -> None:
+        """An annotation (``id``, ``resource_id``, ``identifier``, ``type``, ...) and its file."""
+        with self.lock:
+            self.annotations.append(annotation)
+            self.annotation_files[(annotation["resource_id"], annotation["id"])] = data
 
     def reset(self) -> None:
         with self.lock:
@@ -150,8 +183,49 @@ def _handler(platform: PlatformStandIn, role: str) -> type[BaseHTTPRequestHandle
                 with platform.lock:
                     platform.annotations_received.append(json.loads(body))
                 self._reply(201, {"ok": True})
+            elif self.command == "GET" and parts == ["resources"]:
+                self._resources(urllib.parse.parse_qs(url.query))
+            elif self.command == "GET" and len(parts) == 3 and parts[::2] == ["resources", "file"]:
+                self._file(platform.files.get(parts[1]))
+            elif self.command == "POST" and parts == ["annotations", "search"]:
+                self._search(json.loads(body or b"{}"), urllib.parse.parse_qs(url.query))
+            elif (self.command == "GET" and len(parts) == 5 and parts[0] == "annotations"
+                  and parts[2] == "annotations" and parts[4] == "file"):
+                self._file(platform.annotation_files.get((parts[1], parts[3])))
             else:
                 self._reply(404, {"error": f"no route {self.command} {url.path}"})
+
+        def _page(self, items: list[dict[str, Any]], query: dict[str, list[str]]) -> list:
+            offset = int(query.get("offset", ["0"])[0])
+            limit = int(query.get("limit", ["100"])[0])
+            return items[offset:offset + limit]
+
+        def _resources(self, query: dict[str, list[str]]) -> None:
+            wanted: set[str] = set()
+            if "project" in query:
+                try:
+                    wanted = set(json.loads(query["project"][0])["items"])
+                except (ValueError, KeyError, TypeError):
+                    self._reply(400, {"error": "project must be {\"items\": [...]}"})
+                    return
+            with platform.lock:
+                found = [r for r in platform.resources
+                         if wanted <= platform.resource_projects.get(r["id"], set())]
+            self._reply(200, {"resources": self._page(found, query)})
+
+        def _search(self, payload: dict[str, Any], query: dict[str, list[str]]) -> None:
+            ids = set(payload.get("resource_ids") or [payload.get("resource_id")])
+            kind = payload.get("annotation_type")
+            with platform.lock:
+                found = [a for a in platform.annotations if a["resource_id"] in ids
+                         and (kind is None or a.get("type") == kind)]
+            self._reply(200, {"annotations": self._page(found, query)})
+
+        def _file(self, data: bytes | None) -> None:
+            if data is None:
+                self._reply(404, {"error": "not found"})
+            else:
+                self._reply(200, raw=data, headers=[("Content-Type", "application/octet-stream")])
 
         def _forward(self, body: bytes) -> None:
             url = urllib.parse.urlsplit(self.path)
