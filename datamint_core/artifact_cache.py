@@ -4,27 +4,40 @@ Layout::
 
     <cache_dir>/                           DATAMINT_CACHE_DIR, else $XDG_CACHE_HOME/datamint,
     |                                      else ~/.cache/datamint
-    +-- models/<name>/<version>/           a complete MLflow model directory
-    |       +-- MLmodel, ...
-    |       +-- .datamint-cache.json       manifest: where it came from, sha256 of every file
-    +-- runs/<run_id>/<artifact path>/     the same, for runs:/ URIs
+    +-- stores/<store>/                    one per tracking/registry store, <store> naming its
+    |   |                                  normalized URI: <scheme>-<host or file>-<sha256>
+    |   +-- models/<name>/<version>/       a complete MLflow model directory
+    |   |       +-- MLmodel, ...
+    |   |       +-- .datamint-cache.json   manifest: its key, its store, where it came from,
+    |   |                                  sha256 of every file
+    |   +-- runs/<run_id>/<artifact path>/ the same, for runs:/ URIs
+    +-- models/, runs/                     entries written before entries were keyed by
+    |                                      store: listed and cleared, never served
     +-- .incomplete/<key>-<random>/        downloads in progress, and entries being deleted
     +-- .locks/<entry>.lock                one download lock per entry
-    +-- .locks/<entry>.readers             readers hold it shared while they load an entry
+    +-- .locks/<entry>.readers             held shared while an entry is in use
+
+A model is known by the store it came from as well as its name and version
+(:func:`model_key`, :func:`run_key`): two stores that both hold ``liver-seg/1`` never share
+an entry, whatever spelling of their URI was used (:func:`store_identity`).
 
 An entry appears by one ``os.rename`` of a finished, checksummed download, so a reader
 sees a whole entry or none; correctness comes from that rename. The download lock only
 saves work: when several processes want the same missing entry, one downloads and the
-others wait and then use it. :meth:`ArtifactCache.remove` and :meth:`~ArtifactCache.clear`
-take an entry's readers lock exclusively and rename the entry to ``.incomplete/`` before
-deleting it, so an entry being loaded (:meth:`ArtifactCache.holding`) is never pulled from
-under its reader, and nobody ever sees a half-deleted entry.
+others wait and then use it. Whoever uses an entry holds its readers lock shared
+(:meth:`ArtifactCache.hold`, :meth:`ArtifactCache.holding`: every load in the library does);
+:meth:`~ArtifactCache.remove` takes it exclusively (waiting for the holders) and
+:meth:`~ArtifactCache.clear` only if nobody holds it (a held entry is left in place), and
+both rename the entry to ``.incomplete/`` before deleting it: an entry in use is never
+pulled from under its user, and nobody ever sees a half-deleted entry.
 
 Every use re-checks the entry against its manifest: a changed byte, a missing file, an
-added file and any symbolic link are reported (:class:`CorruptedCacheEntryError`), never
-silently served; manifest paths must stay inside their entry, and nothing outside an entry
-is ever read or exported. A cache the process cannot write (a read-only mount) still
-serves its entries; what would write to it raises :class:`CacheNotWritableError`.
+added file, any symbolic link and a manifest naming another key are reported
+(:class:`CorruptedCacheEntryError`), never silently served; manifest paths must stay inside
+their entry, and nothing outside an entry is ever read or exported. A cache the process
+cannot write (a read-only mount) still serves its entries, and what needs no write (a hit,
+an offline miss, a corrupted entry while downloads are off) reports its own cause; what
+would write to it raises :class:`CacheNotWritableError`.
 """
 
 from __future__ import annotations
@@ -42,7 +55,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from datamint_core import _env
 
@@ -51,6 +64,9 @@ _logger = logging.getLogger(__name__)
 CACHE_DIR_ENV = "DATAMINT_CACHE_DIR"
 MANIFEST_NAME = ".datamint-cache.json"
 _CHUNK = 1 << 20
+#: Top-level directories that hold entries; only ``stores`` is served by the library.
+_STORES, _LEGACY_TOPS = "stores", ("models", "runs")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class CacheError(RuntimeError):
@@ -75,6 +91,66 @@ class CacheEntry:
     source_uri: str
     size_bytes: int
     downloaded_at: float
+    #: The normalized URI of the store it came from; ``None`` for an entry written before
+    #: entries were keyed by store (never served for any store).
+    store_uri: str | None = None
+
+
+def store_identity(uri: str) -> str:
+    """The normalized URI of a tracking or registry store: one string per store.
+
+    A path (``./mlruns``, ``file:...``) and a SQLite database become absolute and resolved
+    (a relative one is relative to the working directory, as MLflow reads it); a server's
+    scheme and host are lower-cased and its default port, credentials, fragment and
+    trailing slash dropped (credentials never reach the cache's paths or manifests).
+
+    Example::
+
+        store_identity("HTTP://user:pw@Tracking:80/")  # 'http://tracking'
+    """
+    uri = uri.strip()
+    if uri in ("databricks", "databricks-uc", "uc"):  # MLflow's names, not paths
+        return uri
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "file") or len(scheme) == 1:  # a path (one letter: a drive)
+        path = parts.path if scheme == "file" else uri
+        return "file://" + os.path.realpath(os.path.expanduser(path))
+    if scheme == "sqlite" or scheme.startswith("sqlite+"):
+        # sqlite:///<database>: relative after three slashes, absolute after four.
+        database, _, query = uri.split("://", 1)[1][1:].partition("?")
+        if database and database != ":memory:":
+            database = os.path.realpath(os.path.expanduser(database))
+        return f"{scheme}:///{database}" + (f"?{query}" if query else "")
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
+
+
+def _store_dir(identity: str) -> str:
+    """``<scheme>-<host or file name>-<sha256>``: readable, and one per store identity."""
+    scheme, _, rest = identity.partition(":")
+    hint = urlsplit(identity).netloc or os.path.basename(rest.split("?", 1)[0].rstrip("/"))
+    hint = "".join(c if c.isalnum() or c in "._-" else "_" for c in hint)[:40]
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return "-".join(filter(None, ["".join(c for c in scheme if c.isalnum()), hint, digest]))
+
+
+def model_key(store_uri: str, name: str, version: str) -> tuple[str, ...]:
+    """The cache key of registered model ``name`` version ``version`` of a registry store."""
+    return (_STORES, _store_dir(store_identity(store_uri)), "models", name, str(version))
+
+
+def run_key(store_uri: str, run_id: str, artifact_path: str) -> tuple[str, ...]:
+    """The cache key of a run's artifact (``runs:/<run_id>/<path>``) of a tracking store."""
+    return (_STORES, _store_dir(store_identity(store_uri)), "runs", run_id, artifact_path)
 
 
 def default_cache_dir() -> Path:
@@ -110,7 +186,9 @@ class ArtifactCache:
         path = self.entry_path(key)
         if not (path / MANIFEST_NAME).is_file():
             return None
-        verify_manifest(path)
+        manifest = verify_manifest(path)
+        if tuple(manifest["key"]) != tuple(key):
+            raise _corrupted(path, f"its manifest names another key, {tuple(manifest['key'])}")
         return path
 
     def fetch(
@@ -119,22 +197,38 @@ class ArtifactCache:
         download: Callable[[Path], Path],
         *,
         source_uri: str,
+        store_uri: str | None = None,
         refresh: bool = False,
         allow_download: bool = True,
     ) -> Path:
         """Return the entry for ``key``, downloading it once if it is missing or corrupted.
 
+        The path stays valid until the entry is removed; to use it while another process
+        may clear the cache, fetch through :meth:`hold`.
+
         Args:
             download: called with an empty directory; downloads into it and returns the
                 directory that holds the artifact (the directory itself or a child of it).
             source_uri: recorded in the manifest, for listing.
+            store_uri: the store the artifact comes from (see :func:`model_key`), recorded
+                in the manifest (normalized by :func:`store_identity`).
             refresh: download again even if the entry is cached and intact.
-            allow_download: when False (offline), a missing or corrupted entry is an error.
+            allow_download: when False (offline), a missing or corrupted entry is an error,
+                and nothing is written: a read-only cache reports the same errors.
 
         Raises:
             CorruptedCacheEntryError: a corrupted entry while ``allow_download`` is False.
             CacheError: a missing entry while ``allow_download`` is False.
+            CacheNotWritableError: a download is needed and the cache cannot be written.
         """
+        if not allow_download:
+            cached = self.get(key)  # a corrupted entry raises: it cannot be replaced
+            if cached is None:
+                raise CacheError(
+                    f"{source_uri!r} is not in the artifact cache at {self.root} and downloads "
+                    "are not allowed (offline mode)."
+                )
+            return cached
         if not refresh:
             # An entry never changes once renamed into place, so a hit needs no lock: many
             # processes can verify one large model at the same time.
@@ -150,19 +244,52 @@ class ArtifactCache:
                 try:
                     cached = self.get(key)
                 except CorruptedCacheEntryError as error:
-                    if not allow_download:
-                        raise
                     _logger.warning("%s; downloading it again.", error)
                     cached = None
                 if cached is not None:
                     return cached
-            if not allow_download:
-                raise CacheError(
-                    f"{source_uri!r} is not in the artifact cache at {self.root} and downloads "
-                    "are not allowed (offline mode)."
-                )
-            self._download_into_place(key, path, download, source_uri)
+            self._download_into_place(key, path, download, source_uri, store_uri)
             return path
+
+    @contextlib.contextmanager
+    def hold(
+        self,
+        key: tuple[str, ...],
+        download: Callable[[Path], Path],
+        *,
+        source_uri: str,
+        store_uri: str | None = None,
+        refresh: bool = False,
+        allow_download: bool = True,
+    ) -> Iterator[Path]:
+        """:meth:`fetch` the entry and keep it in place until the block ends.
+
+        While the block runs, :meth:`remove` and :meth:`clear` (in any process) wait for
+        it; an entry cleared between the fetch and the hold is fetched again.
+
+        Example::
+
+            with cache.hold(key, download, source_uri=uri) as path:
+                model = mlflow.pyfunc.load_model(str(path))
+
+        Raises:
+            The errors of :meth:`fetch`; :class:`CacheError` when the entry was removed
+            again and again while being held.
+        """
+        arguments = {
+            "source_uri": source_uri,
+            "store_uri": store_uri,
+            "allow_download": allow_download,
+        }
+        refreshed = [not refresh]  # refresh once, not on every retry
+
+        def locate() -> Path:
+            path = self.fetch(key, download, refresh=not refreshed[0], **arguments)
+            refreshed[0] = True
+            return path
+
+        with self.holding(locate) as path:
+            yield path
 
     def list(self) -> list[CacheEntry]:
         """Every complete entry in the cache (not verified: listing stays cheap)."""
@@ -185,13 +312,29 @@ class ArtifactCache:
                     source_uri=manifest["source_uri"],
                     size_bytes=sum(manifest["sizes"].values()),
                     downloaded_at=manifest["downloaded_at"],
+                    store_uri=manifest.get("store_uri"),
                 )
             )
         return entries
 
+    def elsewhere(self, key: tuple[str, ...]) -> list[CacheEntry]:
+        """Entries of the same artifact as the store-qualified ``key`` that were cached from
+        *other* stores or before entries were keyed by store: never served for ``key``,
+        but worth naming when ``key`` itself is missing.
+        """
+        if len(key) < 3 or key[0] != _STORES:
+            return []
+        artifact = tuple(key[2:])
+        return [
+            entry
+            for entry in self.list()
+            if entry.key != tuple(key)
+            and (entry.key[2:] if entry.key[0] == _STORES else entry.key) == artifact
+        ]
+
     def _manifests(self) -> list[Path]:
         found = []
-        for top in ("models", "runs"):
+        for top in (_STORES, *_LEGACY_TOPS):
             for parent, dirnames, filenames in os.walk(self.root / top, followlinks=False):
                 if MANIFEST_NAME in filenames:
                     found.append(Path(parent) / MANIFEST_NAME)
@@ -231,27 +374,36 @@ class ArtifactCache:
         )
 
     def remove(self, key: tuple[str, ...]) -> bool:
-        """Delete one entry once no process is loading it; return whether there was one.
+        """Delete one entry once nobody holds it; return whether there was one.
 
         Raises:
             CacheNotWritableError: the cache cannot be written.
         """
+        return self._remove(key, wait=True)
+
+    def clear(self) -> int:
+        """Delete every entry that nobody holds; return how many were deleted.
+
+        An entry held by a load or a server in any process (:meth:`hold`) is left in place
+        and named in a warning: clearing never waits on a server that runs for days, and
+        never pulls a model from under its user.
+
+        Raises:
+            CacheNotWritableError: the cache cannot be written.
+        """
+        return sum(self._remove(entry.key, wait=False) for entry in self.list())
+
+    def _remove(self, key: tuple[str, ...], *, wait: bool) -> bool:
         path = self.entry_path(key)
         if not path.exists():
             return False
         with self._writing(f"remove {path}"), self._lock(key):
             if not path.exists():
                 return False
-            self._discard(path)
-            return True
-
-    def clear(self) -> int:
-        """Delete every entry (each once no process is loading it); return how many.
-
-        Raises:
-            CacheNotWritableError: the cache cannot be written.
-        """
-        return sum(self.remove(entry.key) for entry in self.list())
+            if self._discard(path, wait=wait):
+                return True
+        _logger.warning("Left the cache entry %s in place: a process holds it.", path)
+        return False
 
     def export(
         self, target_dir: str | os.PathLike[str], keys: list[tuple[str, ...]] | None = None
@@ -292,7 +444,12 @@ class ArtifactCache:
         return path
 
     def _download_into_place(
-        self, key: tuple[str, ...], path: Path, download: Callable[[Path], Path], source_uri: str
+        self,
+        key: tuple[str, ...],
+        path: Path,
+        download: Callable[[Path], Path],
+        source_uri: str,
+        store_uri: str | None,
     ) -> None:
         incomplete = (
             self.root / ".incomplete" / f"{'-'.join(self.entry_path(key).parts[-2:])}-"
@@ -303,7 +460,7 @@ class ArtifactCache:
         try:
             started = time.perf_counter()
             downloaded = Path(download(incomplete))
-            write_manifest(downloaded, key=key, source_uri=source_uri)
+            write_manifest(downloaded, key=key, source_uri=source_uri, store_uri=store_uri)
             with self._writing(f"store {source_uri!r}"):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if path.exists():  # a corrupted entry, or a refresh
@@ -315,20 +472,24 @@ class ArtifactCache:
         finally:
             shutil.rmtree(incomplete, ignore_errors=True)
 
-    def _discard(self, path: Path) -> None:
-        """Delete an entry once its readers are done: rename it away first, so that no
-        reader ever sees it half-deleted."""
+    def _discard(self, path: Path, *, wait: bool = True) -> bool:
+        """Delete an entry once nobody holds it (or, unless ``wait``, only if nobody does);
+        return whether it was deleted. It is renamed away first, so that no reader ever
+        sees it half-deleted."""
         relative = self._relative_entry(path)
         trash = self.root / ".incomplete" / f"discarded-{uuid.uuid4().hex}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         readers = (
-            self._file_lock(relative, ".readers", shared=False)
+            self._file_lock(relative, ".readers", shared=False, wait=wait)
             if relative is not None
-            else contextlib.nullcontext()
+            else contextlib.nullcontext(True)
         )
-        with readers:
+        with readers as free:
+            if not free:
+                return False
             os.rename(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def _relative_entry(self, path: Path) -> str | None:
         """``path`` relative to the cache root when it is (inside) an entry, else ``None``."""
@@ -337,7 +498,7 @@ class ArtifactCache:
         except ValueError:
             return None
         parts = relative.parts
-        if len(parts) < 2 or parts[0] not in ("models", "runs"):
+        if len(parts) < 2 or parts[0] not in (_STORES, *_LEGACY_TOPS):
             return None
         return relative.as_posix()
 
@@ -349,11 +510,15 @@ class ArtifactCache:
             yield
 
     @contextlib.contextmanager
-    def _file_lock(self, relative: str, suffix: str, *, shared: bool) -> Iterator[None]:
+    def _file_lock(
+        self, relative: str, suffix: str, *, shared: bool, wait: bool = True
+    ) -> Iterator[bool]:
+        """Lock ``relative``'s lock file; yields False when ``wait`` is off and another
+        process holds it in a conflicting mode."""
         try:
             import fcntl
         except ImportError:  # no advisory locks here: the atomic renames still keep us correct
-            yield
+            yield True
             return
         lock_path = self.root / ".locks" / (_lock_name(relative) + suffix)
         try:
@@ -365,12 +530,17 @@ class ArtifactCache:
             try:  # a read-only cache: nobody can remove its entries from here anyway
                 handle = open(lock_path, "rb")
             except OSError:
-                yield
+                yield True
                 return
         with handle:
-            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
             try:
-                yield
+                fcntl.flock(handle, mode if wait else mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -400,8 +570,10 @@ def _is_not_writable(error: OSError) -> bool:
     return error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def write_manifest(directory: Path, *, key: tuple[str, ...], source_uri: str) -> None:
-    """Record the sha256 and size of every file under ``directory``.
+def write_manifest(
+    directory: Path, *, key: tuple[str, ...], source_uri: str, store_uri: str | None = None
+) -> None:
+    """Record the key, the store and the sha256 and size of every file under ``directory``.
 
     Raises:
         CacheError: the directory holds a symbolic link (never cached: it could point
@@ -411,6 +583,7 @@ def write_manifest(directory: Path, *, key: tuple[str, ...], source_uri: str) ->
     manifest = {
         "key": list(key),
         "source_uri": source_uri,
+        **({"store_uri": store_identity(store_uri)} if store_uri is not None else {}),
         "downloaded_at": time.time(),
         "sha256": {relative: _sha256(directory / relative) for relative in files},
         "sizes": {relative: (directory / relative).stat().st_size for relative in files},
@@ -505,6 +678,7 @@ def _read_manifest(directory: Path) -> dict:
             and all(isinstance(part, str) for part in key)
             and isinstance(manifest.get("source_uri"), str)
             and isinstance(manifest.get("downloaded_at"), (int, float))
+            and isinstance(manifest.get("store_uri", ""), str)
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise _corrupted(

@@ -21,6 +21,7 @@ Heavy modules (mlflow, FastAPI) are imported only by the subcommand that needs t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import signal
@@ -370,20 +371,19 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     import uvicorn
 
-    from datamint_core.linked_models import local_model_dir
+    from datamint_core.linked_models import held_model_dir
     from datamint_core.serving.app import GuardedH11Protocol, fit_to_open_files
     from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 
     config = ServerConfig.resolve(
         args.allow_path_dir, **{setting: getattr(args, setting) for _, setting, _ in _SERVE_LIMITS}
     )
-    _raise_open_file_limit(config.limit_concurrency)
-    # As many connections as the descriptors allow, and no more pending in the kernel's queue:
-    # asyncio reports accept() failing once per pending connection.
-    limit_concurrency = fit_to_open_files(config.limit_concurrency)
+    # As many connections as the descriptors allow, and a backlog that cannot exhaust them.
+    limit_concurrency, backlog = fit_to_open_files(config.limit_concurrency)
     GuardedH11Protocol.read_timeout = config.read_timeout
-    # Through the artifact cache, once, before any worker starts: N workers load one copy.
-    model_dir = local_model_dir(args.model_uri)
+    # Through the artifact cache, once, before any worker starts: N workers load one copy,
+    # held until the server exits, so that a cache clear elsewhere leaves it in place.
+    model_dir = _SERVER_HOLDS.enter_context(held_model_dir(args.model_uri))
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -391,7 +391,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         "log_level": "info",
         "http": GuardedH11Protocol,
         "limit_concurrency": limit_concurrency,
-        "backlog": min(2048, limit_concurrency),
+        "backlog": backlog,
         "timeout_keep_alive": config.keep_alive_timeout,
         "timeout_graceful_shutdown": config.graceful_timeout,
         "h11_max_incomplete_event_size": config.max_header_size,
@@ -418,6 +418,10 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     return 0  # not reached
 
 
+#: What the server process holds for its whole life (released when the process ends).
+_SERVER_HOLDS = contextlib.ExitStack()
+
+
 def _exit_without_teardown() -> None:
     """End the server process now that uvicorn is done: run the atexit handlers (temporary
     model copies, log flushing) but skip the interpreter's module teardown, which takes over
@@ -429,19 +433,6 @@ def _exit_without_teardown() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _raise_open_file_limit(connections: int) -> None:
-    """Let the process hold ``connections`` sockets (plus room for files) when allowed."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connections + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 def _info(args: argparse.Namespace, params: dict[str, Any]) -> int:

@@ -66,7 +66,7 @@ from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.linked_models import (
     BUNDLE_ARTIFACT,
     LINKED_MODELS_CONFIG_KEY,
-    local_model_dir,
+    held_model_dir,
     pin,
     stage_bundle,
 )
@@ -343,10 +343,15 @@ def load_model(
     Raises:
         MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
     """
-    if dst_path is None:
-        local_path = local_model_dir(model_uri)
-    else:
+    if dst_path is not None:
         local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+        return _load_from_dir(local_path, model_uri, device)
+    # A cached model stays in place while it loads, whoever clears the cache meanwhile.
+    with held_model_dir(model_uri) as local_path:
+        return _load_from_dir(local_path, model_uri, device)
+
+
+def _load_from_dir(local_path: str, model_uri: str, device: str | None) -> BaseDatamintModel:
     # What mlflow.pyfunc.load_model does, from one parse of MLmodel (it parses it 3 times).
     flavors = read_flavors(local_path)
     block = require_datamint_flavor(flavors, model_uri)

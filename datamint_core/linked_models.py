@@ -9,11 +9,17 @@ to the concrete version once, and both are written to the MLmodel ``linked_model
 At load time each pinned model is found, in this order:
 
 1. a copy bundled inside the parent's directory (``save_model(bundle_linked_models=True)``);
-2. the local artifact cache (:mod:`datamint_core.artifact_cache`), checksums verified;
+2. the local artifact cache (:mod:`datamint_core.artifact_cache`), checksums verified,
+   under the configured store (the registry URI for ``models:/``, the tracking URI for
+   ``runs:/``): an entry another store filled is never used;
 3. the tracking server, downloading into the cache (never in offline mode).
 
+A located model is *held* (:func:`hold_located`) while it loads: a concurrent
+``ArtifactCache.clear()`` in any process waits until the load is done.
+
 Offline mode (``DATAMINT_OFFLINE=true``) makes no server call: a model missing from the
-bundle and the cache is an error naming it and the cache directory.
+bundle and the cache is an error naming it, the store and the cache directory, and saying
+so when the cache holds that name and version from another store only.
 ``DATAMINT_ALWAYS_PULL_ARTIFACTS`` re-downloads even on a cache hit;
 ``DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE`` lets offline mode download artifacts whose
 storage location was recorded at pinning time, without asking the registry anything.
@@ -38,9 +44,13 @@ from datamint_core import _env
 from datamint_core._mlmodel import read_flavors
 from datamint_core.artifact_cache import (
     ArtifactCache,
+    CacheEntry,
     CacheError,
     CacheNotWritableError,
     CorruptedCacheEntryError,
+    model_key,
+    run_key,
+    store_identity,
 )
 
 _logger = logging.getLogger(__name__)
@@ -112,6 +122,8 @@ class LinkedModel:
         name, version: the registered model and version (registry URIs only).
         run_id, artifact_path: for ``runs:/`` URIs.
         download_uri: where the artifact is stored, when the registry said so.
+        store_uri: the store it was pinned against (normalized); offline mode downloads
+            ``download_uri`` only for that store.
         flavor: the MLflow flavor it is loaded with (``python_function`` or, through the
             torch extra, ``pytorch``).
     """
@@ -124,18 +136,30 @@ class LinkedModel:
     run_id: str | None = None
     artifact_path: str | None = None
     download_uri: str | None = None
+    store_uri: str | None = None
     flavor: str = PYFUNC_FLAVOR
 
     @property
     def is_local(self) -> bool:
         return self.name is None and self.run_id is None
 
-    @property
-    def cache_key(self) -> tuple[str, ...]:
+    def configured_store(self) -> str:
+        """The store this model is read from now: the registry URI for ``models:/``, the
+        tracking URI for ``runs:/`` (normalized; no server is asked)."""
+        import mlflow
+
         if self.name is not None:
-            return ("models", self.name, str(self.version))
+            return store_identity(mlflow.get_registry_uri())
         if self.run_id is not None:
-            return ("runs", self.run_id, str(self.artifact_path))
+            return store_identity(mlflow.get_tracking_uri())
+        raise ValueError(f"local linked model {self.key!r} comes from no store")
+
+    def cache_key(self, store_uri: str) -> tuple[str, ...]:
+        """Its key in the artifact cache, for the store ``store_uri``."""
+        if self.name is not None:
+            return model_key(store_uri, self.name, str(self.version))
+        if self.run_id is not None:
+            return run_key(store_uri, self.run_id, str(self.artifact_path))
         raise ValueError(f"local linked model {self.key!r} is not cached")
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,19 +275,31 @@ def pin(
         version=str(found.version),
         run_id=found.run_id or None,
         download_uri=download_uri,
+        store_uri=store_identity(_registry()),
         flavor=flavor,
     )
 
 
-def locate(
+@contextlib.contextmanager
+def hold_located(
     linked: LinkedModel, *, bundle_dir: str | None = None, settings: LinkSettings | None = None
-) -> Path:
-    """Return a local directory holding ``linked``: bundled copy, else cache, else server."""
+) -> Iterator[Path]:
+    """A local directory holding ``linked`` (bundled copy, else cache, else server), kept in
+    place until the block ends: a cache entry is held (:meth:`ArtifactCache.hold`), so a
+    concurrent ``clear()`` in any process waits for the block.
+
+    Raises:
+        LinkedModelNotFoundError: not a model directory; not cached in offline mode (naming
+            the store, and any other store the cache holds it from).
+        LinkedModelError: a corrupted entry in offline mode.
+        CacheNotWritableError: a download is needed and the cache cannot be written.
+    """
     settings = settings or LinkSettings.from_env()
     if bundle_dir is not None:
         bundled = Path(bundle_dir) / linked.key
         if bundled.is_dir():
-            return bundled
+            yield bundled
+            return
     if linked.is_local:
         path = Path(linked.resolved_uri).expanduser()
         if not (path / "MLmodel").is_file():
@@ -271,21 +307,50 @@ def locate(
                 f"{_subject(linked.key)}: {linked.resolved_uri!r} is not an MLflow model "
                 "directory (no MLmodel file)."
             )
-        return path
+        yield path
+        return
 
     cache = ArtifactCache(settings.cache_dir)
+    store = linked.configured_store()
+    key = linked.cache_key(store)
     offline = settings.offline_mode
+    pull = (
+        settings.pull_artifacts_in_offline_mode
+        and linked.download_uri is not None
+        and linked.store_uri in (None, store)  # recorded for this store, or before stores
+    )
     source = linked.download_uri if offline else linked.resolved_uri
-    allow_download = not offline or (settings.pull_artifacts_in_offline_mode and source)
+    allow_download = not offline or pull
+    with contextlib.ExitStack() as held:
+        with _cache_errors(linked, cache, key, store, downloads_allowed=allow_download):
+            path = held.enter_context(
+                cache.hold(
+                    key,
+                    lambda into: _download(linked, source or linked.resolved_uri, into),
+                    source_uri=linked.resolved_uri,
+                    store_uri=store,
+                    refresh=settings.always_pull_artifacts and not offline,
+                    allow_download=allow_download,
+                )
+            )
+        yield path
+
+
+@contextlib.contextmanager
+def _cache_errors(
+    linked: LinkedModel,
+    cache: ArtifactCache,
+    key: tuple[str, ...],
+    store: str,
+    *,
+    downloads_allowed: bool,
+) -> Iterator[None]:
+    """The cache's errors, said of ``linked``: which model, which store, what to do."""
     try:
-        return cache.fetch(
-            linked.cache_key,
-            lambda into: _download(linked, source or linked.resolved_uri, into),
-            source_uri=linked.resolved_uri,
-            refresh=settings.always_pull_artifacts and not offline,
-            allow_download=bool(allow_download),
-        )
+        yield
     except CorruptedCacheEntryError as error:
+        if downloads_allowed:
+            raise
         raise LinkedModelError(
             f"{_subject(linked.key)} ({linked.resolved_uri}): {error}. Offline mode is on, "
             "so it cannot be downloaded again; turn offline mode off once, or restore the cache."
@@ -293,10 +358,24 @@ def locate(
     except CacheNotWritableError:
         raise
     except CacheError:
-        raise LinkedModelNotFoundError(
+        if downloads_allowed:  # the entry kept vanishing while being held: said as it is
+            raise
+        missing = (
             f"{_subject(linked.key)} ({linked.resolved_uri}) is not in the artifact cache "
-            f"at {cache.root}, and offline mode ({OFFLINE_ENV}) forbids downloading it. Fill the "
-            "cache online first, export one (ArtifactCache.export)"
+            f"at {cache.root} for the store {store}, and offline mode ({OFFLINE_ENV}) forbids "
+            "downloading it."
+        )
+        others = cache.elsewhere(key)
+        if others:
+            raise LinkedModelNotFoundError(
+                f"{missing} The cache holds {linked.resolved_uri} only from "
+                f"{_described_stores(others)}; an entry is never used for another store, "
+                "since the same name and version there may be a different model. Point "
+                f"{'MLFLOW_REGISTRY_URI' if linked.name else 'MLFLOW_TRACKING_URI'} at the "
+                "store it came from to use it, or fill the cache online for this store."
+            ) from None
+        raise LinkedModelNotFoundError(
+            f"{missing} Fill the cache online first, export one (ArtifactCache.export)"
             + (
                 ", or bundle the linked models into the parent (bundle_linked_models=True)."
                 if linked.key != TOP_LEVEL_KEY
@@ -305,21 +384,37 @@ def locate(
         ) from None
 
 
-def local_model_dir(model_uri: str, settings: LinkSettings | None = None) -> str:
-    """A local directory holding the model at ``model_uri``, through the artifact cache.
+def _described_stores(entries: list[CacheEntry]) -> str:
+    stores = sorted({entry.store_uri for entry in entries if entry.store_uri is not None})
+    described = [f"the store {store}" for store in stores]
+    if any(entry.store_uri is None for entry in entries):
+        described.append("an entry cached by an older datamint that did not record its store")
+    return " and ".join(described)
+
+
+@contextlib.contextmanager
+def held_model_dir(model_uri: str, settings: LinkSettings | None = None) -> Iterator[str]:
+    """A local directory holding the model at ``model_uri``, through the artifact cache,
+    kept in place until the block ends.
 
     The top-level model is found like a linked one: ``models:/`` and ``runs:/`` URIs are
-    pinned, then served from the cache (a second load downloads nothing; offline mode needs
-    no server) or downloaded into it once; a local directory is used in place. Other URIs
-    (``s3://``, ``models:/m-<logged model id>``, ...) are downloaded by MLflow into a
-    temporary directory.
+    pinned, then served from the cache entry of the configured store (a second load
+    downloads nothing; offline mode needs no server) or downloaded into it once; a local
+    directory is used in place. Other URIs (``s3://``, ``models:/m-<logged model id>``,
+    ...) are downloaded by MLflow into a temporary directory.
+
+    Example::
+
+        with held_model_dir("models:/liver-seg/1") as model_dir:
+            model = load_from(model_dir)  # a concurrent cache clear waits for this
 
     Raises:
         LinkedModelNotFoundError: unknown model, or not cached in offline mode.
         TrackingServerUnreachableError: the server did not answer.
     """
     if os.path.isdir(model_uri):
-        return model_uri
+        yield model_uri
+        return
     cacheable = (
         _REGISTRY_URI.match(model_uri) or _RUNS_URI.match(model_uri)
     ) is not None or model_uri.startswith("file:")
@@ -327,9 +422,11 @@ def local_model_dir(model_uri: str, settings: LinkSettings | None = None) -> str
         from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
         with _env.mlflow_progress_bar_only_on_a_terminal():
-            return _download_artifact_from_uri(model_uri)
+            yield _download_artifact_from_uri(model_uri)
+        return
     reference = pin(TOP_LEVEL_KEY, model_uri, settings)
-    return os.fspath(locate(reference, settings=settings))
+    with hold_located(reference, settings=settings) as path:
+        yield os.fspath(path)
 
 
 def load_linked_models(
@@ -360,9 +457,7 @@ def load_linked_models(
             )
         # A cached entry stays in place while it loads, even if another process clears
         # the cache meanwhile.
-        with ArtifactCache(settings.cache_dir).holding(
-            lambda reference=reference: locate(reference, bundle_dir=bundle_dir, settings=settings)
-        ) as path:
+        with hold_located(reference, bundle_dir=bundle_dir, settings=settings) as path:
             flavors = read_flavors(path)
             if reference.flavor not in flavors:
                 raise LinkedModelError(
@@ -393,9 +488,8 @@ def stage_bundle(
     bundle = staging_dir / "linked_models"
     bundle.mkdir(parents=True)
     for key, reference in linked.items():
-        shutil.copytree(
-            locate(reference, settings=settings), bundle / key, copy_function=_link_or_copy
-        )
+        with hold_located(reference, settings=settings) as located:
+            shutil.copytree(located, bundle / key, copy_function=_link_or_copy)
     return bundle
 
 

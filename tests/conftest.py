@@ -1,4 +1,5 @@
-"""Fixtures shared by every suite: a real SQLite tracking store and fresh-process runs."""
+"""Fixtures shared by every suite: a private artifact cache, a real SQLite tracking store and
+fresh-process runs."""
 
 from __future__ import annotations
 
@@ -6,12 +7,28 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The whole run caches into a temporary directory, never the user's cache.
+
+    ``DATAMINT_CACHE_DIR`` and ``XDG_CACHE_HOME`` (the fallback when a test unsets the
+    first) point into the run's temporary directory, in ``os.environ`` so that every
+    subprocess a test starts inherits them. A test may still point them elsewhere.
+    """
+    root = tmp_path_factory.mktemp("private-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATAMINT_CACHE_DIR", str(root / "datamint"))
+        patch.setenv("XDG_CACHE_HOME", str(root / "xdg"))
+        yield root / "datamint"
 
 
 _PLATFORM_SETTINGS = ("DATAMINT_API_KEY", "DATAMINT_API_URL", "DATAMINT_MLFLOW_URL",
@@ -33,6 +50,9 @@ def sqlite_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh embedded SQLite tracking + registry store, with artifacts under ``tmp_path``."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # mlflow.set_registry_uri also sets this variable and set_registry_uri(None) leaves it:
+    # through monkeypatch it ends with the test, so no later test reads another store.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands here too
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -16,13 +16,13 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from datamint_core._limits import check_deadline
+from datamint_core._limits import RequestDeadlineExceeded, check_deadline
 from datamint_core.io._checks import check_held, file_name, reason
 from datamint_core.io._decoded import Decoded, check_decoded_size
 from datamint_core.io._extras import require
@@ -823,7 +823,8 @@ def _read_volume(
     """Read frames into one preallocated volume, slot ``k`` from ``headers[k]``.
 
     The whole volume is charged to the decode budget once, before it is allocated; the
-    request's deadline is checked before every slice.
+    request's deadline is checked before every slice or frame. A compressed multi-frame
+    file is decoded one frame at a time, straight into its slot.
     """
     first = headers[0].dataset
     rows, columns = int(first.Rows), int(first.Columns)
@@ -838,49 +839,67 @@ def _read_volume(
         out_dtype == np.int16 and stored == np.uint16 and int(first.get("BitsStored", 16)) <= 15
     )
     scratch = None if direct else np.empty((rows, columns), dtype=stored)
-    decoded_frames: dict[str, np.ndarray] = {}
-    for slot, header in enumerate(headers):
-        check_deadline()
-        frame = 0 if frame_indices is None else frame_indices[slot]
+
+    def target_of(slot: int) -> np.ndarray:
         target = volume[slot].view(stored) if direct else scratch
         assert target is not None
-        if not _read_native_frame(header, frame, target):
-            frames = decoded_frames.get(header.path)
-            if frames is None:
-                frames = _frames_array(header, charge_budget=False)  # charged as the volume
-                if frame_indices is not None:
-                    decoded_frames[header.path] = frames  # a multi-frame file: decode once
-            if frames.shape[-2:] != target.shape:
+        return target
+
+    def store(slot: int, pixels: np.ndarray | None, header: _Header) -> None:
+        """Put a slot's stored values in place (``None``: read there already), rescaled."""
+        target = target_of(slot)
+        if pixels is not None:
+            if pixels.shape != target.shape:
                 raise ResourceError(
                     f"The pixel data of {file_name(header.path)} decodes to frames of "
-                    f"{frames.shape[-2:]}, not the declared Rows x Columns {target.shape}."
+                    f"{pixels.shape}, not the declared Rows x Columns {target.shape}."
                 )
-            target[...] = frames[frame] if frames.ndim == 3 else frames
+            target[...] = pixels
         slope, intercept = rescales[slot]
         if direct and (slope, intercept) == (1.0, 0.0):
-            continue
+            return
         source = volume[slot] if direct else scratch
         np.multiply(source, slope, out=volume[slot], dtype=out_dtype, casting="unsafe")
         if intercept:
             np.add(volume[slot], intercept, out=volume[slot], dtype=out_dtype, casting="unsafe")
+
+    if frame_indices is not None and not _reads_natively(headers[0], stored):
+        slot_of = {frame: slot for slot, frame in enumerate(frame_indices)}
+        for frame, pixels in enumerate(_iter_frames(headers[0], len(frame_indices))):
+            store(slot_of[frame], pixels, headers[0])
+        return volume
+    for slot, header in enumerate(headers):
+        check_deadline()
+        frame = 0 if frame_indices is None else frame_indices[slot]
+        if _read_native_frame(header, frame, target_of(slot)):
+            store(slot, None, header)
+        else:
+            store(slot, _frames_array(header, charge_budget=False), header)  # charged above
     return volume
 
 
-def _read_native_frame(header: _Header, frame: int, target: np.ndarray) -> bool:
-    """Read one uncompressed frame from the file straight into ``target``; False if not native."""
+def _reads_natively(header: _Header, stored: np.dtype) -> bool:
+    """Whether :func:`_read_native_frame` can read this file's frames straight from disk."""
     dataset = header.dataset
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-    byte_order = _NATIVE_SYNTAXES.get(str(syntax)) if syntax is not None else None
-    if byte_order is None or int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
+    if syntax is None or str(syntax) not in _NATIVE_SYNTAXES:
         return False
-    stored = target.dtype
+    if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
+        return False
     bits_stored = int(dataset.get("BitsStored", stored.itemsize * 8) or stored.itemsize * 8)
     if stored.kind == "i" and bits_stored < stored.itemsize * 8:
         return False  # needs sign extension: pydicom's decoder does it
     element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
-    offset = getattr(element, "value_tell", None)
-    if offset is None or getattr(element, "value", None) is not None:
+    return getattr(element, "value_tell", None) is not None and element.value is None
+
+
+def _read_native_frame(header: _Header, frame: int, target: np.ndarray) -> bool:
+    """Read one uncompressed frame from the file straight into ``target``; False if not native."""
+    if not _reads_natively(header, target.dtype):
         return False
+    dataset = header.dataset
+    syntax = str(dataset.file_meta.TransferSyntaxUID)
+    element = dataset.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
     frame_bytes = target.nbytes
     if element.length is not None and element.length < (frame + 1) * frame_bytes:
         raise ResourceError(
@@ -888,29 +907,39 @@ def _read_native_frame(header: _Header, frame: int, target: np.ndarray) -> bool:
             f"bytes for frame {frame + 1} of {frame_bytes} bytes each."
         )
     with open(header.path, "rb") as file:
-        file.seek(offset + frame * frame_bytes)
+        file.seek(element.value_tell + frame * frame_bytes)
         read = file.readinto(memoryview(target).cast("B"))
     if read != frame_bytes:
         raise ResourceError(f"The pixel data of {file_name(header.path)} is truncated.")
-    if byte_order == ">" and stored.itemsize > 1:
+    if _NATIVE_SYNTAXES[syntax] == ">" and target.dtype.itemsize > 1:
         target.byteswap(inplace=True)
     return True
 
 
-def _frames_array(header: _Header, *, charge_budget: bool = True) -> np.ndarray:
-    """Decode every frame of a file with pydicom (compressed syntaxes, colour)."""
-    dataset = header.dataset
-    if charge_budget:
-        declared = [
-            int(dataset.get("NumberOfFrames", 1) or 1),
-            int(dataset.get("Rows", 0)),
-            int(dataset.get("Columns", 0)),
-            int(dataset.get("SamplesPerPixel", 1) or 1),
-        ]
-        itemsize = max(1, int(dataset.get("BitsAllocated", 8)) // 8)
-        check_decoded_size(declared, itemsize, file_name(header.path))
+def _iter_frames(header: _Header, frames: int) -> Iterator[np.ndarray]:
+    """Decode a file's frames one at a time with pydicom (compressed syntaxes, colour), in
+    stored order, checking the request's deadline before each.
+
+    Raises:
+        ResourceError: pydicom cannot decode them, or they are not ``frames`` frames.
+    """
+    from pydicom.pixels import iter_pixels
+
+    frames_seen = 0
     try:
-        pixels = _full(header).dataset.pixel_array
+        decoded = iter_pixels(_full(header).dataset)
+        while True:
+            check_deadline()
+            try:
+                pixels = next(decoded)
+            except StopIteration:
+                break
+            frames_seen += 1
+            if frames_seen > frames:
+                break
+            yield pixels if pixels.dtype.isnative else pixels.astype(pixels.dtype.newbyteorder("="))
+    except (RequestDeadlineExceeded, ResourceError, MemoryError):
+        raise
     except Exception as error:  # pydicom raises many types for undecodable pixel data
         syntax = getattr(getattr(header.dataset, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
@@ -919,7 +948,40 @@ def _frames_array(header: _Header, *, charge_budget: bool = True) -> np.ndarray:
             f"{name}): {reason(error, header.path)}. Compressed DICOM needs the decoders of "
             'the dicom extra: pip install "datamint[dicom]".'
         ) from None
-    return pixels if pixels.dtype.isnative else pixels.astype(pixels.dtype.newbyteorder("="))
+    if frames_seen != frames:
+        raise ResourceError(
+            f"The pixel data of {file_name(header.path)} holds "
+            f"{'more' if frames_seen > frames else frames_seen} frames, not the declared "
+            f"NumberOfFrames={frames}."
+        )
+
+
+def _frames_array(header: _Header, *, charge_budget: bool = True) -> np.ndarray:
+    """Decode every frame of a file with pydicom (compressed syntaxes, colour), one at a
+    time into one array: ``(H, W[, C])`` for one frame, ``(frames, H, W[, C])`` for more."""
+    dataset = header.dataset
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if charge_budget:
+        declared = [
+            frames,
+            int(dataset.get("Rows", 0)),
+            int(dataset.get("Columns", 0)),
+            int(dataset.get("SamplesPerPixel", 1) or 1),
+        ]
+        itemsize = max(1, int(dataset.get("BitsAllocated", 8)) // 8)
+        check_decoded_size(declared, itemsize, file_name(header.path))
+    pixels: np.ndarray | None = None
+    for index, frame in enumerate(_iter_frames(header, frames)):
+        if pixels is None:
+            pixels = np.empty((frames, *frame.shape), dtype=frame.dtype)
+        if frame.shape != pixels.shape[1:]:
+            raise ResourceError(
+                f"The frames of {file_name(header.path)} decode to different shapes "
+                f"({pixels.shape[1:]} and {frame.shape})."
+            )
+        pixels[index] = frame
+    assert pixels is not None  # _iter_frames yields exactly `frames` frames, or raises
+    return pixels[0] if frames == 1 else pixels
 
 
 def _rescaled(

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from datamint_core.artifact_cache import (
     MANIFEST_NAME,
@@ -304,3 +306,98 @@ print(json.dumps(found))
         assert f"the artifact cache at {cache_dir} is not writable" in message
         assert "DATAMINT_CACHE_DIR" in message
     assert cache.get(("models", "seg", "1")) is not None
+
+
+def test_a_read_only_cache_reports_an_offline_miss_and_a_corrupted_entry_as_themselves(
+    tmp_path,
+):
+    from datamint_core.artifact_cache import model_key
+
+    cache_dir = tmp_path / "cache"
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # never created: offline asks no store
+    cache = ArtifactCache(cache_dir)
+    broken = cache.fetch(model_key(store, "broken", "1"), fake_download([]), source_uri="u")
+    (broken / "sub" / "weights.bin").write_bytes(b"tampered")
+
+    outcome = _run_as_a_user_who_cannot_write(
+        cache_dir,
+        f"""
+import json, os
+from datamint_core import load_model
+from datamint_core.artifact_cache import ArtifactCache
+cache = ArtifactCache(os.environ["CACHE_DIR"])
+found = {{}}
+def attempt(name, action):
+    try:
+        action()
+        found[name] = "no error"
+    except Exception as error:
+        found[name] = [type(error).__name__, str(error)]
+attempt("miss", lambda: cache.fetch(("models", "other", "1"), None, source_uri="models:/other/1",
+                                    allow_download=False))
+attempt("corrupted", lambda: cache.fetch({model_key(store, "broken", "1")!r}, None,
+                                         source_uri="u", allow_download=False))
+os.environ.update(DATAMINT_CACHE_DIR=os.environ["CACHE_DIR"], DATAMINT_OFFLINE="true",
+                  MLFLOW_TRACKING_URI={store!r}, MLFLOW_REGISTRY_URI={store!r})
+attempt("load_miss", lambda: load_model("models:/missing/1"))
+attempt("load_corrupted", lambda: load_model("models:/broken/1"))
+print(json.dumps(found))
+""",
+    )
+
+    name, message = outcome["miss"]
+    assert name == "CacheError"
+    assert f"'models:/other/1' is not in the artifact cache at {cache_dir}" in message
+    name, message = outcome["corrupted"]
+    assert name == "CorruptedCacheEntryError"
+    assert "weights.bin does not match the checksum" in message
+    name, message = outcome["load_miss"]
+    assert name == "LinkedModelNotFoundError"
+    assert "Model (models:/missing/1) is not in the artifact cache" in message
+    assert "offline mode (DATAMINT_OFFLINE) forbids downloading it" in message
+    name, message = outcome["load_corrupted"]
+    assert name == "LinkedModelError"
+    assert "weights.bin does not match the checksum" in message
+    assert "Offline mode is on" in message
+    assert "not writable" not in json.dumps(outcome)
+
+
+_HOSTS = st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}(\.[A-Za-z0-9-]{1,10}){0,2}", fullmatch=True)
+_SECRETS = st.text(alphabet="abcXYZ019_-", min_size=4, max_size=12).map(lambda s: f"pw{s}")
+
+
+@given(
+    scheme=st.sampled_from(["http", "HTTPS", "datamint", "postgresql"]),
+    host=_HOSTS,
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+    secret=_SECRETS,
+    path=st.from_regex(r"(/[a-z0-9._-]{1,8}){0,3}/?", fullmatch=True),
+)
+def test_a_server_store_identity_is_stable_and_never_holds_its_credentials(
+    scheme, host, port, secret, path
+):
+    from datamint_core.artifact_cache import _store_dir, model_key, store_identity
+
+    spelled = f"{scheme}://user:{secret}@{{}}{f':{port}' if port else ''}{path}"
+    uri = spelled.format(host)
+    identity = store_identity(uri)
+
+    assert secret not in identity and "user" not in identity.split("://", 1)[1].split("/")[0]
+    assert store_identity(identity) == identity  # one spelling per store
+    assert identity == store_identity(spelled.format(host.upper()).rstrip("/") + "/")
+    part = _store_dir(identity)
+    assert "/" not in part and part not in (".", "..") and secret not in part
+    assert model_key(uri, "m", "1")[1] == part
+
+
+@given(path=st.from_regex(r"[a-z0-9]{1,8}(/[a-z0-9.]{1,8}){0,2}", fullmatch=True))
+def test_every_spelling_of_one_database_or_directory_is_one_store(path):
+    import os
+
+    from datamint_core.artifact_cache import store_identity
+
+    absolute = os.path.realpath(path)
+    assert store_identity(f"sqlite:///{path}") == store_identity(f"sqlite:///{absolute}")
+    assert store_identity(f"sqlite:///{path}") == f"sqlite:///{absolute}"
+    assert store_identity(path) == store_identity(f"file://{absolute}") == f"file://{absolute}"
+    assert store_identity(f"sqlite:///{path}") != store_identity(f"sqlite:///{path}x")

@@ -478,3 +478,50 @@ def test_compressed_dicom_declaring_more_than_its_data_can_decode_to_is_refused(
     with pytest.raises(ResourceError, match=r"'rle.dcm' declares NumberOfFrames=1 of Rows=8192"):
         read(tmp_path / "rle.dcm")
     assert read(pydicom_file("MR_small_RLE.dcm")).pixels.shape == (64, 64)
+
+
+def test_a_compressed_multiframe_volume_is_decoded_frame_by_frame_and_stops_at_the_deadline(
+    tmp_path: Path,
+):
+    from pydicom.uid import RLELossless
+
+    from tests.core.dicom_files import philips_multiframe
+
+    native = philips_multiframe(tmp_path)
+    dataset = pydicom.dcmread(native)
+    dataset.compress(RLELossless)
+    dataset.save_as(tmp_path / "rle.dcm")
+    expected = read(native)
+    tracemalloc.start()
+    try:
+        volume = read(tmp_path / "rle.dcm")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(volume.pixels, expected.pixels)
+    np.testing.assert_allclose(volume.affine, expected.affine)
+    # One volume, the compressed data and a frame or two: never a second decoded copy.
+    assert peak < 1.5 * volume.pixels.nbytes, (peak, volume.pixels.nbytes)
+    with applying(RequestLimits(deadline=time.monotonic() - 1)):
+        with pytest.raises(RequestDeadlineExceeded):
+            read(tmp_path / "rle.dcm")
+
+
+@PROPERTY
+@given(case=hostile_files.enhanced_mr())
+def test_an_enhanced_multiframe_reads_with_its_true_geometry_or_names_the_frame_that_lies(
+    tmp_path_factory: pytest.TempPathFactory, case: hostile_files.EnhancedCase
+):
+    from tests.core.dicom_files import philips_multiframe
+
+    source = philips_multiframe(tmp_path_factory.getbasetemp())
+    root = tmp_path_factory.getbasetemp() / "enhanced-property"
+    path = hostile_files.write_enhanced_mr(_fresh(root, "enhanced"), case, source)
+    volume = read_unless_it_lies(path, case.lie, root)
+    if volume is None:
+        return
+    reference = sitk.ReadImage(str(path))
+    lps = LPS_TO_RAS @ volume.affine
+    np.testing.assert_allclose(lps[:3, 3], reference.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(volume.spacing, reference.GetSpacing()[::-1], rtol=1e-4)
+    assert volume.pixels.shape == (hostile_files.ENHANCED_FRAMES, 256, 256)

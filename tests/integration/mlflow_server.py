@@ -145,6 +145,9 @@ def tracking_into(server: MlflowServer, monkeypatch: pytest.MonkeyPatch,
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    # mlflow.set_registry_uri also sets this variable and set_registry_uri(None) leaves it:
+    # through monkeypatch it ends with the test, so no later test reads another store.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server.uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", str(request_timeout_s))
     mlflow.set_tracking_uri(server.uri)

@@ -15,7 +15,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from datamint_core import ImageResource, load_model, log_model, save_model
-from datamint_core.artifact_cache import ArtifactCache
+from datamint_core.artifact_cache import ArtifactCache, model_key, run_key
 from datamint_core.linked_models import (
     LinkedModelError,
     LinkedModelNotFoundError,
@@ -56,6 +56,7 @@ def children(mlflow_server):
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)  # set_registry_uri(None) leaves it
 
 
 def predict_in_new_process(model_path: Path, env: dict[str, str], cwd: Path) -> dict:
@@ -197,7 +198,7 @@ def test_a_corrupted_cache_entry_is_fetched_again_online_and_refused_offline(
     monkeypatch.setenv("DATAMINT_CACHE_DIR", str(tmp_path / "cache"))
     save_model(Ensemble(mlflow_models_uri={"a": "models:/child-a/1"}), tmp_path / "parent")
     load_model(str(tmp_path / "parent"))
-    cached = ArtifactCache().get(("models", "child-a", "1"))
+    cached = ArtifactCache().get(model_key(mlflow.get_registry_uri(), "child-a", "1"))
     pickled = cached / "python_model.pkl"
     data = bytearray(pickled.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -247,6 +248,7 @@ def test_an_unreachable_server_is_named_with_what_to_do(monkeypatch):
     closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", closed)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", closed)  # what set_registry_uri sets too
     mlflow.set_registry_uri(closed)
     try:
         started = time.monotonic()
@@ -316,7 +318,10 @@ def test_a_runs_uri_link_is_cached_under_its_run_and_always_pull_downloads_again
 
     assert load_model(str(tmp_path / "parent")).predict([ImageResource(PIXELS)])[0][0].value == 1.0
     cached = ArtifactCache().list()
-    assert [entry.key for entry in cached] == [("runs", run_id, artifact_path)]
+    assert [entry.key for entry in cached] == [
+        run_key(mlflow.get_tracking_uri(), run_id, artifact_path)
+    ]
+    assert cached[0].store_uri == tracking_on.uri
 
     before = len(tracking_on.artifact_requests())
     load_model(str(tmp_path / "parent"))

@@ -39,6 +39,7 @@ def registered(mlflow_server):
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)  # set_registry_uri(None) leaves it
 
 
 def score(model) -> float:

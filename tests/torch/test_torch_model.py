@@ -297,7 +297,7 @@ def test_linked_pytorch_model_loads_on_the_device_in_eval_mode_and_bundles(
         loaded = load_model(str(tmp_path / "parent"))
     finally:
         mlflow.set_registry_uri(sqlite_tracking_uri)
-    assert not (tmp_path / "empty-cache" / "models").exists()
+    assert not (tmp_path / "empty-cache" / "stores").exists()
     unet = loaded.get_mlflow_torch_models()["unet"]
     assert isinstance(unet, nn.Module)
     batch = torch.from_numpy(phantom_slices()[:1, None])
