@@ -596,6 +596,13 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
+
+
 def _waits_for_continue(scope: Scope) -> bool:
     return any(
         name == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"]
@@ -762,7 +769,11 @@ def guard_reads(app: ASGIApp, read_timeout: float) -> ASGIApp:
             if message["type"] == "http.response.start":
                 close = message["status"] == 408
                 if not body_done and not close:
-                    close = _waits_for_continue(scope) or not await drain()
+                    close = (
+                        _waits_for_continue(scope)
+                        or _declared_length(scope) > MAX_DRAINED_BYTES
+                        or not await drain()
+                    )
                 if close:
                     message = {
                         **message,
