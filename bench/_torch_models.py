@@ -38,3 +38,12 @@ class CnnSegmenter(DatamintModel):
         batch = torch.stack([as_tensor(r, self.inference_device) for r in model_input])[:, None]
         masks = (net(batch)[:, 0] > 0).cpu().numpy()
         return [[SegmentationAnnotation("lesion", mask)] for mask in masks]
+
+
+class UNetPatchSegmenter(DatamintModel):
+    """A 3-D network behind a patch handler: ``volume`` mode runs it over a sliding window."""
+
+    task_type = TaskType.VOLUME_SEGMENTATION
+
+    def predict_patch(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.torch_model(patches)
