@@ -245,6 +245,12 @@ def _mode_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a mode param, repeatable; VALUE is read as JSON when it parses (3, 0.5, true)",
     )
+    parser.add_argument(
+        "--prompts",
+        metavar="JSON_FILE",
+        help="prompts for an interactive model: a JSON file of points, boxes and scribbles "
+        "per label (the `prompts` param; see datamint_core.prompts)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -266,6 +272,11 @@ def _params(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[s
             params[key.strip()] = raw
     if args.mode:
         params["mode"] = args.mode
+    if getattr(args, "prompts", None):
+        try:
+            params["prompts"] = json.loads(Path(args.prompts).read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"--prompts {args.prompts!r} is not a readable JSON file: {error}")
     return params
 
 
@@ -452,7 +463,9 @@ def _info(args: argparse.Namespace, params: dict[str, Any]) -> int:
         info = mode_params.get(mode) or {}
         required = set(info.get("required") or [])
         names = [f"{name}{'' if name in required else '?'}" for name in info.get("params") or []]
-        print(f"  {mode:<14} {', '.join(names) if names else '(no params)'}")
+        kinds = info.get("prompts")
+        prompts = f"  prompts: {', '.join(kinds)}" if kinds else ""
+        print(f"  {mode:<14} {', '.join(names) if names else '(no params)'}{prompts}")
     settings = block.get("model_settings") or {}
     print("settings:        " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "(none)"))
     specs = block.get("annotation_specs")
