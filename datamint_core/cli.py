@@ -147,6 +147,14 @@ def _parser() -> argparse.ArgumentParser:
         "DATAMINT_SERVE_ALLOW_PATH_DIRS); by default the server reads no local files",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--enable-mlserver",
+        action="store_true",
+        help="serve with MLServer and the datamint runtime (Open Inference Protocol V2 over "
+        "REST on --port and gRPC on --grpc-port; needs the [mlserver] extra) instead",
+    )
+    serve.add_argument("--grpc-port", type=int, help="with --enable-mlserver (default: 8081)")
+    serve.add_argument("--metrics-port", type=int, help="with --enable-mlserver (default: 8082)")
     serve.set_defaults(run=_serve)
 
     info = commands.add_parser(
@@ -180,6 +188,11 @@ def _parser() -> argparse.ArgumentParser:
     _model_argument(dockerfile)
     dockerfile.add_argument("-o", "--output-dir", required=True, help="build context to write")
     dockerfile.add_argument("--base-image", help="default: python:<model's version>-slim")
+    dockerfile.add_argument(
+        "--enable-mlserver",
+        action="store_true",
+        help="serve with MLServer and the datamint runtime (V2; writes model-settings.json)",
+    )
     dockerfile.set_defaults(run=_generate_dockerfile)
 
     from datamint_core.batch._cli import add_batch_command
@@ -380,6 +393,9 @@ def _is_channel_input(item: str) -> bool:
 def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     import os
 
+    if args.enable_mlserver:
+        return _serve_mlserver(args)
+
     import uvicorn
 
     from datamint_core.linked_models import held_model_dir
@@ -427,6 +443,20 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         )
     _exit_without_teardown()
     return 0  # not reached
+
+
+def _serve_mlserver(args: argparse.Namespace) -> int:
+    """``mlserver start`` with the datamint runtime, as a child; SIGTERM is passed on."""
+    import subprocess
+
+    from datamint_core.serving.backend import mlserver_command
+
+    command = mlserver_command(
+        args.model_uri, args.host, args.port, args.grpc_port, args.metrics_port
+    )
+    process = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+    return 0 if process.wait() == 0 else 1
 
 
 #: What the server process holds for its whole life (released when the process ends).
@@ -499,7 +529,10 @@ def _generate_dockerfile(args: argparse.Namespace, params: dict[str, Any]) -> in
     from datamint_core.serving.backend import DatamintBackend
 
     DatamintBackend({}).generate_dockerfile(
-        args.model_uri, args.output_dir, base_image=args.base_image
+        args.model_uri,
+        args.output_dir,
+        base_image=args.base_image,
+        enable_mlserver=args.enable_mlserver,
     )
     print(f"wrote {Path(args.output_dir) / 'Dockerfile'} and the model beside it")
     return 0
