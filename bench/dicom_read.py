@@ -60,7 +60,7 @@ print(peak() - before, volume.nbytes)
 """
 
 
-def write_series(directory: Path) -> None:
+def write_series(directory: Path, slices: int = SLICES) -> None:
     import numpy as np
     import pydicom
     import pydicom.data
@@ -69,9 +69,9 @@ def write_series(directory: Path) -> None:
     source = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
     rng = np.random.default_rng(0)
     series_uid = generate_uid()
-    numbers = rng.permutation(SLICES)
+    numbers = rng.permutation(slices)
     _, y, x = np.ogrid[:1, :SIZE, :SIZE]
-    for index in range(SLICES):
+    for index in range(slices):
         dataset = source.copy()
         dataset.Rows = dataset.Columns = SIZE
         dataset.SeriesInstanceUID = series_uid
@@ -79,7 +79,7 @@ def write_series(directory: Path) -> None:
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
         dataset.InstanceNumber = int(numbers[index]) + 1
         dataset.ImagePositionPatient = [-160.0, -160.0, -300.0 + 1.25 * index]
-        disc = ((y - 256) ** 2 + (x - 256) ** 2) < (150 - abs(index - SLICES // 2)) ** 2
+        disc = ((y - 256) ** 2 + (x - 256) ** 2) < (150 - abs(index - slices // 2)) ** 2
         pixels = rng.integers(-30, 30, (SIZE, SIZE)) + 1000 + 200 * disc[0]
         dataset.PixelData = pixels.astype(np.int16).tobytes()
         dataset.save_as(directory / f"IM{int(numbers[index]):05d}", enforce_file_format=True)

@@ -173,6 +173,9 @@ def _check_keys(
     return data
 
 
+_RLE_CHUNK = 1 << 22
+
+
 def encode_mask_rle(mask: np.ndarray) -> dict[str, Any]:
     """Run-length encode a mask over its C-order flattening.
 
@@ -185,7 +188,14 @@ def encode_mask_rle(mask: np.ndarray) -> dict[str, Any]:
     """
     mask = np.asarray(mask, dtype=bool)
     flat = mask.ravel(order="C")
-    run_ends = np.flatnonzero(np.diff(flat))  # last index of every run but the final one
+    # The last index of every run but the final one, found a chunk at a time: a whole-mask
+    # np.diff would hold a second mask-sized array (78 MB for a 300x512x512 mask).
+    pieces = [
+        np.flatnonzero(chunk[1:] != chunk[:-1]) + start
+        for start in range(0, max(flat.size - 1, 0), _RLE_CHUNK)
+        for chunk in (flat[start : start + _RLE_CHUNK + 1],)
+    ]
+    run_ends = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.intp)
     counts = np.diff(run_ends, prepend=-1, append=flat.size - 1).tolist()
     if flat.size and flat[0]:
         counts.insert(0, 0)

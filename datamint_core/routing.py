@@ -69,6 +69,13 @@ CONVENTION_PARAM_KEYS: dict[PredictionMode, tuple[str, ...]] = {
     PredictionMode.FEW_SHOT: ("examples",),
 }
 
+#: The request param that carries prompts (see :mod:`datamint_core.prompts`).
+PROMPTS_PARAM = "prompts"
+#: The prompt kinds (the names :mod:`datamint_core.prompts` reads), and those a handler
+#: with a ``prompts`` parameter and no declaration takes.
+PROMPT_KINDS = ("points", "boxes", "scribbles", "examples")
+DEFAULT_PROMPT_KINDS = ("points", "boxes", "scribbles")
+
 _MODE_ATTRIBUTE = "__datamint_mode_spec__"
 #: The convention name of a patch handler (see :mod:`datamint_core.sliding_window`).
 PATCH_HANDLER_NAME = "predict_patch"
@@ -83,15 +90,22 @@ class ModeSpec:
         param_keys: request params handed to it as keyword arguments.
         fallback_to_default: when it raises ``NotImplementedError`` (for an input it cannot
             handle), try ``predict_default`` instead.
+        prompts: the prompt kinds it takes (``points``, ``boxes``, ``scribbles``,
+            ``examples``); it then gets them as its ``prompts`` keyword argument (see
+            :mod:`datamint_core.prompts`).
     """
 
     mode: PredictionMode
     param_keys: tuple[str, ...] = ()
     fallback_to_default: bool = True
+    prompts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", PredictionMode.parse(self.mode))
         object.__setattr__(self, "param_keys", _param_keys(self.param_keys))
+        object.__setattr__(self, "prompts", _prompt_kinds(self.prompts))
+        if self.prompts and PROMPTS_PARAM not in self.param_keys:
+            object.__setattr__(self, "param_keys", (*self.param_keys, PROMPTS_PARAM))
         clash = RESERVED_PARAMS.intersection(self.param_keys)
         if clash:
             raise ValueError(
@@ -105,6 +119,7 @@ def prediction_mode(
     *,
     param_keys: Sequence[str] = (),
     fallback_to_default: bool = True,
+    prompts: Sequence[str] = (),
 ) -> Callable[[F], F]:
     """Register a method as the handler of a prediction mode.
 
@@ -117,8 +132,15 @@ def prediction_mode(
 
     A parameter named in ``param_keys`` that has no default in the method's signature is
     required: a request without it gets a ``ValueError`` naming it.
+
+    A handler that takes prompts declares their kinds (``prompts=("points", "boxes")``)
+    or has a ``prompts`` parameter (it then takes points, boxes and scribbles); it gets one
+    :class:`~datamint_core.prompts.Prompts` per input, checked and in its own index
+    coordinates.
     """
-    spec = ModeSpec(PredictionMode.parse(mode), param_keys, fallback_to_default)  # type: ignore[arg-type]
+    spec = ModeSpec(
+        PredictionMode.parse(mode), param_keys, fallback_to_default, prompts  # type: ignore[arg-type]
+    )
 
     def decorate(method: F) -> F:
         if not callable(method):
@@ -213,14 +235,38 @@ class PredictionRouter:
         return [mode.value for mode in PredictionMode if mode in self._routes]
 
     def mode_params(self) -> dict[str, dict[str, list[str]]]:
-        """Return, per supported mode, the params it takes and those it requires."""
+        """Return, per supported mode, the params it takes and those it requires (and, for
+        a mode that takes prompts, their kinds under ``prompts``)."""
         return {
             route.spec.mode.value: {
                 "params": list(route.spec.param_keys),
                 "required": sorted(route.required),
+                **({"prompts": list(route.spec.prompts)} if route.spec.prompts else {}),
             }
             for route in self._routes.values()
         }
+
+    def prompt_labels(self) -> list[str] | None:
+        """The labels prompts may name: the model's declared annotation labels (None when
+        it declares none: any label)."""
+        specs = getattr(self._owner, "annotation_specs", None)
+        return None if not specs else [spec.identifier for spec in specs]
+
+    def _typed_prompts(
+        self, mode: PredictionMode, model_input: list[BaseResource], raw: Any
+    ) -> list[Any]:
+        from datamint_core.prompts import prepare_prompts
+
+        route = self._routes.get(mode)
+        if route is None or not route.spec.prompts:
+            takes = [m for m, info in self.mode_params().items() if "prompts" in info]
+            raise InvalidRequestError(
+                f"Prediction mode {mode.value!r} takes no prompts; accepted: prompts with "
+                f"the mode(s) {takes} (this model's interactive modes)."
+            )
+        return prepare_prompts(
+            raw, model_input, kinds=route.spec.prompts, labels=self.prompt_labels()
+        )
 
     def dispatch(self, model_input: list[BaseResource], params: dict[str, Any] | None) -> list:
         """Run the handler for ``params['mode']`` (``default`` when absent).
@@ -254,6 +300,8 @@ class PredictionRouter:
             del params[key]
         if mode is PredictionMode.DEFAULT:
             mode = self.resolve_default(model_input)
+        if params.get(PROMPTS_PARAM) is not None:
+            params[PROMPTS_PARAM] = self._typed_prompts(mode, model_input, params[PROMPTS_PARAM])
         return self._run(mode, model_input, params)
 
     def resolve_default(self, model_input: Sequence[BaseResource]) -> PredictionMode:
@@ -308,7 +356,13 @@ class PredictionRouter:
             for mode, bridge in image_bridges.items():
                 if mode not in routes:
                     routes[mode] = _route(
-                        bridge, ModeSpec(mode, CONVENTION_PARAM_KEYS.get(mode, ())), bridge=True
+                        bridge,
+                        ModeSpec(
+                            mode,
+                            CONVENTION_PARAM_KEYS.get(mode, ()),
+                            prompts=_image_prompts(mode, routes[PredictionMode.IMAGE]),
+                        ),
+                        bridge=True,
                     )
         if self._patch_handler is not None and PredictionMode.VOLUME not in routes:
             routes[PredictionMode.VOLUME] = _route(
@@ -318,7 +372,9 @@ class PredictionRouter:
             )
         if PredictionMode.SLICE in routes and PredictionMode.VOLUME not in routes:
             routes[PredictionMode.VOLUME] = _route(
-                self._volume_via_slice, ModeSpec(PredictionMode.VOLUME), bridge=True
+                self._volume_via_slice,
+                ModeSpec(PredictionMode.VOLUME, prompts=routes[PredictionMode.SLICE].spec.prompts),
+                bridge=True,
             )
         self._routes = routes
 
@@ -348,6 +404,14 @@ class PredictionRouter:
         views = [
             _require(VolumeResource, r, "slice").get_slice(slice_index, axis) for r in model_input
         ]
+        if params.get(PROMPTS_PARAM) is not None:  # the slice's own 2-D coordinates
+            params = {
+                **params,
+                PROMPTS_PARAM: [
+                    prompts.for_slice(volume.spatial_shape, SLICE_AXES[axis], slice_index)
+                    for prompts, volume in zip(params[PROMPTS_PARAM], model_input, strict=True)
+                ],
+            }
         results = self._run(PredictionMode.IMAGE, views, params)
         return [
             _stamp(per, AnnotationScope.SLICE, slice_index=int(slice_index), slice_axis=axis)
@@ -624,6 +688,8 @@ def _route(handler: Handler, spec: ModeSpec, bridge: bool = False) -> _Route:
     except (TypeError, ValueError):  # builtins and C callables: assume the loosest contract
         return _Route(handler, spec, frozenset(), True, bridge)
     parameters = signature.parameters
+    if not bridge and not spec.prompts and PROMPTS_PARAM in parameters:
+        spec = dataclasses.replace(spec, prompts=DEFAULT_PROMPT_KINDS)
     takes_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     required = frozenset(
         key
@@ -631,6 +697,25 @@ def _route(handler: Handler, spec: ModeSpec, bridge: bool = False) -> _Route:
         if key in parameters and parameters[key].default is inspect.Parameter.empty
     )
     return _Route(handler, spec, required, takes_extra, bridge)
+
+
+def _image_prompts(mode: PredictionMode, image_route: _Route) -> tuple[str, ...]:
+    """The prompt kinds a bridge over ``image`` takes: the image handler's, for slices
+    (converted to the slice's coordinates); none for frames."""
+    return image_route.spec.prompts if mode is PredictionMode.SLICE else ()
+
+
+def _prompt_kinds(kinds: Any) -> tuple[str, ...]:
+    if isinstance(kinds, str):
+        raise TypeError(
+            f"prompts must be a sequence of kinds, not the string {kinds!r}; "
+            f"write prompts=({kinds!r},)."
+        )
+    kinds = tuple(kinds)
+    unknown = [kind for kind in kinds if kind not in PROMPT_KINDS]
+    if unknown:
+        raise ValueError(f"Unknown prompt kind(s) {unknown}; accepted: {list(PROMPT_KINDS)}.")
+    return kinds
 
 
 def _param_keys(keys: Any) -> tuple[str, ...]:

@@ -537,9 +537,6 @@ class PatchArrays(Protocol):
     def zeros(self, shape: tuple[int, ...]) -> Any:
         """A float32 buffer of zeros."""
 
-    def shift(self, buffer: Any, planes: int) -> None:
-        """Move ``buffer[:, planes:]`` to the front along axis 1 and zero the rest."""
-
     def argmax(self, scores: Any, out: np.ndarray) -> None:
         """Write the index of the highest score along axis 0 into ``out``."""
 
@@ -580,11 +577,6 @@ class NumpyPatchArrays:
 
     def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.zeros(shape, dtype=np.float32)
-
-    def shift(self, buffer: np.ndarray, planes: int) -> None:
-        keep = buffer.shape[1] - planes
-        buffer[:, :keep] = buffer[:, planes:]  # numpy copies overlapping ranges safely
-        buffer[:, keep:] = 0
 
     def argmax(self, scores: np.ndarray, out: np.ndarray) -> None:
         out[...] = scores.argmax(axis=0)
@@ -666,24 +658,25 @@ def iter_blended_slabs(
     volume = arrays.prepare(pad_volume(pixels, window))
     padded_depth = shape[0] + sum(padding[0])
     corners = window_corners(shape, window)
-    weights = arrays.importance_map(window)
+    weights = arrays.importance_map(window) if window.blend_mode == "gaussian" else None
     (depth_lo, _), (height_lo, _), (width_lo, _) = padding
     crop_h = slice(height_lo, height_lo + shape[1])
     crop_w = slice(width_lo, width_lo + shape[2])
+    # The slab is a ring of roi_d planes: padded plane p lives at p % roi_d, so moving on
+    # never copies a plane; a finished plane is zeroed for the one that will take its place.
+    depth = roi[0]
     sums = counts = None
-    slab_start = 0  # the padded plane the slab's first plane is
+    slab_start = 0  # the first padded plane not finished yet
 
-    def finished(stop: int, last_slab: bool = False) -> Iterator[tuple[int, int, Any]]:
-        planes = stop - slab_start
-        sums[:, :planes] /= counts[:, :planes]
-        first = max(slab_start, depth_lo)
-        last = min(stop, depth_lo + shape[0])
-        if last > first:
-            view = sums[:, first - slab_start : last - slab_start, crop_h, crop_w]
-            yield first - depth_lo, last - depth_lo, view
-        if not last_slab:
-            arrays.shift(sums, planes)
-            arrays.shift(counts, planes)
+    def finished(stop: int) -> Iterator[tuple[int, int, Any]]:
+        for first, last, ring in _ring_pieces(slab_start, stop, depth):
+            sums[:, ring] /= counts[:, ring]
+            kept_first, kept_last = max(first, depth_lo), min(last, depth_lo + shape[0])
+            if kept_last > kept_first:  # planes of the volume, not of its padding
+                planes = slice(ring.start + kept_first - first, ring.start + kept_last - first)
+                yield kept_first - depth_lo, kept_last - depth_lo, sums[:, planes, crop_h, crop_w]
+            sums[:, ring] = 0
+            counts[:, ring] = 0
 
     for batch_start in range(0, len(corners), window.sw_batch_size):
         check_deadline()  # a timed-out request frees the model at the next patch batch
@@ -692,16 +685,30 @@ def iter_blended_slabs(
             predict_patches(arrays.patches(volume, batch, roi)), len(batch), window
         )
         if sums is None:
-            sums = arrays.zeros((scores.shape[1], roi[0], *volume.shape[1:3]))
-            counts = arrays.zeros((1, roi[0], *volume.shape[1:3]))
+            sums = arrays.zeros((scores.shape[1], depth, *volume.shape[1:3]))
+            counts = arrays.zeros((1, depth, *volume.shape[1:3]))
         for (d, h, w), patch in zip(batch, scores, strict=True):
             if d > slab_start:  # no later window reaches above d: those planes are done
                 yield from finished(d)
                 slab_start = d
-            where = (slice(None), slice(0, roi[0]), slice(h, h + roi[1]), slice(w, w + roi[2]))
-            sums[where] += patch * weights
-            counts[where] += weights
-    yield from finished(padded_depth, last_slab=True)
+            # Constant weights are ones: adding the scores as they are is the same sum, bit
+            # for bit, without a weighted copy of every patch.
+            weighted = patch if weights is None else patch * weights
+            for first, last, ring in _ring_pieces(d, d + depth, depth):
+                where = (slice(None), ring, slice(h, h + roi[1]), slice(w, w + roi[2]))
+                sums[where] += weighted[:, first - d : last - d]
+                counts[where] += 1.0 if weights is None else weights[first - d : last - d]
+    yield from finished(padded_depth)
+
+
+def _ring_pieces(start: int, stop: int, depth: int) -> list[tuple[int, int, slice]]:
+    """Padded planes ``start:stop`` (at most ``depth``) as runs contiguous in the ring:
+    ``(first, last, ring planes)``."""
+    offset = start % depth
+    if offset + (stop - start) <= depth:
+        return [(start, stop, slice(offset, offset + stop - start))]
+    split = start + depth - offset
+    return [(start, split, slice(offset, depth)), (split, stop, slice(0, stop - split))]
 
 
 def run_sliding_window(

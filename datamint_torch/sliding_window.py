@@ -74,13 +74,6 @@ class TorchPatchArrays:
     def zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float32, device=self.device)
 
-    def shift(self, buffer: torch.Tensor, planes: int) -> None:
-        keep = buffer.shape[1] - planes
-        if keep:
-            # copy_ refuses overlapping ranges of one tensor: go through a copy of the kept part
-            buffer[:, :keep] = buffer[:, planes:].clone()
-        buffer[:, keep:] = 0
-
     def argmax(self, scores: torch.Tensor, out: np.ndarray) -> None:
         labels = scores.argmax(dim=0)
         out[...] = labels.to(torch.uint8 if out.dtype == np.uint8 else torch.int32).cpu().numpy()

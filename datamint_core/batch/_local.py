@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -156,7 +158,7 @@ def _drain(
         workers,
         mp_context=context,
         initializer=_load_worker_model,
-        initargs=(model_uri, threads),
+        initargs=(model_uri, threads, os.getpid()),
     ) as pool:
         exhausted = False
         while in_flight or not exhausted:
@@ -182,10 +184,11 @@ def _drain(
     return None
 
 
-def _load_worker_model(model_uri: str, threads: int) -> None:
+def _load_worker_model(model_uri: str, threads: int, job_pid: int) -> None:
     global _worker_model, _worker_load_error
     from datamint_core.flavor import load_model
 
+    _die_with_the_job(job_pid)
     # Before the model's libraries load: OpenMP and BLAS read these once, at start.
     os.environ.update({variable: str(threads) for variable in THREAD_VARIABLES})
     try:
@@ -193,6 +196,23 @@ def _load_worker_model(model_uri: str, threads: int) -> None:
     except Exception as error:  # reported by the first task, which stops the job
         _worker_load_error = f"{type(error).__name__}: {error}"
     _extensions.limit_threads(threads)
+
+
+def _die_with_the_job(job_pid: int) -> None:
+    """Have the kernel kill this worker when the job's process dies, however it dies.
+
+    A job killed with ``kill -9`` cannot shut its pool down: without this its workers would
+    finish their chunk for nobody, then wait for work forever. Linux only (``prctl``
+    ``PR_SET_PDEATHSIG``); elsewhere the pool's own shutdown is all there is.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG in <linux/prctl.h>
+    ctypes.CDLL(None).prctl(set_parent_death_signal, signal.SIGKILL)
+    if os.getppid() != job_pid:  # the job died before the signal was armed
+        os._exit(1)
 
 
 def _predict_chunk(

@@ -5,11 +5,10 @@ A case's key is its id without the image file extension and without nnU-Net's ch
 suffix (``liver_003.nii.gz`` and ``liver_003_0000.nii.gz`` are both ``liver_003``), so the
 ids ``datamint batch`` gives the files of ``imagesTr/`` meet the files of ``labelsTr/``.
 
-Projects: a Medical Segmentation Decathlon directory (``dataset.json`` with ``labels``
-``{"0": "background", "1": "liver"}`` and a ``training`` list of ``{"image", "label"}``
-paths) or an nnU-Net v2 raw dataset (``labels`` ``{"background": 0, "liver": 1}``,
-``file_ending``, ``imagesTr/<case>_0000<file_ending>`` beside ``labelsTr/<case><file_ending>``;
-one channel). A name instead of a path is looked up under ``DATAMINT_PROJECTS_DIR``.
+Projects are read as training reads them (:class:`datamint_core.training.ImageDataset`): a
+Medical Segmentation Decathlon or nnU-Net v2 raw directory (NIfTI, or DICOM series with
+DICOM SEG labels; one file per channel or a 4-D file), by path or by name under the projects
+root (``DATAMINT_PROJECTS_DIR``).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from datamint_core.batch._inputs import BatchInputError, iter_inputs
 
 _EXTENSIONS = (".nii.gz", ".nii", ".npy", ".npz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
-PROJECTS_DIR_ENV = "DATAMINT_PROJECTS_DIR"
 
 
 class EvaluationInputError(ValueError):
@@ -114,80 +112,32 @@ def labels_from_file(path: str | os.PathLike[str]) -> dict[int, str]:
     return parse_labels(labels)
 
 
-def find_project(project: str | os.PathLike[str]) -> Path:
-    """A project directory: the path itself, or a name under ``DATAMINT_PROJECTS_DIR``."""
-    path = Path(project)
-    if (path / "dataset.json").is_file():
-        return path
-    root = os.environ.get(PROJECTS_DIR_ENV)
-    if root and (Path(root) / os.fspath(project) / "dataset.json").is_file():
-        return Path(root) / os.fspath(project)
-    where = f" or under {PROJECTS_DIR_ENV}={root!r}" if root else f" (set {PROJECTS_DIR_ENV})"
-    raise EvaluationInputError(
-        f"No project {os.fspath(project)!r}: a project is a directory with a dataset.json "
-        f"(Medical Segmentation Decathlon or nnU-Net v2 layout), given by path{where}."
-    )
-
-
-def project_cases(project: str | os.PathLike[str]) -> tuple[list[dict[str, str]], dict[int, str]]:
-    """The labelled cases of a project and its labels.
+def project_cases(project: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """The labelled cases of a local project, and its labels as the label files hold them.
 
     Returns:
-        ``([{"id", "image", "label"}, ...], {value: name})``, the cases in the order of the
-        project's ``training`` list (Decathlon) or of their file names (nnU-Net).
+        ``([{"id", "images": [path per channel], "channels": [names], "label", "project"},
+        ...], {value in the label files: name})``, in the project's case order.
 
     Raises:
-        EvaluationInputError: no project there, or its ``dataset.json`` cannot be used.
+        EvaluationInputError: no such local project, or it cannot be read.
     """
-    root = find_project(project)
-    dataset = _read_json(root / "dataset.json")
-    if not isinstance(dataset, Mapping) or not isinstance(dataset.get("labels"), Mapping):
-        raise EvaluationInputError(
-            f"{os.fspath(root / 'dataset.json')!r} has no 'labels' map; a project's dataset.json "
-            "names its labels (Decathlon or nnU-Net v2 layout)."
-        )
-    labels = parse_labels(dataset["labels"])
-    if "training" in dataset:
-        cases = list(_decathlon_cases(root, dataset["training"]))
-    else:
-        cases = list(_nnunet_cases(root, dataset))
-    if not cases:
-        raise EvaluationInputError(f"The project {os.fspath(root)!r} lists no labelled case.")
-    return cases, labels
+    from datamint_core.platform.projects import ProjectNotFoundError
+    from datamint_core.training import ImageDataset, ProjectDataError
+    from datamint_core.training._layout import read_layout
 
-
-def _decathlon_cases(root: Path, training: Any) -> Iterator[dict[str, str]]:
-    if not isinstance(training, list):
-        raise EvaluationInputError(
-            "dataset.json's 'training' must be a list of {'image': ..., 'label': ...} paths."
-        )
-    for entry in training:
-        if not (isinstance(entry, Mapping) and isinstance(entry.get("image"), str)
-                and isinstance(entry.get("label"), str)):
-            raise EvaluationInputError(
-                f"dataset.json's training entry {entry!r} is not {{'image': path, 'label': path}}."
-            )
-        yield {"id": case_key(entry["image"]), "image": os.fspath(root / entry["image"]),
-               "label": os.fspath(root / entry["label"])}
-
-
-def _nnunet_cases(root: Path, dataset: Mapping[str, Any]) -> Iterator[dict[str, str]]:
-    ending = dataset.get("file_ending")
-    if not isinstance(ending, str):
-        raise EvaluationInputError(
-            "dataset.json has neither a Decathlon 'training' list nor nnU-Net's 'file_ending'."
-        )
-    channels = dataset.get("channel_names", {"0": ""})
-    if isinstance(channels, Mapping) and len(channels) > 1:
-        raise EvaluationInputError(
-            f"The project has {len(channels)} channels ({', '.join(map(str, channels.values()))})"
-            "; datamint evaluate runs one-channel nnU-Net projects (a Decathlon project's 4-D "
-            "images are one file each)."
-        )
-    for label in sorted((root / "labelsTr").glob(f"*{ending}")):
-        case = label.name[: -len(ending)]
-        yield {"id": case, "image": os.fspath(root / "imagesTr" / f"{case}_0000{ending}"),
-               "label": os.fspath(label)}
+    try:
+        dataset = ImageDataset(project, source="local")
+        layout = read_layout(dataset.root)  # type: ignore[arg-type]
+    except (ProjectNotFoundError, ProjectDataError, ValueError) as error:
+        raise EvaluationInputError(str(error)) from None
+    cases = [
+        {"id": case.case_id, "images": list(case.images),
+         "channels": list(layout.channel_names), "label": case.label,
+         "project": os.fspath(layout.root)}
+        for case in layout.training
+    ]
+    return cases, dict(zip(layout.label_values, layout.label_names, strict=True))
 
 
 def _read_json(path: Path) -> Any:

@@ -13,6 +13,7 @@ and nothing else in memory), results streamed back as they finish.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -106,10 +107,18 @@ def evaluate_predictions(
             case has a prediction row.
         ImportError: pyarrow (``datamint[batch]``) or scipy (``datamint[metrics]``) missing.
     """
+    started = time.monotonic()
+    references_by_case = {key: {"row": row} for key, row in reference_rows(references).items()}
+    tasks = _tasks(predictions, references_by_case, f"the labels {os.fspath(references)!r}")
+    return _evaluate(tasks, output, labels, tolerance_mm, workers, started)
+
+
+def _tasks(
+    predictions: str | os.PathLike[str], references: Mapping[str, Any], what: str
+) -> list[dict[str, Any]]:
+    """One scoring task per labelled case: its reference and its batch output row."""
     from datamint_core.batch import read_results
 
-    started = time.monotonic()
-    references_by_case = reference_rows(references)
     if not Path(predictions).is_dir():
         raise EvaluationInputError(
             f"No batch output at {os.fspath(predictions)!r}; give the OUTPUT directory of a "
@@ -117,15 +126,14 @@ def evaluate_predictions(
         )
     results = read_results(predictions)
     predicted = {case_key(row.id): row for row in results.itertuples(index=False)}
-    if not any(key in predicted for key in references_by_case):
+    if not any(key in predicted for key in references):
         raise EvaluationInputError(
-            f"No case of the labels {os.fspath(references)!r} has a prediction in "
-            f"{os.fspath(predictions)!r} (cases are matched by file name without extension "
-            f"and _0000: e.g. {next(iter(references_by_case), 'none')!r} vs "
-            f"{next(iter(predicted), 'none')!r})."
+            f"No case of {what} has a prediction in {os.fspath(predictions)!r} (cases are "
+            f"matched by file name without extension and _0000: e.g. "
+            f"{next(iter(references), 'none')!r} vs {next(iter(predicted), 'none')!r})."
         )
     tasks = []
-    for key, reference in references_by_case.items():
+    for key, reference in references.items():
         row = predicted.get(key)
         tasks.append({
             "id": key,
@@ -135,7 +143,7 @@ def evaluate_predictions(
             "annotations": None if row is None else row.annotations,
             "predictions": os.fspath(predictions),
         })
-    return _evaluate(tasks, output, labels, tolerance_mm, workers, started)
+    return tasks
 
 
 def evaluate_project(
@@ -147,12 +155,15 @@ def evaluate_project(
     tolerance_mm: float = 1.0,
     engine: Literal["local", "spark"] = "local",
     workers: int | None = None,
+    spark: Any = None,
     progress: bool = False,
 ) -> EvaluationReport:
     """Predict on a project's labelled images with ``datamint batch``, then score them.
 
     The predictions go to ``OUTPUT/predictions`` (a rerun resumes them, as ``datamint
     batch`` does); the labels and their names come from the project's ``dataset.json``.
+    ``engine``, ``workers`` and ``spark`` (a session to use) are :func:`run_batch`'s; the
+    scoring runs in a local process pool of ``workers``.
 
     Raises:
         EvaluationInputError: no project there, or its ``dataset.json`` cannot be used.
@@ -160,25 +171,41 @@ def evaluate_project(
     from datamint_core.batch import run_batch
 
     started = time.monotonic()
-    cases, labels = project_cases(project)
+    cases, _ = project_cases(project)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "_cases.jsonl"
-    references = out / "_labels.jsonl"
-    manifest.write_text(
-        "".join(json.dumps({"id": case["id"], "path": case["image"]}) + "\n" for case in cases),
-        encoding="utf-8",
-    )
-    references.write_text(
-        "".join(json.dumps({"id": case["id"], "path": case["label"]}) + "\n" for case in cases),
-        encoding="utf-8",
-    )
+    manifest.write_text("".join(json.dumps(_manifest_row(case)) + "\n" for case in cases),
+                        encoding="utf-8")
     run_batch(model_uri, manifest, out / PREDICTIONS_DIR, params, engine=engine,
-              workers=workers, progress=progress)
-    report = evaluate_predictions(out / PREDICTIONS_DIR, references, out, labels,
-                                  tolerance_mm=tolerance_mm, workers=workers)
-    return EvaluationReport(report.output, report.cases, report.scored, report.failed,
-                            report.metrics, time.monotonic() - started)
+              workers=workers, spark=spark, progress=progress)
+    # References read as training reads them (NIfTI or DICOM SEG, the label values
+    # renumbered 1..n in the order of the project's label names).
+    names = _project_label_names(cases[0]["project"])
+    references = {case["id"]: {"project": case["project"], "case": case["id"]}
+                  for case in cases}
+    tasks = _tasks(out / PREDICTIONS_DIR, references, f"the project {os.fspath(project)!r}")
+    return _evaluate(tasks, out, dict(enumerate(names, start=1)), tolerance_mm, workers,
+                     started)
+
+
+def _manifest_row(case: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``datamint batch`` manifest row: ``path``, or one ``path:<channel>`` per channel."""
+    if len(case["images"]) == 1:
+        return {"id": case["id"], "path": case["images"][0]}
+    return {"id": case["id"], **{f"path:{channel}": path for channel, path
+                                  in zip(case["channels"], case["images"], strict=True)}}
+
+
+@functools.lru_cache(maxsize=4)
+def _project(root: str) -> Any:
+    from datamint_core.training import ImageDataset
+
+    return ImageDataset(root, source="local")
+
+
+def _project_label_names(root: str) -> tuple[str, ...]:
+    return tuple(_project(root).label_names)
 
 
 def _evaluate(
@@ -230,7 +257,6 @@ def _score_task(
     task: Mapping[str, Any], labels: dict[int, str], tolerance_mm: float
 ) -> dict[str, Any]:
     """Score one case; any failure becomes a ``failed`` row with its error, never raises."""
-    from datamint_core.batch._inputs import load_resource
     from datamint_core.batch._rows import read_annotations
 
     case_id = task["id"]
@@ -240,10 +266,20 @@ def _score_task(
         return failed_row(case_id, f"the prediction failed: {task['error']}")
     try:
         annotations = read_annotations(task["annotations"], task["predictions"])
-        reference = load_resource(task["reference"])
-        spacing = getattr(reference, "spacing", None)
-        metrics, unmatched = score_case(annotations, reference.pixels, labels, spacing=spacing,
+        truth, spacing = _reference(task["reference"])
+        metrics, unmatched = score_case(annotations, truth, labels, spacing=spacing,
                                         tolerance_mm=tolerance_mm)
     except Exception as error:  # a case's failure is recorded, and the evaluation goes on
         return failed_row(case_id, error)
     return ok_row(case_id, metrics, spacing=spacing, unmatched=unmatched)
+
+
+def _reference(reference: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A case's reference label map and its spacing (mm along its axes, or None)."""
+    if "row" in reference:
+        from datamint_core.batch._inputs import load_resource
+
+        resource = load_resource(reference["row"])
+        return resource.pixels, getattr(resource, "spacing", None)
+    case = _project(reference["project"]).load(reference["case"])
+    return case.label, case.spacing

@@ -83,10 +83,17 @@ def evaluation_data(project: str | os.PathLike[str]) -> Any:
     import pandas as pd
 
     cases, _ = project_cases(project)
+    several = [case["id"] for case in cases if len(case["images"]) != 1]
+    if several:
+        raise EvaluationInputError(
+            f"evaluation_data builds one image file per case; the cases {several[:3]} of "
+            f"{os.fspath(project)!r} have one file per channel: evaluate them with "
+            "`datamint evaluate --project` (or a frame of your own with pixel_data)."
+        )
     return pd.DataFrame({
         "id": [case["id"] for case in cases],
         "kind": ["volume"] * len(cases),
-        "path": [case["image"] for case in cases],
+        "path": [case["images"][0] for case in cases],
         "label": [case["label"] for case in cases],
     })
 

@@ -66,7 +66,10 @@ def _shown_name(filename: str | None, index: int) -> str:
 
 def _without_paths(message: str, directory: str, names: dict[str, str]) -> str:
     """``message`` with each temporary path (quoted or not) replaced by its part's name."""
-    shown = {repr(directory): "the uploaded series", directory: "the uploaded series"}
+    shown = {}
+    # Readers name a series by its directory's name alone, as well as by its path.
+    for form in (directory, os.path.basename(directory)):
+        shown[repr(form)] = shown[form] = "the uploaded series"
     for path, name in names.items():
         for form in (path, os.path.basename(path)):
             shown[repr(form)] = shown[form] = name

@@ -596,6 +596,13 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
+
+
 def _waits_for_continue(scope: Scope) -> bool:
     return any(
         name == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"]
@@ -610,30 +617,44 @@ RESERVED_DESCRIPTORS = 64
 ACCEPT_ERROR_LOG_INTERVAL_S = 10.0
 
 
-def fit_to_open_files(limit_concurrency: int) -> int:
-    """The connections this process can really hold: ``limit_concurrency``, or fewer when
-    the open-file limit (``RLIMIT_NOFILE``) leaves less room besides the descriptors already
-    open and :data:`RESERVED_DESCRIPTORS`. Logs a WARNING when it lowers the limit."""
+def fit_to_open_files(limit_concurrency: int) -> tuple[int, int]:
+    """The connections this process can really hold, and its accept backlog.
+
+    Raises the open-file limit (``RLIMIT_NOFILE``) to fit ``limit_concurrency`` where the
+    hard limit allows. asyncio accepts up to ``backlog`` connections per wake-up, each one a
+    descriptor, before a connection closed to make room gives its descriptor back; so the
+    connections kept open are at most the room left by the descriptors already open,
+    :data:`RESERVED_DESCRIPTORS` and three such batches. Logs a WARNING when that is fewer
+    than ``limit_concurrency``.
+
+    Returns:
+        ``(connections, backlog)``.
+    """
+    backlog = min(2048, max(8, limit_concurrency // 8))
     try:
         import resource
     except ImportError:  # not on this platform
-        return limit_concurrency
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return limit_concurrency
+        return limit_concurrency, backlog
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         in_use = len(os.listdir("/proc/self/fd"))
     except OSError:
         in_use = 32
-    room = max(soft - in_use - RESERVED_DESCRIPTORS, 2)
-    if room >= limit_concurrency:
-        return limit_concurrency
+    wanted = limit_concurrency + 3 * backlog + RESERVED_DESCRIPTORS + in_use
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return limit_concurrency, backlog
+    room = soft - in_use - RESERVED_DESCRIPTORS
+    backlog = max(2, room // 8)
+    connections = max(room - 3 * backlog, 2)
     _logger.warning(
         "The open-file limit (%d, %d in use) leaves room for %d connections: "
         "--limit-concurrency is lowered from %d to %d. Raise the limit (ulimit -n) to hold more.",
-        soft, in_use, room, limit_concurrency, room,
+        soft, in_use, connections, limit_concurrency, connections,
     )  # fmt: skip
-    return room
+    return connections, backlog
 
 
 class _AcceptErrorLog:
@@ -748,7 +769,11 @@ def guard_reads(app: ASGIApp, read_timeout: float) -> ASGIApp:
             if message["type"] == "http.response.start":
                 close = message["status"] == 408
                 if not body_done and not close:
-                    close = _waits_for_continue(scope) or not await drain()
+                    close = (
+                        _waits_for_continue(scope)
+                        or _declared_length(scope) > MAX_DRAINED_BYTES
+                        or not await drain()
+                    )
                 if close:
                     message = {
                         **message,

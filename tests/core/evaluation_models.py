@@ -36,7 +36,9 @@ class LabelMapSegmenter(BaseDatamintModel):
     def predict_volume(self, model_input, **kwargs):
         results = []
         for resource in model_input:
-            values = expected_prediction(resource.pixels)
+            pixels = resource.pixels
+            # A multi-channel case (D, H, W, C): the first channel holds the labels.
+            values = expected_prediction(pixels[..., 0] if pixels.ndim == 4 else pixels)
             results.append(
                 [
                     SegmentationAnnotation(name, values == value, scope="volume")
@@ -91,5 +93,30 @@ def make_project(root: Path) -> Path:
         "training": training,
         "test": [],
     }
+    (root / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
+    return root
+
+
+def make_two_channel_project(root: Path) -> Path:
+    """An nnU-Net v2 raw project of 2 cases, two channel files each (``_0000``: the label map
+    moved one voxel, ``_0001``: noise), labels ``{"organ": 1, "lesion": 2}``."""
+    import nibabel
+
+    affine = np.diag([0.7, 0.8, 2.5, 1.0])
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        labels = label_map()
+        first = np.roll(labels.astype(np.float32), index, axis=1)
+        second = rng.normal(size=labels.shape).astype(np.float32)
+        name = f"case_{index:03d}"
+        nibabel.save(nibabel.Nifti1Image(first, affine), root / "imagesTr" / f"{name}_0000.nii.gz")
+        nibabel.save(nibabel.Nifti1Image(second, affine),
+                     root / "imagesTr" / f"{name}_0001.nii.gz")
+        nibabel.save(nibabel.Nifti1Image(labels, affine), root / "labelsTr" / f"{name}.nii.gz")
+    dataset = {"channel_names": {"0": "CT", "1": "noise"},
+               "labels": {"background": 0, "organ": 1, "lesion": 2},
+               "numTraining": 2, "file_ending": ".nii.gz"}
     (root / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
     return root

@@ -10,6 +10,7 @@ lies and in which file, so that a test can check the error names both.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -424,3 +425,107 @@ def short_nifti(path: Path) -> Path:
     data = buffer.getvalue()[:-100]
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
     return path
+
+
+# -- enhanced multi-frame: per-frame functional groups ------------------------------------------
+
+ENHANCED_FRAMES = 4
+
+
+@dataclass
+class EnhancedCase:
+    """The first frames of nibabel's enhanced Philips MR, with at most one lie in the
+    functional groups of one frame (``Lie.file`` is the file; ``frame`` the frame, from 1)."""
+
+    lie: Lie | None
+    frame: int = 1
+
+
+@st.composite
+def enhanced_mr(draw: st.DrawFn) -> EnhancedCase:
+    """An honest enhanced MR, or one whose frame carries a plane position, orientation,
+    pixel spacing or rescale slope that is not valid, or no plane position at all."""
+    if draw(st.booleans()):
+        return EnhancedCase(lie=None)
+    frame = draw(st.integers(1, ENHANCED_FRAMES))
+    keyword = draw(
+        st.sampled_from(
+            ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope"]
+        )
+    )
+    honest = {
+        "ImagePositionPatient": [-90.0, 120.0, 100.0],
+        "ImageOrientationPatient": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        "PixelSpacing": [1.0, 1.0],
+        "RescaleSlope": [2.5],
+    }[keyword]
+    kinds = ["non_finite", "wrong_count"]
+    kinds += {
+        "ImagePositionPatient": ["missing"],
+        "ImageOrientationPatient": ["parallel", "turned"],
+        "PixelSpacing": ["not_positive", "different"],
+        "RescaleSlope": ["zero"],
+    }[keyword]
+    defect = draw(st.sampled_from(kinds))
+    if defect == "missing":
+        value: Any = None
+    elif defect == "parallel":
+        value = [1.0, 0.0, 0.0, -1.0, 0.0, 0.0]
+    elif defect == "turned":
+        value = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]  # valid, but not the other frames' plane
+    elif defect == "not_positive":
+        value = [draw(st.sampled_from([0.0, -2.0])), 1.0]
+    elif defect == "different":
+        value = [2.0, 2.0]
+    elif defect == "zero":
+        value = [0.0]
+    else:
+        value = _defective(draw, honest, defect)
+    return EnhancedCase(Lie(keyword, "enhanced.dcm", value), frame=frame)
+
+
+_SEQUENCE_OF = {
+    "ImagePositionPatient": "PlanePositionSequence",
+    "ImageOrientationPatient": "PlaneOrientationSequence",
+    "PixelSpacing": "PixelMeasuresSequence",
+    "RescaleSlope": "PixelValueTransformationSequence",
+}
+
+
+def write_enhanced_mr(directory: Path, case: EnhancedCase, source: str) -> Path:
+    """Write ``case`` from ``source`` (the unpacked Philips MPRAGE), cut to a few frames."""
+    import io
+
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(_enhanced_template(source)))
+    frames = dataset.PerFrameFunctionalGroupsSequence
+    if case.lie is not None:
+        item = frames[case.frame - 1][_SEQUENCE_OF[case.lie.keyword]][0]
+        if case.lie.value is None:
+            del item[case.lie.keyword]
+        else:
+            setattr(item, case.lie.keyword, case.lie.value)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "enhanced.dcm"
+    dataset.save_as(path)
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _enhanced_template(source: str) -> bytes:
+    """The first :data:`ENHANCED_FRAMES` frames of ``source``, as the bytes of one file."""
+    import io
+
+    import pydicom
+
+    dataset = pydicom.dcmread(source)
+    dataset.PerFrameFunctionalGroupsSequence = dataset.PerFrameFunctionalGroupsSequence[
+        :ENHANCED_FRAMES
+    ]
+    dataset.NumberOfFrames = ENHANCED_FRAMES
+    frame_bytes = int(dataset.Rows) * int(dataset.Columns) * 2
+    dataset.PixelData = dataset.PixelData[: ENHANCED_FRAMES * frame_bytes]
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()

@@ -68,6 +68,21 @@ def wait_until_it_holds(job: subprocess.Popen, output: Path, timeout: float = 12
         time.sleep(0.05)
 
 
+def live_processes_in_group(group: int) -> list[str]:
+    """The processes of a process group that are not zombies, as ``pid command`` (Linux)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        command, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1]
+        state, _, process_group = fields.split()[:3]
+        if int(process_group) == group and state != "Z":
+            live.append(f"{stat.parent.name} {command}")
+    return live
+
+
 def assert_one_row_per_study(output: Path) -> None:
     results = read_results(output)
     assert len(results) == STUDIES and results.id.is_unique
@@ -115,7 +130,7 @@ def test_a_second_batch_job_into_an_output_a_running_job_holds_exits_1_at_once_n
     assert_one_row_per_study(output)
 
 
-def test_after_the_holder_is_killed_with_sigkill_a_rerun_takes_the_lock_and_completes(
+def test_after_the_holder_is_killed_with_sigkill_its_workers_die_and_a_rerun_completes(
     cohort, slow_model, tmp_path
 ):
     output = tmp_path / "out"
@@ -129,10 +144,16 @@ def test_after_the_holder_is_killed_with_sigkill_a_rerun_takes_the_lock_and_comp
             assert holder.poll() is None, holder.stderr.read().decode()
             assert time.monotonic() < deadline, "the job committed no part in 120 s"
             time.sleep(0.05)
-        # Only the holder dies: its worker process is orphaned and may still be running,
-        # yet the lock (which no child inherits) is gone with the holder.
+        # Only the holder dies (no chance to shut its pool down): the lock, which no child
+        # inherits, goes with it, and the kernel kills its worker too.
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
+        deadline = time.monotonic() + 20
+        while live_processes_in_group(holder.pid):
+            assert time.monotonic() < deadline, (
+                f"the dead job's processes live on: {live_processes_in_group(holder.pid)}"
+            )
+            time.sleep(0.1)
         done_before = len(read_results(output))
         assert 0 < done_before < STUDIES, "the kill came too late to test a resume"
 

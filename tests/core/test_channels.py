@@ -388,3 +388,41 @@ def test_masks_of_a_multichannel_case_are_written_as_a_spatial_nifti_label_map(
     assert written.pixels.shape == case.spatial_shape
     np.testing.assert_allclose(written.affine, CASE_AFFINE)
     np.testing.assert_array_equal(written.pixels > 0, annotations[0].mask)
+
+
+def test_masks_are_run_length_encoded_without_a_second_mask_sized_array():
+    from datamint_core.annotations import decode_mask_rle, encode_mask_rle
+
+    mask = np.zeros((64, 512, 512), dtype=bool)
+    mask[10:50, 100:300, 200:400] = True
+    mask[30, 0, :7] = True
+
+    encoded, peak = _peak_bytes(lambda: encode_mask_rle(mask))
+
+    assert peak < 0.5 * mask.nbytes, peak  # np.diff of the whole mask alone is 1x
+    np.testing.assert_array_equal(decode_mask_rle(encoded), mask)
+
+
+@pytest.mark.parametrize("labels", [2, 12])
+def test_a_nifti_label_map_is_written_without_a_per_label_copy_of_the_volume(tmp_path, labels):
+    from datamint_core.io.writers import write_nifti
+
+    depth, size = 40, 256
+    z, y, x = np.ogrid[:depth, :size, :size]
+    masks = [
+        SegmentationAnnotation(
+            f"organ-{index}",
+            (z > index) & ((y - 8 * index - 30) ** 2 + (x - 128) ** 2 < 400),
+            scope="volume",
+        )
+        for index in range(labels)
+    ]
+    source = VolumeResource(np.zeros((depth, size, size), np.int16), affine=CASE_AFFINE)
+    write_nifti(masks[:1], tmp_path / "warm.nii.gz", source=source)  # imports nibabel
+
+    _, peak = _peak_bytes(lambda: write_nifti(masks, tmp_path / "mask.nii.gz", source=source))
+
+    voxels = depth * size * size
+    assert peak < 1.3 * voxels, peak / voxels  # the uint8 label map, and little else
+    written = read(tmp_path / "mask.nii.gz").pixels
+    assert written.max() == labels

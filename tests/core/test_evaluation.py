@@ -23,6 +23,7 @@ from datamint_core.evaluation import (
     EvaluationInputError,
     case_key,
     evaluate_predictions,
+    evaluate_project,
     parse_labels,
     project_cases,
 )
@@ -34,6 +35,7 @@ from tests.core.evaluation_models import (
     LabelMapSegmenter,
     expected_prediction,
     make_project,
+    make_two_channel_project,
 )
 
 
@@ -175,6 +177,25 @@ def test_cli_usage_errors_exit_2_and_say_what_is_accepted(arguments, message, tm
     assert message in capsys.readouterr().err
 
 
+def test_a_multi_channel_project_is_predicted_from_every_channel_file(model_path, tmp_path):
+    project = make_two_channel_project(tmp_path / "Dataset002_Two")
+
+    report = evaluate_project(str(model_path), project, tmp_path / "out", {"mode": "volume"},
+                              tolerance_mm=1.5, workers=1)
+
+    assert report.ok and report.scored == 2
+    rows = read_rows(tmp_path / "out" / "metrics.csv")
+    for row in rows:
+        image = read(project / "imagesTr" / f"{row['id']}_0000.nii.gz")
+        labels = read(project / "labelsTr" / f"{row['id']}.nii.gz")
+        expected = segmentation_metrics(expected_prediction(image.pixels), labels.pixels,
+                                        labels=LABELS, spacing=labels.spacing, tolerance_mm=1.5)
+        for name, values in expected.items():
+            for metric, value in values.items():
+                assert float(row[f"{metric}/{name}"]) == pytest.approx(value, nan_ok=True)
+    assert float(rows[0]["dice"]) == 1.0 and float(rows[1]["dice/organ"]) < 1.0
+
+
 def test_projects_are_found_by_name_under_the_projects_directory(project, monkeypatch):
     monkeypatch.setenv("DATAMINT_PROJECTS_DIR", str(project.parent))
 
@@ -183,22 +204,28 @@ def test_projects_are_found_by_name_under_the_projects_directory(project, monkey
     assert labels == LABELS
     assert [case["id"] for case in cases] == ["case_000", "case_001", "case_002"]
     assert cases[1]["label"].endswith("labelsTr/case_001.nii.gz")
+    assert [Path(p).name for p in cases[1]["images"]] == ["case_001_0000.nii.gz"]
 
 
-def test_nnunet_projects_pair_channel_zero_images_with_their_labels(tmp_path):
+def test_nnunet_projects_pair_every_channel_file_with_its_label(tmp_path):
     (tmp_path / "labelsTr").mkdir()
+    (tmp_path / "imagesTr").mkdir()
     for case in ("b", "a"):
         (tmp_path / "labelsTr" / f"{case}.nii.gz").write_bytes(b"")
+        for channel in ("0000", "0001"):
+            (tmp_path / "imagesTr" / f"{case}_{channel}.nii.gz").write_bytes(b"")
     (tmp_path / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
+        "channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "zone": 3},
         "file_ending": ".nii.gz", "numTraining": 2,
     }))
 
     cases, labels = project_cases(tmp_path)
 
-    assert labels == {1: "liver"}
-    assert [(c["id"], Path(c["image"]).name) for c in cases] == [
-        ("a", "a_0000.nii.gz"), ("b", "b_0000.nii.gz")]
+    assert labels == {3: "zone"}  # as the label files hold it
+    assert [(c["id"], [Path(p).name for p in c["images"]], c["channels"]) for c in cases] == [
+        ("a", ["a_0000.nii.gz", "a_0001.nii.gz"], ["T2", "ADC"]),
+        ("b", ["b_0000.nii.gz", "b_0001.nii.gz"], ["T2", "ADC"]),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -505,3 +505,23 @@ def test_a_compressed_multiframe_volume_is_decoded_frame_by_frame_and_stops_at_t
     with applying(RequestLimits(deadline=time.monotonic() - 1)):
         with pytest.raises(RequestDeadlineExceeded):
             read(tmp_path / "rle.dcm")
+
+
+@PROPERTY
+@given(case=hostile_files.enhanced_mr())
+def test_an_enhanced_multiframe_reads_with_its_true_geometry_or_names_the_frame_that_lies(
+    tmp_path_factory: pytest.TempPathFactory, case: hostile_files.EnhancedCase
+):
+    from tests.core.dicom_files import philips_multiframe
+
+    source = philips_multiframe(tmp_path_factory.getbasetemp())
+    root = tmp_path_factory.getbasetemp() / "enhanced-property"
+    path = hostile_files.write_enhanced_mr(_fresh(root, "enhanced"), case, source)
+    volume = read_unless_it_lies(path, case.lie, root)
+    if volume is None:
+        return
+    reference = sitk.ReadImage(str(path))
+    lps = LPS_TO_RAS @ volume.affine
+    np.testing.assert_allclose(lps[:3, 3], reference.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(volume.spacing, reference.GetSpacing()[::-1], rtol=1e-4)
+    assert volume.pixels.shape == (hostile_files.ENHANCED_FRAMES, 256, 256)

@@ -15,6 +15,13 @@ LIGHTNING_INSTALLED = importlib.util.find_spec("lightning") is not None
 def test_public_api_is_exactly_this():
     assert sorted(datamint_core.__all__) == sorted(
         [
+            "Box",
+            "FewShotExample",
+            "LabelPrompts",
+            "Point",
+            "PromptError",
+            "Prompts",
+            "Scribble",
             "FLAVOR_NAME",
             "Annotation",
             "AnnotationScope",

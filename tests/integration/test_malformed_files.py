@@ -34,6 +34,7 @@ SERIES_LIES = {
     "orientation-parallel": ("ImageOrientationPatient", [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]),
     "position-inf": ("ImagePositionPatient", [0.0, float("inf"), 0.0]),
     "spacing-negative": ("PixelSpacing", [-0.5, 0.0]),
+    "position-duplicate": ("ImagePositionPatient", "same"),  # S001 where S000 is
 }
 FILE_LIES = {
     "frames-400000": ("NumberOfFrames", "frames.dcm"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from datamint_core import ImageResource, VolumeResource, save_model
-from tests.integration._server import Server, call, datamint_serve
+from tests.integration._server import Server, call, datamint_serve, read_response
 from tests.integration.serving_models import ProbeSegmenter
 
 READ_TIMEOUT_S = 3.0
@@ -51,24 +51,6 @@ def post_head(length: int, content_type: str = "application/json") -> bytes:
         f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {length}\r\n\r\n"
     ).encode()
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed after {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length")
-    )
-    while len(body) < length:
-        body += sock.recv(65536)
-    return int(head.split()[1]), json.loads(body[:length])
 
 
 def trickle(sock: socket.socket, data: bytes, stop: threading.Event) -> None:

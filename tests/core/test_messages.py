@@ -1,0 +1,78 @@
+"""Messages stay short and are never cut mid-word: in errors the server answers, in
+MLflow's scoring server, and in what the platform client reports."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from datamint_core._messages import MAX_MESSAGE_CHARS, shorten
+
+
+@given(
+    text=st.text(min_size=0, max_size=3000),
+    limit=st.integers(min_value=10, max_value=1500),
+)
+def test_shorten_keeps_a_short_text_and_cuts_a_long_one_at_a_word_with_an_ellipsis(text, limit):
+    shown = shorten(text, limit)
+
+    assert len(shown) <= limit
+    if len(text) <= limit:
+        assert shown == text
+        return
+    assert shown.endswith("…")
+    kept = shown[:-1]
+    assert text.startswith(kept)
+    following = text[len(kept) :]
+    # Cut at a word boundary, unless no boundary lies in the second half of the limit.
+    words_cut = following[:1].strip() != "" and kept[-1:].strip() != ""
+    if words_cut:
+        assert " " not in text[limit // 2 : limit] and "\n" not in text[limit // 2 : limit]
+
+
+def test_the_unreachable_platform_message_ends_at_a_word():
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    from datamint_core.platform.client import PlatformUnreachableError
+    from datamint_core.platform.config import PlatformSettings
+    from datamint_core.platform.store import check_platform_access
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    host = f"http://127.0.0.1:{closed}"
+    settings = PlatformSettings(api_url=host, mlflow_url=host, timeout_s=2.0)
+
+    with pytest.raises(PlatformUnreachableError) as unreachable:
+        check_platform_access(MlflowHostCreds(host), settings)
+
+    message = str(unreachable.value)
+    reason = message.split(" s (", 1)[1].rsplit("). Check DATAMINT_MLFLOW_URL", 1)[0]
+    assert len(reason) <= 300
+    last_word = reason.rstrip("…").split()[-1]
+    assert reason.endswith("…") or reason.endswith(")")
+    assert last_word.isprintable() and not reason.endswith("Failed to e")
+    if reason.endswith("…"):
+        assert reason[: -1].rstrip() == reason[:-1]  # cut at a space, not inside a word
+
+
+def test_mlflows_scoring_server_cannot_echo_the_input_into_our_error():
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    from datamint_core.flavor import _ClientError
+
+    error = _ClientError("Unknown prediction mode 'x'; valid values are: 'default'.",
+                         INVALID_PARAMETER_VALUE)  # fmt: skip
+    original = error.message
+    # What mlflow.pyfunc.scoring_server.invocations does with a predict error:
+    error.message = f"Failed to predict data '{'A' * 400_000}'. \nError: {error.message}"
+    long = _ClientError("word " * 100_000, INVALID_PARAMETER_VALUE)
+
+    assert error.message == original
+    assert '"message": "Unknown prediction mode' in error.serialize_as_json()
+    assert error.get_http_status_code() == 400
+    assert len(long.message) <= MAX_MESSAGE_CHARS and long.message.endswith("word…")
+    assert len(str(long)) <= MAX_MESSAGE_CHARS
