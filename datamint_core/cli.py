@@ -147,6 +147,14 @@ def _parser() -> argparse.ArgumentParser:
         "DATAMINT_SERVE_ALLOW_PATH_DIRS); by default the server reads no local files",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--enable-mlserver",
+        action="store_true",
+        help="serve with MLServer and the datamint runtime (Open Inference Protocol V2 over "
+        "REST on --port and gRPC on --grpc-port; needs the [mlserver] extra) instead",
+    )
+    serve.add_argument("--grpc-port", type=int, help="with --enable-mlserver (default: 8081)")
+    serve.add_argument("--metrics-port", type=int, help="with --enable-mlserver (default: 8082)")
     serve.set_defaults(run=_serve)
 
     info = commands.add_parser(
@@ -180,6 +188,11 @@ def _parser() -> argparse.ArgumentParser:
     _model_argument(dockerfile)
     dockerfile.add_argument("-o", "--output-dir", required=True, help="build context to write")
     dockerfile.add_argument("--base-image", help="default: python:<model's version>-slim")
+    dockerfile.add_argument(
+        "--enable-mlserver",
+        action="store_true",
+        help="serve with MLServer and the datamint runtime (V2; writes model-settings.json)",
+    )
     dockerfile.set_defaults(run=_generate_dockerfile)
 
     from datamint_core.batch._cli import add_batch_command
@@ -245,6 +258,12 @@ def _mode_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a mode param, repeatable; VALUE is read as JSON when it parses (3, 0.5, true)",
     )
+    parser.add_argument(
+        "--prompts",
+        metavar="JSON_FILE",
+        help="prompts for an interactive model: a JSON file of points, boxes and scribbles "
+        "per label (the `prompts` param; see datamint_core.prompts)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -266,6 +285,11 @@ def _params(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[s
             params[key.strip()] = raw
     if args.mode:
         params["mode"] = args.mode
+    if getattr(args, "prompts", None):
+        try:
+            params["prompts"] = json.loads(Path(args.prompts).read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"--prompts {args.prompts!r} is not a readable JSON file: {error}")
     return params
 
 
@@ -369,6 +393,9 @@ def _is_channel_input(item: str) -> bool:
 def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     import os
 
+    if args.enable_mlserver:
+        return _serve_mlserver(args)
+
     import uvicorn
 
     from datamint_core.linked_models import held_model_dir
@@ -418,6 +445,20 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     return 0  # not reached
 
 
+def _serve_mlserver(args: argparse.Namespace) -> int:
+    """``mlserver start`` with the datamint runtime, as a child; SIGTERM is passed on."""
+    import subprocess
+
+    from datamint_core.serving.backend import mlserver_command
+
+    command = mlserver_command(
+        args.model_uri, args.host, args.port, args.grpc_port, args.metrics_port
+    )
+    process = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+    return 0 if process.wait() == 0 else 1
+
+
 #: What the server process holds for its whole life (released when the process ends).
 _SERVER_HOLDS = contextlib.ExitStack()
 
@@ -452,7 +493,9 @@ def _info(args: argparse.Namespace, params: dict[str, Any]) -> int:
         info = mode_params.get(mode) or {}
         required = set(info.get("required") or [])
         names = [f"{name}{'' if name in required else '?'}" for name in info.get("params") or []]
-        print(f"  {mode:<14} {', '.join(names) if names else '(no params)'}")
+        kinds = info.get("prompts")
+        prompts = f"  prompts: {', '.join(kinds)}" if kinds else ""
+        print(f"  {mode:<14} {', '.join(names) if names else '(no params)'}{prompts}")
     settings = block.get("model_settings") or {}
     print("settings:        " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "(none)"))
     specs = block.get("annotation_specs")
@@ -486,7 +529,10 @@ def _generate_dockerfile(args: argparse.Namespace, params: dict[str, Any]) -> in
     from datamint_core.serving.backend import DatamintBackend
 
     DatamintBackend({}).generate_dockerfile(
-        args.model_uri, args.output_dir, base_image=args.base_image
+        args.model_uri,
+        args.output_dir,
+        base_image=args.base_image,
+        enable_mlserver=args.enable_mlserver,
     )
     print(f"wrote {Path(args.output_dir) / 'Dockerfile'} and the model beside it")
     return 0

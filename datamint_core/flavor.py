@@ -615,12 +615,20 @@ def _flavor_block(
     task = _invalid_to_mlflow(TaskType.parse, declared_task) if declared_task is not None else None
     specs = annotation_specs if annotation_specs is not None else model.annotation_specs
     mode_params = model.router.mode_params()
+    interactive = any("prompts" in mode_params[mode] for mode in modes)
     return {
         "datamint_version": __version__,
         "task_type": task.value if task else None,
         "supported_modes": modes,
         # Only modes that take params: the block is parsed on every load, so keep it lean.
         "mode_params": {mode: mode_params[mode] for mode in modes if mode_params[mode]["params"]},
+        # Interactive models only: a client builds its prompt tools from these and from the
+        # prompt kinds in mode_params.
+        **(
+            {"interactive": True, "prompt_labels": model.router.prompt_labels()}
+            if interactive
+            else {}
+        ),
         "model_settings": model.settings.to_dict(),
         "annotation_specs": [_spec(spec).to_dict() for spec in specs]
         if specs is not None

@@ -491,8 +491,8 @@ def _tolerances(tolerance_mm: Any, named: Mapping[int, str]) -> dict[int, float]
     missing = [name for value, name in named.items() if value not in tolerances]
     if missing:
         raise ValueError(
-            f"tolerance_mm gives no tolerance for the labels {missing}: give one number for "
-            "all labels or one for each"
+            f"tolerance_mm must give a tolerance for every label, and gives none for the labels "
+            f"{missing}: give one number for all labels or one for each"
         )
     return tolerances
 

@@ -22,14 +22,28 @@ class ModelSettings:
             over, as a dict of :class:`~datamint_core.sliding_window.SlidingWindow`
             settings (``{"roi_size": [96, 96, 96], "overlap": 0.5}``); it updates what the
             handler's ``@patch_handler`` declares.
+        max_batch_size: how many inputs (resources) one ``predict`` call can take at once;
+            a server that batches (the MLServer runtime, see
+            :mod:`datamint_core.serving.batching`) coalesces concurrent requests up to it.
+            ``None`` (the default): requests are never batched together.
     """
 
     need_gpu: bool = False
     sliding_window: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
+    max_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.need_gpu, bool):
             raise TypeError(f"ModelSettings.need_gpu must be True or False, got {self.need_gpu!r}.")
+        if self.max_batch_size is not None and (
+            not isinstance(self.max_batch_size, int)
+            or isinstance(self.max_batch_size, bool)
+            or self.max_batch_size < 1
+        ):
+            raise ValueError(
+                "ModelSettings.max_batch_size must be an integer >= 1 (inputs one predict call "
+                f"takes) or None, got {self.max_batch_size!r}."
+            )
         if self.sliding_window is not None:
             object.__setattr__(self, "sliding_window", check_partial_window(self.sliding_window))
 
@@ -69,4 +83,6 @@ class ModelSettings:
         data = dataclasses.asdict(self)
         if data["sliding_window"] is None:
             del data["sliding_window"]
+        if data["max_batch_size"] is None:
+            del data["max_batch_size"]
         return data

@@ -157,7 +157,8 @@ class UNetPPTrainer:
         model_name: the registered model's name (default: the project's name).
         work_dir: where checkpoints are written (default: a new temporary directory).
         projects_dir: the local projects root (see :class:`ImageDataset`).
-        trainer_kwargs: more arguments for ``lightning.pytorch.Trainer``.
+        trainer_kwargs: more arguments for ``lightning.pytorch.Trainer`` (its ``callbacks``
+            join the checkpoint callback).
 
     Raises:
         MisconfigurationException: an accelerator this machine does not have (the message
@@ -272,7 +273,9 @@ class UNetPPTrainer:
             "log_every_n_steps": 1, "enable_progress_bar": False,
             "enable_model_summary": False, "num_sanity_val_steps": 0,
         }
-        options.update(self.trainer_kwargs)
+        extra = dict(self.trainer_kwargs)
+        options["callbacks"] = [checkpoint, *extra.pop("callbacks", [])]
+        options.update(extra)
         trainer = pl.Trainer(**options)
         self.trainer, self.module, self.checkpoint = trainer, module, checkpoint
         trainer.fit(module, datamodule=datamodule)

@@ -124,12 +124,13 @@ class UNetPPSegmenter(DatamintModel):
         torch_model: the network (by default a fresh :func:`build_unetpp`).
         label_names: the labels, background excluded; label ``i`` is ``label_names[i - 1]``.
         channel_names: the input channels (an image is ``(H, W)`` or ``(H, W, C)``).
-        image_size: the side the network sees (a multiple of 16).
+        image_size: the side the network sees (a multiple of 16, at least 32).
         features: the network's widths (MONAI's ``features``).
         settings: deployment settings, as for any Datamint model.
 
     Raises:
-        ValueError: no labels, or an ``image_size`` that is not a positive multiple of 16.
+        ValueError: no labels, or an ``image_size`` that is not a multiple of 16 of at least
+            32.
     """
 
     task_type = TaskType.VOLUME_SEGMENTATION
@@ -216,20 +217,21 @@ class UNetPPSegmenter(DatamintModel):
 
 
 def check_image_size(image_size: Any) -> int:
-    """``image_size`` if it is a positive multiple of 16.
+    """``image_size`` if it is a multiple of 16 of at least 32 (the network halves it four
+    times and normalises the smallest maps, which need more than one pixel).
 
     Raises:
-        ValueError: naming the value and the nearest accepted ones.
+        ValueError: naming the value and accepted ones near it.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 or (
-        image_size % SIZE_MULTIPLE
-    ):
-        lower = max(SIZE_MULTIPLE, (int(image_size) // SIZE_MULTIPLE) * SIZE_MULTIPLE) if (
-            isinstance(image_size, (int, float)) and not isinstance(image_size, bool)
-        ) else SIZE_MULTIPLE
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < (
+        2 * SIZE_MULTIPLE
+    ) or image_size % SIZE_MULTIPLE:
+        near = 2 * SIZE_MULTIPLE
+        if isinstance(image_size, (int, float)) and not isinstance(image_size, bool):
+            near = max(near, int(image_size) // SIZE_MULTIPLE * SIZE_MULTIPLE)
         raise ValueError(
             f"image_size={image_size!r} is not accepted: the UNet++ halves the image four times, "
-            f"so give a positive multiple of {SIZE_MULTIPLE} (such as {lower} or "
-            f"{lower + SIZE_MULTIPLE})."
+            f"so give a multiple of {SIZE_MULTIPLE} of at least {2 * SIZE_MULTIPLE} (such as "
+            f"{near} or {near + SIZE_MULTIPLE})."
         )
     return image_size

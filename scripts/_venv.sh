@@ -9,6 +9,9 @@ PYTHON="${PYTHON:-python3}"
 #   demo: torch first (pinned: an unpinned torch pulls GB of CUDA), then
 #         datamint[lightning,sqlite,images] for the main job's training step and its
 #         overlay picture.
+#   mlserver: datamint[test,mlserver] on mlflow-skinny, no torch: MLServer 1.7 resolves an
+#         older fastapi/starlette than core, so the MLServer runtime and `datamint serve`
+#         on that stack are tested here.
 #   full: torch first (pinned), then datamint[torch,lightning,train,test,test-server,
 #         test-full,spark]: the full mlflow, whose `mlflow server` every suite's tracking-server
 #         fixture runs, MONAI (UNetPPTrainer; the metrics' reference) and a real local Spark
@@ -21,6 +24,7 @@ ensure_venv() {
     local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
     case "$name" in
         core) "${pip[@]}" -e ".[test,batch]" ;;
+        mlserver) "${pip[@]}" -e ".[test,mlserver]" ;;
         demo)
             "${pip[@]}" -c ci/constraints.txt torch
             "${pip[@]}" -c ci/constraints.txt -e ".[lightning,sqlite,images]"

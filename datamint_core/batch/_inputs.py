@@ -6,7 +6,9 @@ A row is a plain dict (it travels through process pools and Arrow as is)::
      "affine": None, "modality": "CT", "filename": None, "mimetype": None,
      "metadata": '{"PatientAge": "061Y"}'}
 
-``metadata`` stays a JSON string until the row is read, so rows stay flat.
+``metadata`` stays a JSON string until the row is read, so rows stay flat; so does
+``prompts``, an interactive model's prompts for that row (the ``prompts`` param, see
+:mod:`datamint_core.prompts`).
 
 **Multi-modal cases**: a manifest with one path column per channel, named ``path:<channel>``
 (``id,path:t1,path:t1c,path:t2,path:flair``), reads each row as one case whose channels are
@@ -37,6 +39,7 @@ MANIFEST_COLUMNS = (
     "filename",
     "mimetype",
     "metadata",
+    "prompts",
 )
 #: Prefix of a manifest's per-channel path columns (``path:t1``, ``path:flair``).
 CHANNEL_PATH_PREFIX = "path:"
@@ -244,8 +247,9 @@ def _row(record: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
                     f"Row {row['id']!r}: {key} {row[key][:80]!r} is not JSON; give a list of "
                     "numbers, e.g. [2.5, 0.7, 0.7]."
                 ) from None
-    if isinstance(row["metadata"], Mapping):
-        row["metadata"] = json.dumps(row["metadata"])
+    for key in ("metadata", "prompts"):
+        if isinstance(row[key], Mapping):
+            row[key] = json.dumps(row[key])
     return row
 
 

@@ -67,7 +67,8 @@ def run_batch(
         input: a directory of studies (DICOM series directories, NIfTI, images, ``.npy``)
             or a manifest table (``.parquet``, ``.csv``, ``.jsonl``) with a ``path`` column
             and optionally ``id``, ``kind``, ``spacing``, ``affine``, ``modality``,
-            ``filename``, ``mimetype``, ``metadata`` (a JSON object as a string).
+            ``filename``, ``mimetype``, ``metadata`` (a JSON object as a string), ``prompts``
+            (an interactive model's prompts for the row, JSON).
         output: the output directory: committed Parquet parts (``id``, ``path``, ``status``,
             ``error``, ``annotations`` JSON, ``mask_file``, ``num_annotations``) and masks
             under ``_masks/``. Rerunning into it resumes: done rows are skipped, failed rows

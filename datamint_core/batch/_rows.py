@@ -68,7 +68,10 @@ def predict_row(
     }
     try:
         resource = load_resource(row)
-        (annotations,) = model.predict([resource], dict(params))
+        row_params = dict(params)
+        if row.get("prompts"):  # the row's own prompts, checked by the model's router
+            row_params["prompts"] = row["prompts"]
+        (annotations,) = model.predict([resource], row_params)
         records, mask_file = _records_with_mask_refs(annotations, row["id"], output_dir)
     except Exception as error:  # a row's failure is recorded, and the job goes on
         result["error"] = _error_text(error)

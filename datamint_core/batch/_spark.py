@@ -123,6 +123,7 @@ def _stage_rows(rows: Iterable[dict[str, Any]], staging: str) -> int:
             ("mimetype", pa.string()),
             ("metadata", pa.string()),
             ("channels", pa.string()),
+            ("prompts", pa.string()),
         ]
     )
     count = 0

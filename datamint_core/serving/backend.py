@@ -118,32 +118,35 @@ class DatamintBackend(FlavorBackend):
         synchronous: bool = True,
         stdout: Any = None,
         stderr: Any = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
     ) -> int | subprocess.Popen:
-        """Serve the model with ``datamint serve`` in a new process.
+        """Serve the model in a new process: ``datamint serve``, or with ``enable_mlserver``
+        ``mlserver start`` and the datamint runtime (V2 over REST on ``port`` and gRPC on
+        ``grpc_port``; MLServer's defaults, 8081 and 8082, when not given).
 
         Returns:
             0 once the server exits cleanly (``synchronous``), else the running ``Popen``.
 
         Raises:
-            MlflowException: ``enable_mlserver=True`` (not supported), or the server exited
-                with an error (``synchronous``).
+            MlflowException: ``enable_mlserver`` without the ``[mlserver]`` extra installed,
+                or the server exited with an error (``synchronous``).
         """
         if enable_mlserver:
-            raise MlflowException(
-                "enable_mlserver=True is not supported by the datamint flavor; its models "
-                "serve with datamint's own server (datamint serve). Use enable_mlserver=False.",
-                INVALID_PARAMETER_VALUE,
-            )
-        command = [sys.executable, "-m", "datamint_core.cli", "serve", "-m", model_uri]
-        command += ["--host", str(host or "127.0.0.1"), "--port", str(port)]
-        if timeout:
-            command += ["--timeout", str(timeout)]
+            host = host or "127.0.0.1"
+            command = mlserver_command(model_uri, host, port, grpc_port, metrics_port)
+        else:
+            command = [sys.executable, "-m", "datamint_core.cli", "serve", "-m", model_uri]
+            command += ["--host", str(host or "127.0.0.1"), "--port", str(port)]
+            if timeout:
+                command += ["--timeout", str(timeout)]
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
         if not synchronous:
             return process
         returncode = process.wait()
         if returncode != 0:
-            raise MlflowException(f"datamint serve exited with code {returncode}.")
+            server = "mlserver start" if enable_mlserver else "datamint serve"
+            raise MlflowException(f"{server} exited with code {returncode}.")
         return 0
 
     def prepare_env(self, model_uri: str, capture_output: bool = False) -> list[str]:
@@ -210,29 +213,34 @@ class DatamintBackend(FlavorBackend):
         ``install_mlflow`` changes nothing: the model's requirements already pin
         ``mlflow-skinny``.
 
+        With ``enable_mlserver`` the image serves with MLServer and the datamint runtime, from
+        a generated ``model-settings.json``.
+
         Raises:
-            MlflowException: ``install_java``, ``mlflow_home`` or ``enable_mlserver`` given;
-                they do not apply to Datamint models.
+            MlflowException: ``install_java`` or ``mlflow_home`` given; they do not apply to
+                Datamint models.
         """
         from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
         unsupported = {
             "install_java": install_java,
             "mlflow_home": mlflow_home,
-            "enable_mlserver": enable_mlserver,
         }
         given = [name for name, value in unsupported.items() if value]
         if given:
             raise MlflowException(
                 f"{given} not supported for Datamint models: the image installs only the "
-                "model's requirements and serves with datamint serve.",
+                "model's requirements and serves with datamint serve (or MLServer with "
+                "enable_mlserver=True).",
                 INVALID_PARAMETER_VALUE,
             )
         with tempfile.TemporaryDirectory() as download_dir:
             local_path = _download_artifact_from_uri(
                 artifact_uri=model_uri, output_path=download_dir
             )
-            write_dockerfile(local_path, output_dir, base_image=base_image)
+            write_dockerfile(
+                local_path, output_dir, base_image=base_image, enable_mlserver=enable_mlserver
+            )
 
     def build_image(
         self,
@@ -294,6 +302,62 @@ class DatamintBackend(FlavorBackend):
         return True
 
 
+def mlserver_command(
+    model_uri: str,
+    host: str,
+    port: int,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+) -> list[str]:
+    """The ``mlserver start`` command serving ``model_uri`` with the datamint runtime.
+
+    Writes ``settings.json`` and ``model-settings.json`` (see
+    :func:`datamint_core.serving.dockerfile.mlserver_model_settings`; batching as the model
+    declares) to a new temporary directory, removed when this process exits.
+
+    Raises:
+        MlflowException: MLServer is not installed; the message names the extra.
+    """
+    import atexit
+    import json
+    import os
+
+    executable = Path(sys.executable).with_name("mlserver")
+    if not executable.exists():
+        found = shutil.which("mlserver")
+        if found is None or importlib.util.find_spec("mlserver") is None:
+            raise MlflowException(
+                "enable_mlserver=True needs MLServer, which is not installed here. Install it: "
+                'pip install "datamint[mlserver]"',
+                INVALID_PARAMETER_VALUE,
+            )
+        executable = Path(found)
+    from datamint_core.linked_models import held_model_dir
+    from datamint_core.serving.dockerfile import (
+        declared_batch_size,
+        mlserver_model_settings,
+        model_name_for,
+    )
+
+    local = os.path.isdir(model_uri)
+    uri = os.path.abspath(model_uri) if local else model_uri
+    with held_model_dir(model_uri) as local_path:  # reads the declared batch size
+        batch_size = declared_batch_size(local_path)
+    # models:/liver-seg/3 -> liver-seg; a directory -> its name
+    name = model_name_for(uri if local else uri.split(":", 1)[-1].strip("/").split("/")[0])
+    folder = tempfile.mkdtemp(prefix="datamint-mlserver-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    settings: dict[str, Any] = {"host": host, "http_port": int(port), "parallel_workers": 0}
+    if grpc_port is not None:
+        settings["grpc_port"] = int(grpc_port)
+    if metrics_port is not None:
+        settings["metrics_port"] = int(metrics_port)
+    Path(folder, "settings.json").write_text(json.dumps(settings))
+    model_settings = mlserver_model_settings(name, uri, batch_size)
+    Path(folder, "model-settings.json").write_text(json.dumps(model_settings))
+    return [str(executable), "start", folder]
+
+
 def _read_input(input_path: str | None) -> str:
     return sys.stdin.read() if input_path is None else Path(input_path).read_text()
 
@@ -307,4 +371,4 @@ def flavor_config(model_uri: str) -> dict[str, Any]:
     return require_datamint_flavor(Model.load(model_uri).flavors, model_uri)
 
 
-__all__ = ["CONTENT_TYPES", "DatamintBackend", "flavor_config"]
+__all__ = ["CONTENT_TYPES", "DatamintBackend", "flavor_config", "mlserver_command"]

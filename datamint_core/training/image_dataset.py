@@ -87,6 +87,7 @@ class ImageDataset(Sequence[TrainingCase]):
                 "path of a project directory."
             )
         self.subset = subset
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._platform: Any = None
         self._local_cases: tuple[CaseFiles, ...] = ()
         root = None if source == "platform" else _local_root(project, projects_dir)
@@ -111,12 +112,11 @@ class ImageDataset(Sequence[TrainingCase]):
                     "ImageDataset(subset='test') reads a local project's imagesTs; a platform "
                     "project's cases are its annotated resources (subset='training')."
                 )
-            self._init_platform(os.fspath(project), cache_dir)
+            self._init_platform(os.fspath(project))
         else:
             raise _not_found(os.fspath(project), projects_dir, source)
-        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
 
-    def _init_platform(self, project: str, cache_dir: str | os.PathLike[str] | None) -> None:
+    def _init_platform(self, project: str) -> None:
         from datamint_core.platform.client import PlatformClient
         from datamint_core.training._platform import list_platform_project
 

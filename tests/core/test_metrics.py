@@ -225,7 +225,7 @@ def test_whole_number_float_label_maps_are_accepted_as_nifti_readers_return_them
         (lambda: segmentation_metrics(TRUTH, TRUTH, tolerance_mm=math.inf), "finite number"),
         (
             lambda: segmentation_metrics(TRUTH, TRUTH, labels=[1, 2], tolerance_mm={1: 2.0}),
-            "no tolerance for the labels ['2']",
+            "gives none for the labels ['2']",
         ),
         (lambda: hausdorff_distance(TRUTH, TRUTH, percentile=101), "from 0 to 100"),
     ],

@@ -356,3 +356,50 @@ def test_a_million_points_are_refused_before_a_million_objects_are_built():
     finally:
         tracemalloc.stop()
     assert peak < 1024 * 1024
+
+
+# -- world coordinates on a real oblique DICOM series ----------------------------------------
+
+
+def test_world_prompts_on_an_oblique_dicom_series_land_on_the_voxels_simpleitk_finds(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    pytest.importorskip("pydicom")
+    from datamint_core.io import read
+    from tests.core.dicom_files import write_series
+
+    a, b = math.radians(25), math.radians(20)  # rotated about z, then tilted about the rows
+    row = np.array([math.cos(a), math.sin(a), 0.0])
+    column = np.array([-math.sin(a) * math.cos(b), math.cos(a) * math.cos(b), math.sin(b)])
+    normal = np.cross(row, column)
+    write_series(
+        tmp_path / "oblique", 7, size=24, orientation=(*row, *column), step=tuple(2.5 * normal)
+    )
+    volume = read(tmp_path / "oblique")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "oblique")))
+    image = reader.Execute()
+    assert np.array_equal(sitk.GetArrayFromImage(image), volume.pixels)  # same (d, h, w) order
+
+    rng = np.random.default_rng(3)
+    voxels = [tuple(int(rng.integers(0, n)) for n in volume.spatial_shape) for _ in range(20)]
+    # Off-centre by up to 0.4 voxel along each grid axis: still the same voxel.
+    offsets = rng.uniform(-0.4, 0.4, (len(voxels), 3))
+    world_ras = [
+        (volume.affine @ np.array([*np.add(v, o), 1.0]))[:3]
+        for v, o in zip(voxels, offsets, strict=True)
+    ]
+    prompts = Prompts.from_json(
+        {
+            "space": "world",
+            "labels": {"lesion": {"points": [{"at": list(map(float, w))} for w in world_ras]}},
+        }
+    ).checked(volume.spatial_shape, volume.affine)
+    index_prompts = Prompts.from_json(
+        {"labels": {"lesion": {"points": [{"at": list(v)} for v in voxels]}}}
+    ).checked(volume.spatial_shape, volume.affine)
+    for point, index_point, world, voxel in zip(
+        prompts["lesion"].points, index_prompts["lesion"].points, world_ras, voxels, strict=True
+    ):
+        lps = (-world[0], -world[1], world[2])  # ITK's world is LPS, the library's RAS
+        i, j, k = image.TransformPhysicalPointToIndex(lps)
+        assert point.voxel() == index_point.voxel() == (k, j, i) == voxel

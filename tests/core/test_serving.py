@@ -45,9 +45,46 @@ def test_build_image_without_a_docker_engine_says_to_use_generate_dockerfile(mod
     assert "docker build -t liver-seg:1 DIR" in message
 
 
-def test_serving_with_mlserver_is_refused_with_the_alternative(model_path):
-    with pytest.raises(MlflowException, match="enable_mlserver=True is not supported"):
+@pytest.mark.skipif(
+    importlib.util.find_spec("mlserver") is not None, reason="MLServer is installed here"
+)
+def test_serving_with_mlserver_without_the_extra_names_it(model_path):
+    with pytest.raises(MlflowException, match=r'pip install "datamint\[mlserver\]"'):
         DatamintBackend({}).serve(str(model_path), 8080, "127.0.0.1", 60, enable_mlserver=True)
+
+
+def test_generate_dockerfile_with_mlserver_serves_the_datamint_runtime(tmp_path):
+    import json
+
+    from datamint_core import ModelSettings
+
+    batched = tmp_path / "liver-seg"
+    save_model(ThresholdSegmenter(settings=ModelSettings(max_batch_size=8)), batched)
+    context = tmp_path / "image"
+    DatamintBackend({}).generate_dockerfile(str(batched), str(context), enable_mlserver=True)
+
+    settings = json.loads((context / "model-settings.json").read_text())
+    assert settings == {
+        "name": "liver-seg",
+        "implementation": "datamint_core.serving.mlserver_runtime.DatamintRuntime",
+        "parameters": {"uri": "/opt/datamint/model"},
+        "max_batch_size": 8,
+        "max_batch_time": 0.01,
+    }
+    dockerfile = (context / "Dockerfile").read_text()
+    assert 'CMD ["mlserver", "start", "/opt/datamint"]' in dockerfile
+    assert "COPY --chown=datamint:datamint model-settings.json /opt/datamint/" in dockerfile
+    assert '"mlserver>=1.7,<1.8"' in dockerfile and "MLSERVER_PARALLEL_WORKERS=0" in dockerfile
+    assert (context / "model" / "MLmodel").is_file()
+
+
+def test_a_model_without_a_batch_size_gets_no_batching_settings(model_path, tmp_path):
+    import json
+
+    backend = DatamintBackend({})
+    backend.generate_dockerfile(str(model_path), str(tmp_path / "c"), enable_mlserver=True)
+    settings = json.loads((tmp_path / "c" / "model-settings.json").read_text())
+    assert "max_batch_size" not in settings and "max_batch_time" not in settings
 
 
 def test_options_that_do_not_apply_to_the_image_are_refused_by_name(model_path, tmp_path):

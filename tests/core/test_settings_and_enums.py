@@ -142,8 +142,8 @@ def test_unknown_settings_keys_are_rejected_naming_each_and_the_valid_keys() -> 
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "Unknown ModelSettings key(s): 'cuda', 'gpu_count'; valid keys are: 'need_gpu', "
-            "'sliding_window'."
+            "Unknown ModelSettings key(s): 'cuda', 'gpu_count'; valid keys are: "
+            "'max_batch_size', 'need_gpu', 'sliding_window'."
         ),
     ):
         ModelSettings.from_dict({"need_gpu": True, "gpu_count": 2, "cuda": True})
@@ -207,3 +207,15 @@ def test_coerce_rejects_anything_else_naming_what_it_accepts(settings, type_name
         match=re.escape(f"settings must be a ModelSettings, a dict or None, got {type_name}."),
     ):
         ModelSettings.coerce(settings)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
+def test_max_batch_size_must_be_a_positive_integer(bad) -> None:
+    with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1"):
+        ModelSettings(max_batch_size=bad)
+
+
+def test_max_batch_size_round_trips_and_is_omitted_when_unset() -> None:
+    assert ModelSettings(max_batch_size=8).to_dict()["max_batch_size"] == 8
+    assert ModelSettings.from_dict({"max_batch_size": 8}) == ModelSettings(max_batch_size=8)
+    assert "max_batch_size" not in ModelSettings().to_dict()

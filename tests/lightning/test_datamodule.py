@@ -78,21 +78,21 @@ def test_bad_sampling_arguments_are_refused(project):
 
 def test_training_slices_are_resized_and_each_case_is_read_once_an_epoch(project):
     dataset = counting(project)
-    module = DatamintDataModule(dataset, batch_size=4, image_size=16, samples_per_case=3,
+    module = DatamintDataModule(dataset, batch_size=4, image_size=32, samples_per_case=3,
                                 cache_cases=1)
     torch.manual_seed(0)
     batches = list(module.train_dataloader())
     assert sum(len(b["image"]) for b in batches) == 8 * 3
     batch = batches[0]
-    assert batch["image"].shape == (4, 1, 16, 16) and batch["image"].dtype == torch.float32
-    assert batch["label"].shape == (4, 1, 16, 16) and batch["label"].dtype == torch.int64
+    assert batch["image"].shape == (4, 1, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["label"].shape == (4, 1, 32, 32) and batch["label"].dtype == torch.int64
     assert set(batch["label"].unique().tolist()) <= {0, 1, 2}
     # One read per training case, though the cache holds one case: the sampler groups them.
     assert sorted(dataset.reads) == sorted(module.splits["train"])
 
 
 def test_validation_samples_are_the_same_every_epoch(project):
-    module = DatamintDataModule(ImageDataset(project), batch_size=4, image_size=16,
+    module = DatamintDataModule(ImageDataset(project), batch_size=4, image_size=32,
                                 samples_per_case=4)
     first = [b["slice_index"].tolist() for b in module.val_dataloader()]
     second = [b["slice_index"].tolist() for b in module.val_dataloader()]
@@ -117,7 +117,7 @@ def test_train_transforms_see_each_sample(project):
         seen.append(sample["case_id"])
         return {**sample, "image": sample["image"].flip(-1), "label": sample["label"].flip(-1)}
 
-    module = DatamintDataModule(ImageDataset(project), batch_size=8, image_size=16,
+    module = DatamintDataModule(ImageDataset(project), batch_size=8, image_size=32,
                                 samples_per_case=1, train_transforms=flip)
     next(iter(module.train_dataloader()))
     assert len(seen) == 8 and set(seen) == set(module.splits["train"])
@@ -147,7 +147,7 @@ class _Tiny(pl.LightningModule):
 def test_each_split_is_logged_as_the_runs_dataset_input_without_being_asked(
     project, sqlite_tracking_uri, tmp_path
 ):
-    module = DatamintDataModule(ImageDataset(project), batch_size=8, image_size=16,
+    module = DatamintDataModule(ImageDataset(project), batch_size=8, image_size=32,
                                 samples_per_case=1)
     logger = MLFlowLogger(experiment_name="Liver", tracking_uri=sqlite_tracking_uri)
     trainer = pl.Trainer(max_epochs=1, logger=logger, accelerator="cpu", limit_val_batches=0,

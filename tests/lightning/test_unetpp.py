@@ -104,7 +104,8 @@ def test_a_gpu_accelerator_on_a_machine_without_one_fails_at_once_naming_the_fix
 @pytest.mark.parametrize(
     ("arguments", "error", "message"),
     [
-        ({"image_size": 100}, ValueError, "positive multiple of 16"),
+        ({"image_size": 100}, ValueError, "multiple of 16 of at least 32"),
+        ({"image_size": 16}, ValueError, r"image_size=16 .*such as 32 or 48"),
         ({"batch_size": 0}, ValueError, "batch_size=0"),
         ({"max_epochs": -1}, ValueError, "max_epochs=-1"),
         ({"accelerator": "tpu-pod"}, MisconfigurationException, "accelerator='tpu-pod'"),
@@ -115,3 +116,37 @@ def test_a_gpu_accelerator_on_a_machine_without_one_fails_at_once_naming_the_fix
 def test_bad_arguments_are_refused_before_anything_is_read(tmp_path, arguments, error, message):
     with pytest.raises(error, match=message):
         UNetPPTrainer(project=tmp_path / "not-read", **arguments)
+
+
+def _segmenter_finding_everywhere(label: int, channels: tuple[str, ...]):
+    from datamint_torch.segmentation import UNetPPSegmenter
+
+    segmenter = UNetPPSegmenter(label_names=LABELS, channel_names=channels, image_size=32,
+                                features=(4, 4, 8, 8, 16, 4))
+    segmenter.get_pytorch_model().eval()  # as a loaded model is
+    last = [m for m in segmenter.get_pytorch_model().modules()
+            if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.nn.functional.one_hot(torch.tensor(label), 3).float() * 10)
+    return segmenter
+
+
+def test_the_segmenter_serves_a_multi_channel_volume_through_its_slices_on_the_volume_grid():
+    import numpy as np
+
+    from datamint_core import VolumeResource
+
+    segmenter = _segmenter_finding_everywhere(2, ("T2", "ADC"))
+    affine = np.diag([2.5, 0.8, 0.8, 1.0])
+    volume = VolumeResource(np.random.default_rng(0).normal(size=(3, 20, 24, 2)),
+                            spacing=(2.5, 0.8, 0.8), affine=affine,
+                            channel_names=("T2", "ADC"))
+    (found,) = segmenter.predict([volume], params={"mode": "volume"})
+    (mask,) = found
+    assert mask.identifier == "tumour" and mask.mask.shape == (3, 20, 24) and mask.mask.all()
+    assert mask.spacing == pytest.approx((2.5, 0.8, 0.8))
+    np.testing.assert_array_equal(mask.affine, affine)
+    assert mask.confidence == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match=r"\(H, W, 2\).*channels \['T2', 'ADC'\]"):
+        segmenter.predict([VolumeResource(np.zeros((2, 8, 8)))], params={"mode": "volume"})

@@ -1,0 +1,177 @@
+"""Adaptive batching: concurrent requests coalesced into one ``predict`` call.
+
+A model declares how many inputs it takes at once (``ModelSettings(max_batch_size=8)``). A
+:class:`MicroBatcher` collects requests that arrive within ``max_batch_time`` seconds of the
+first, up to ``max_batch_size`` resources, runs the model once on all of them, and hands each
+request its own slice of the answer. Requests are batched only with requests of the same
+params (a batch is one ``predict`` call, which takes one set of params). Each request's
+resources are built and checked before it joins a batch; when a batch fails anyway, each of
+its requests is run on its own, so that one request's bad input fails that request alone.
+
+Used by the MLServer runtime (:mod:`datamint_core.serving.mlserver_runtime`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datamint_core.annotations import Annotation
+from datamint_core.resources import BaseResource
+
+#: Seconds a batch waits for more requests after its first, by default.
+DEFAULT_MAX_BATCH_TIME = 0.01
+
+Predict = Callable[[list[BaseResource], dict[str, Any]], Sequence[Sequence[Annotation]]]
+
+
+@dataclass
+class _Pending:
+    resources: list[BaseResource]
+    params: dict[str, Any]
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """Coalesce concurrent ``submit`` calls into batched calls of ``predict``.
+
+    Args:
+        predict: runs the model on resources with params (called in a worker thread, one
+            call at a time); returns one list of annotations per resource.
+        max_batch_size: the most resources one call takes (at least 1).
+        max_batch_time: seconds a batch waits for more requests after its first.
+
+    Raises:
+        ValueError: ``max_batch_size`` below 1 or a negative ``max_batch_time``.
+    """
+
+    def __init__(
+        self,
+        predict: Predict,
+        max_batch_size: int,
+        max_batch_time: float = DEFAULT_MAX_BATCH_TIME,
+    ) -> None:
+        if (
+            not isinstance(max_batch_size, int)
+            or isinstance(max_batch_size, bool)
+            or max_batch_size < 1
+        ):
+            raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}.")
+        if not isinstance(max_batch_time, (int, float)) or max_batch_time < 0:
+            raise ValueError(f"max_batch_time must be seconds >= 0, got {max_batch_time!r}.")
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_batch_time = float(max_batch_time)
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._worker: asyncio.Task | None = None
+        #: How many model calls ran, and how many requests they answered (for tests, metrics).
+        self.calls = 0
+        self.requests = 0
+
+    async def submit(
+        self, resources: list[BaseResource], params: dict[str, Any]
+    ) -> list[list[Annotation]]:
+        """Predict ``resources`` with ``params``, batched with concurrent requests.
+
+        Raises:
+            Exception: whatever ``predict`` raised for this request run on its own.
+        """
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(list(resources), dict(params), future))
+        return await future
+
+    async def close(self) -> None:
+        """Stop the batching task (requests still queued are cancelled)."""
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        if self._queue is not None:
+            while not self._queue.empty():
+                self._queue.get_nowait().future.cancel()
+            self._queue = None
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        held: _Pending | None = None
+        while True:
+            first = held or await queue.get()
+            held = None
+            batch = [first]
+            size = len(first.resources)
+            key = _params_key(first.params)
+            deadline = asyncio.get_running_loop().time() + self.max_batch_time
+            while size < self.max_batch_size:
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    item = (
+                        queue.get_nowait()
+                        if remaining <= 0
+                        else await asyncio.wait_for(queue.get(), remaining)
+                    )
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+                if (
+                    _params_key(item.params) != key
+                    or size + len(item.resources) > self.max_batch_size
+                ):
+                    held = item  # starts the next batch
+                    break
+                batch.append(item)
+                size += len(item.resources)
+            await self._answer(batch)
+
+    async def _answer(self, batch: list[_Pending]) -> None:
+        live = [item for item in batch if not item.future.cancelled()]
+        if not live:
+            return
+        resources = [resource for item in live for resource in item.resources]
+        try:
+            result = await asyncio.to_thread(self._call, resources, live[0].params)
+            self.requests += len(live)
+            if len(result) != len(resources):
+                raise ValueError(
+                    f"the model returned {len(result)} results for {len(resources)} inputs"
+                )
+        except Exception as error:
+            if len(live) == 1:
+                _settle(live[0].future, error=error)
+                return
+            for item in live:  # one request's bad input fails that request alone
+                await self._answer([item])
+            return
+        start = 0
+        for item in live:
+            end = start + len(item.resources)
+            _settle(item.future, result=[list(entry) for entry in result[start:end]])
+            start = end
+
+    def _call(self, resources: list[BaseResource], params: dict[str, Any]) -> Sequence[Any]:
+        self.calls += 1
+        return self._predict(resources, params)
+
+
+def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=repr)
+
+
+__all__ = ["DEFAULT_MAX_BATCH_TIME", "MicroBatcher"]
