@@ -25,6 +25,6 @@ class VolumeThreshold(BaseDatamintModel):
 
 def conv3d_segmenter() -> Any:
     """A small 3-D network (two 3x3x3 convolutions, 4 features) in a torch Datamint model."""
-    from bench._torch_models import Conv3dSegmenter, SmallConv3d
+    from bench._clinical_torch import Conv3dSegmenter, SmallConv3d
 
     return Conv3dSegmenter(torch_model=SmallConv3d())

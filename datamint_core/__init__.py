@@ -57,6 +57,7 @@ from datamint_core.version import __version__
 
 if TYPE_CHECKING:
     from datamint_core.dataset import DatamintDatasetSource, DatamintMLflowDataset
+    from datamint_core.evaluation import EvaluationInputError
     from datamint_core.flavor import FLAVOR_NAME, load_model, log_model, save_model
     from datamint_core.linked_models import (
         LinkedModelError,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "DatamintDatasetSource": "datamint_core.dataset",
     "DatamintMLflowDataset": "datamint_core.dataset",
+    "EvaluationInputError": "datamint_core.evaluation",
     "FLAVOR_NAME": "datamint_core.flavor",
     "load_model": "datamint_core.flavor",
     "log_model": "datamint_core.flavor",
@@ -110,6 +112,7 @@ __all__ = [
     "DatamintDatasetSource",
     "DatamintMLflowDataset",
     "EnvVars",
+    "EvaluationInputError",
     "FewShotExample",
     "ImageDataset",
     "ImageResource",

@@ -463,14 +463,38 @@ class ArtifactCache:
             write_manifest(downloaded, key=key, source_uri=source_uri, store_uri=store_uri)
             with self._writing(f"store {source_uri!r}"):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                if path.exists():  # a corrupted entry, or a refresh
-                    self._discard(path)
+                if path.exists() and not self._replace_held(path, downloaded, source_uri):
+                    return  # held, and the download is the same: the entry stays
                 os.rename(downloaded, path)
             _logger.info(
                 "Cached %s in %s (%.1f s)", source_uri, path, time.perf_counter() - started
             )
         finally:
             shutil.rmtree(incomplete, ignore_errors=True)
+
+    def _replace_held(self, path: Path, downloaded: Path, source_uri: str) -> bool:
+        """Discard the entry at ``path`` (corrupted, or refreshed) to put ``downloaded`` in
+        its place; return False when it is held and ``downloaded`` has the same files, so
+        the entry stays. A holder may be a server that runs for days: a different download
+        waits :data:`REPLACE_WAIT_S` for it, then raises instead of hanging."""
+        deadline = time.monotonic() + REPLACE_WAIT_S
+        same: bool | None = None  # checked once: nobody else writes while we hold the lock
+        while not self._discard(path, wait=False):
+            if same is None:
+                try:
+                    same = verify_manifest(path)["sha256"] == _read_manifest(downloaded)["sha256"]
+                except CorruptedCacheEntryError:
+                    same = False
+            if same:
+                return False
+            if time.monotonic() > deadline:
+                raise CacheError(
+                    f"Downloaded {source_uri!r} again and it differs from the cache entry "
+                    f"{path}, which another process (a server, a load) holds: it cannot be "
+                    f"replaced until that process lets go of it (waited {REPLACE_WAIT_S:g} s)."
+                )
+            time.sleep(0.05)
+        return True
 
     def _discard(self, path: Path, *, wait: bool = True) -> bool:
         """Delete an entry once nobody holds it (or, unless ``wait``, only if nobody does);
@@ -560,6 +584,8 @@ class ArtifactCache:
 
 
 _HOLD_ATTEMPTS = 100
+#: How long replacing a held entry with a different download waits for its holders.
+REPLACE_WAIT_S = 30.0
 
 
 def _lock_name(relative: str) -> str:

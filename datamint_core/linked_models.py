@@ -422,7 +422,8 @@ def held_model_dir(model_uri: str, settings: LinkSettings | None = None) -> Iter
         from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
         with _env.mlflow_progress_bar_only_on_a_terminal():
-            yield _download_artifact_from_uri(model_uri)
+            downloaded = _download_artifact_from_uri(model_uri)
+        yield downloaded
         return
     reference = pin(TOP_LEVEL_KEY, model_uri, settings)
     with hold_located(reference, settings=settings) as path:

@@ -475,6 +475,7 @@ class PredictionRouter:
         self, model_input: list[BaseResource], **params: Any
     ) -> list[list[Annotation]]:
         volumes = [_require(VolumeResource, resource, "volume") for resource in model_input]
+        check_slice_count(sum(volume.num_slices for volume in volumes), "slices")
         window = self.sliding_window()
         assert window is not None and self._patch_handler is not None
         try:

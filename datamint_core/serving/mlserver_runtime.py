@@ -46,7 +46,7 @@ from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
-from datamint_core._limits import InputTooLargeError
+from datamint_core._limits import InputTooLargeError, RequestLimits, applying
 from datamint_core.resources import RESOURCE_KINDS, BaseResource, ResourceError
 from datamint_core.routing import InvalidRequestError, UnsupportedModeError
 from datamint_core.serving.batching import DEFAULT_MAX_BATCH_TIME, MicroBatcher
@@ -173,10 +173,12 @@ class DatamintRuntime(MLModel):
         )
 
     def _predict_sync(self, resources: list[BaseResource], params: dict[str, Any]) -> Any:
-        if self._thread_safe:
-            return self._model.predict(resources, params)
-        with self._lock:
-            return self._model.predict(resources, params)
+        # A request over the wire: the server limits apply (DATAMINT_SERVE_MAX_SLICES, ...).
+        with applying(RequestLimits.from_env()):
+            if self._thread_safe:
+                return self._model.predict(resources, params)
+            with self._lock:
+                return self._model.predict(resources, params)
 
 
 def _v2_error(error: BaseException) -> MLServerError:

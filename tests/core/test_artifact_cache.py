@@ -401,3 +401,48 @@ def test_every_spelling_of_one_database_or_directory_is_one_store(path):
     assert store_identity(f"sqlite:///{path}") == f"sqlite:///{absolute}"
     assert store_identity(path) == store_identity(f"file://{absolute}") == f"file://{absolute}"
     assert store_identity(f"sqlite:///{path}") != store_identity(f"sqlite:///{path}x")
+
+
+def test_refreshing_a_held_entry_keeps_it_when_unchanged_and_never_waits_forever(
+    tmp_path, monkeypatch
+):
+    import time
+
+    from datamint_core import artifact_cache
+
+    cache = ArtifactCache(tmp_path)
+    key = ("models", "served", "1")
+    calls: list[Path] = []
+    with cache.hold(key, fake_download(calls), source_uri="u") as held:
+        started = time.monotonic()
+        assert cache.fetch(key, fake_download(calls), source_uri="u", refresh=True) == held
+        assert time.monotonic() - started < 5  # the same download: nothing to replace
+        assert len(calls) == 2 and (held / "sub" / "weights.bin").read_bytes() == b"weights"
+
+        monkeypatch.setattr(artifact_cache, "REPLACE_WAIT_S", 0.5)
+        with pytest.raises(CacheError, match="differs from the cache entry .* holds"):
+            cache.fetch(key, fake_download(calls, b"newer"), source_uri="u", refresh=True)
+        assert (held / "sub" / "weights.bin").read_bytes() == b"weights"  # still its own
+
+    path = cache.fetch(key, fake_download(calls, b"newer"), source_uri="u", refresh=True)
+    assert (path / "sub" / "weights.bin").read_bytes() == b"newer"  # let go: replaced
+    assert not list((tmp_path / ".incomplete").iterdir())
+
+
+def test_clear_leaves_a_held_entry_in_place_and_remove_waits_for_it(tmp_path, caplog):
+    import threading
+
+    cache = ArtifactCache(tmp_path)
+    kept = ("models", "served", "1")
+    cache.fetch(("models", "idle", "1"), fake_download([]), source_uri="u")
+    with cache.hold(kept, fake_download([]), source_uri="u") as held:
+        with caplog.at_level("WARNING", logger="datamint_core.artifact_cache"):
+            assert cache.clear() == 1  # only the idle one
+        assert f"Left the cache entry {held} in place: a process holds it" in caplog.text
+        assert (held / "MLmodel").is_file()
+        removing = threading.Thread(target=cache.remove, args=(kept,))
+        removing.start()
+        removing.join(timeout=0.5)
+        assert removing.is_alive() and (held / "MLmodel").is_file()  # waits for the hold
+    removing.join(timeout=30)
+    assert not removing.is_alive() and cache.list() == []

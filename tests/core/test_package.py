@@ -35,6 +35,7 @@ def test_public_api_is_exactly_this():
             "DatamintDatasetSource",
             "DatamintMLflowDataset",
             "EnvVars",
+            "EvaluationInputError",
             "ImageDataset",
             "ImageResource",
             "InputTooLargeError",

@@ -22,7 +22,12 @@ from datamint_core import (
     load_model,
     save_model,
 )
-from datamint_core._limits import RequestDeadlineExceeded, RequestLimits, applying
+from datamint_core._limits import (
+    InputTooLargeError,
+    RequestDeadlineExceeded,
+    RequestLimits,
+    applying,
+)
 from datamint_core.routing import InvalidRequestError
 from datamint_core.sliding_window import (
     PatchResultError,
@@ -377,19 +382,28 @@ def test_label_patches_without_class_names_are_refused_with_the_fix():
 
 
 def test_the_request_deadline_stops_the_window_between_patch_batches():
+    deadline = time.monotonic() + 2.0
     calls = []
 
-    def slow(patches):
+    def handler(patches):
         calls.append(len(patches))
-        time.sleep(0.05)
+        if len(calls) == 3:  # the deadline passes while the third batch runs
+            time.sleep(max(0.0, deadline - time.monotonic()) + 0.01)
         return pointwise_scores(patches)
 
     window = SlidingWindow(roi_size=4, overlap=0.0)  # 27 batches of one patch
-    with applying(RequestLimits(deadline=time.monotonic() + 0.12)), pytest.raises(
-        RequestDeadlineExceeded
+    with applying(RequestLimits(deadline=deadline)), pytest.raises(RequestDeadlineExceeded):
+        run_sliding_window(seeded_volume((12, 12, 12)), handler, window)
+    assert len(calls) == 3
+
+
+def test_a_request_over_the_slice_limit_is_refused_before_any_patch_runs():
+    model = PatchSegmenter()
+    with applying(RequestLimits(max_slices=10)), pytest.raises(
+        InputTooLargeError, match="would run 12 slices, over the limit of 10"
     ):
-        run_sliding_window(seeded_volume((12, 12, 12)), slow, window)
-    assert 2 <= len(calls) <= 4
+        model.predict([VolumeResource(seeded_volume((12, 8, 8)))], {"mode": "volume"})
+    assert model.batches == []
 
 
 # -- memory -------------------------------------------------------------------------------

@@ -166,16 +166,25 @@ def test_the_viewer_page_has_no_inline_script_or_style_and_never_inserts_html():
                 inline.append("<script> without src")
             if tag == "style":
                 inline.append("<style>")
-            inline.extend(f"{tag} {name}=" for name in names if name == "style"
-                          or name.startswith("on"))
+            inline.extend(
+                f"{tag} {name}=" for name in names if name == "style" or name.startswith("on")
+            )
             if any(str(value).startswith("javascript:") for value in names.values()):
                 inline.append(f"{tag} javascript: URL")
 
     Page().feed(static_file("index.html").decode())
     assert inline == []
     script = static_file("viewer.js").decode()
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
-                 "new Function", "setAttribute(\"style", "createContextualFragment"):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        'setAttribute("style',
+        "createContextualFragment",
+    ):
         assert sink not in script, sink
 
 
@@ -377,7 +386,7 @@ def test_html_in_label_names_param_names_messages_and_file_names_is_shown_as_tex
         # And the policy is in force: markup inserted behind the page's back cannot run.
         browser.execute_script(
             "document.body.insertAdjacentHTML('beforeend',"
-            " '<img src=\"missing.png\" onerror=\"window.__pwned=9\">')"
+            ' \'<img src="missing.png" onerror="window.__pwned=9">\')'
         )
         deadline = time.monotonic() + 10
         while not browser.execute_script("return window.__violations.length"):
@@ -385,6 +394,115 @@ def test_html_in_label_names_param_names_messages_and_file_names_is_shown_as_tex
             time.sleep(0.1)
         assert browser.execute_script("return window.__pwned") is None
         assert "script-src" in browser.execute_script("return window.__violations[0]")
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# --- an interactive model: prompts drawn on the picture -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def interactive_server(tmp_path_factory: pytest.TempPathFactory):
+    from tests.core.test_prompts import EXAMPLE
+
+    root = tmp_path_factory.mktemp("interactive-viewer")
+    save_model(python_model=str(EXAMPLE), path=root / "grower")
+    process = datamint_serve(root / "grower", root / "server.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def test_in_chromium_a_click_grows_a_region_where_it_was_and_a_negative_click_removes_it(
+    interactive_server, tmp_path
+):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    picture = np.full((48, 48), 30, dtype=np.uint8)
+    picture[8:21, 8:21] = 200  # blob A
+    picture[28:41, 26:43] = 200  # blob B
+    Image.fromarray(picture).save(tmp_path / "blobs.png")
+    browser, profile = chromium_driver()
+
+    def region(shown, rows, columns):
+        scale = shown.shape[0] / 48
+        return shown[
+            int(rows[0] * scale) : int(rows[1] * scale),
+            int(columns[0] * scale) : int(columns[1] * scale),
+        ]
+
+    def tinted(pixels):  # where the label's colour tints the picture shown before any prompt
+        changed = np.abs(pixels.astype(int) - before.astype(int)).sum(axis=2) > 90
+        return changed & (pixels[..., 0].astype(int) > pixels[..., 1].astype(int) + 40)
+
+    def click(row, column, negative=False):
+        canvas = browser.find_element("id", "view-canvas")
+        size = canvas.size
+        dx = (column + 0.5) / 48 * size["width"] - size["width"] / 2
+        dy = (row + 0.5) / 48 * size["height"] - size["height"] / 2
+        actions = ActionChains(browser)
+        if negative:
+            actions.key_down(Keys.SHIFT)
+        actions.move_to_element_with_offset(canvas, int(dx), int(dy)).click()
+        if negative:
+            actions.key_up(Keys.SHIFT)
+        actions.perform()
+        wait_for(browser, "done")
+
+    try:
+        browser.get(interactive_server.url + "/")
+        wait_for(browser, "ready")
+        assert browser.find_element("id", "prompt-tools").is_displayed()  # from /metadata
+        labels = [o.text for o in Select(browser.find_element("id", "prompt-label")).options]
+        assert labels == ["lesion"]
+        Select(browser.find_element("id", "mode-select")).select_by_value("image")
+        browser.find_element("id", "file-input").send_keys(str(tmp_path / "blobs.png"))
+        browser.find_element("id", "predict-button").click()
+        wait_for(browser, "done")
+        assert "0 annotations" in browser.find_element("id", "status").text
+        before = canvas_pixels(browser)
+
+        click(14, 14)  # inside blob A
+        grown = canvas_pixels(browser)
+        assert "1 annotation" in browser.find_element("id", "status").text
+        # The overlay covers blob A, away from the click's own marker, and nothing else.
+        assert region(tinted(grown), (9, 12), (9, 20)).mean() > 0.9
+        assert region(tinted(grown), (17, 20), (9, 20)).mean() > 0.9
+        assert not region(tinted(grown), (28, 41), (26, 43)).any()
+        assert not region(tinted(grown), (22, 48), (0, 25)).any()
+
+        click(11, 17, negative=True)  # a shift-click on blob A removes what it touches
+        removed = canvas_pixels(browser)
+        assert not tinted(removed).any()
+        assert "0 annotations" in browser.find_element("id", "status").text
+
+        page = browser.current_window_handle
+        browser.execute_script("window.open(document.getElementById('prompts-link').href)")
+        (opened,) = set(browser.window_handles) - {page}
+        browser.switch_to.window(opened)
+        sent = json.loads(browser.find_element("tag name", "body").text)
+        browser.close()
+        browser.switch_to.window(page)
+        assert sent == {
+            "space": "index",
+            "labels": {
+                "lesion": {
+                    "points": [
+                        {"at": [14, 14], "positive": True},
+                        {"at": [11, 17], "positive": False},
+                    ]
+                }
+            },
+        }
+
+        browser.find_element("id", "undo-button").click()  # the negative click undone
+        wait_for(browser, "done")
+        assert region(tinted(canvas_pixels(browser)), (9, 12), (9, 20)).mean() > 0.9
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)

@@ -29,7 +29,8 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 5000-slice volume and a 300 x 1024 x 1024 float32 volume (1.25 GiB, a sparse file:
-    the disk holds almost nothing of it), each alone in a directory for ``datamint batch``."""
+    the disk holds almost nothing of it), each alone in a directory for ``datamint batch``.
+    In-process, a local ``.npy`` is mapped, so the three readings share the page cache."""
     root = tmp_path_factory.mktemp("studies")
     (root / "many").mkdir()
     many = root / "many" / "many-slices.npy"
@@ -59,6 +60,7 @@ def test_a_users_own_large_volume_runs_through_predict_the_cli_and_batch(
 ):
     from datamint_core import load_model
     from datamint_core.batch import read_results
+    from datamint_core.io import read
 
     for variable, value in SERVER_LIMITS_ENV.items():
         monkeypatch.setenv(variable, value)  # a server's settings: not this process's
@@ -66,6 +68,7 @@ def test_a_users_own_large_volume_runs_through_predict_the_cli_and_batch(
     model = load_model(str(model_path))
 
     (in_process,) = model.predict([VolumeResource(path=str(path))], {"mode": "volume"})
+    (through_io,) = model.predict([read(str(path))], {"mode": "volume"})
     predicted = cli("predict", "-m", str(model_path), "-i", str(path), "--mode", "volume",
                     "-o", str(tmp_path / "out.json"))  # fmt: skip
     batch = cli("batch", "-m", str(model_path), "-i", str(path.parent), "-o",
@@ -74,6 +77,7 @@ def test_a_users_own_large_volume_runs_through_predict_the_cli_and_batch(
 
     assert len(in_process) == slices
     assert [a.slice_index for a in in_process] == list(range(slices))
+    assert [a.to_dict() for a in through_io] == [a.to_dict() for a in in_process]
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     (from_cli,) = json.loads((tmp_path / "out.json").read_text())["predictions"]
     assert from_cli == [annotation.to_dict() for annotation in in_process]

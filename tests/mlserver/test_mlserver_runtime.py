@@ -152,3 +152,20 @@ def test_bad_grpc_input_is_a_status_with_the_message(served):
         _grpc_infer(server, [_grpc_input(shape=(5, 5))], raw)
     assert "buffer" in raised.value.details()
     assert _grpc_strings(_grpc_infer(server, [_grpc_input()], raw))
+
+
+def test_the_server_slice_limit_applies_to_v2_requests(served):
+    server, _ = served
+    volume = np.zeros((4097, 2, 2), dtype=np.float32)  # one slice over the default 4096
+    body = {
+        "inputs": [
+            {"name": "long", "shape": list(volume.shape), "datatype": "FP32",
+             "data": volume.ravel().tolist(), "parameters": {"kind": "volume"}},
+        ],
+        "parameters": {"mode": "volume"},
+    }  # fmt: skip
+
+    status, answer = server.infer(body)
+
+    assert status == 413, answer
+    assert "4097 slices, over the limit of 4096 per request (--max-slices" in json.dumps(answer)

@@ -34,6 +34,7 @@ async function loadMetadata() {
     `${state.metadata.model_class || "model"} · ${state.metadata.task_type || "task not set"}` +
     ` · modes: ${modes.join(", ") || "default only"}`;
   renderParams();
+  setupPromptTools();
 }
 
 function renderParams() {
@@ -43,6 +44,7 @@ function renderParams() {
   const box = $("mode-params");
   box.replaceChildren();
   for (const name of info.params || []) {
+    if (name === "prompts") continue;  // drawn on the picture (the prompt tools)
     const label = document.createElement("label");
     label.textContent = `${name}${required.has(name) ? " (required)" : ""}`;
     const input = document.createElement("input");
@@ -88,6 +90,13 @@ function pickedFiles() {
 
 async function predict(event) {
   event.preventDefault();
+  prompts.items = [];
+  await runPrediction(false);
+}
+
+// Send the picked file(s) with the form's params and the prompts drawn so far; keepView
+// keeps the slice shown (a refresh after a prompt).
+async function runPrediction(keepView) {
   const files = Array.from($("file-input").files);
   if (!files.length) { setStatus("Pick a file first.", true); return; }
   const body = new FormData();
@@ -97,21 +106,27 @@ async function predict(event) {
     ? { encoding: "multipart", parts: names }
     : { encoding: "multipart", part: "image" };
   const resource = { id: files[0].name, pixel_data: pixelData };
-  body.append("request", JSON.stringify({ resources: [resource], params: readParams() }));
+  const params = readParams();
+  if (prompts.items.length) params.prompts = promptsJson();
+  body.append("request", JSON.stringify({ resources: [resource], params }));
   files.forEach((file, i) => body.append(asChannels ? names[i] : "image", file, file.name));
   $("predict-button").disabled = true;
+  document.body.dataset.state = "predicting";
+  const ticket = (state.ticket = (state.ticket || 0) + 1);  // only the latest answer is shown
   setStatus(`Predicting on ${files.length > 1 ? files.length + " files" : files[0].name}…`);
   const started = performance.now();
   try {
     const response = await fetch("viewer/predict", { method: "POST", body });
     const answer = await response.json();
+    if (ticket !== state.ticket) return;
     if (!response.ok) throw new Error(`${response.status} ${answer.error_code}: ${answer.message}`);
-    show(answer);
+    show(answer, keepView, params.prompts);
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
     const count = answer.predictions[0].length;
     setStatus(`Done in ${seconds} s: ${count} annotation${count === 1 ? "" : "s"}.`);
     document.body.dataset.state = "done";
   } catch (error) {
+    if (ticket !== state.ticket) return;
     setStatus(String(error.message || error), true);
     document.body.dataset.state = "error";
   } finally {
@@ -137,7 +152,7 @@ function decodeRle(mask) {
   return out;
 }
 
-function show(answer) {
+function show(answer, keepView = false, sentPrompts = undefined) {
   const view = answer.image;
   view.pixels = decodeBase64(view.data);
   const [count, height, width] = view.shape;
@@ -166,7 +181,7 @@ function show(answer) {
   $("channel-controls").hidden = !view.channel_names;
   const slider = $("slice-slider");
   slider.max = String(count - 1);
-  state.index = busiestSlice(count, height * width);
+  if (!keepView || state.index >= count) state.index = busiestSlice(count, height * width);
   slider.value = String(state.index);
   $("slice-controls").hidden = count < 2;
   const canvas = $("view-canvas");
@@ -184,11 +199,12 @@ function show(answer) {
     item.append(swatch, name);
     return item;
   }));
-  const blob = new Blob([JSON.stringify({ predictions: answer.predictions }, null, 1)],
-                        { type: "application/json" });
-  const link = $("download-link");
-  if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
-  link.href = URL.createObjectURL(blob);
+  const result = { predictions: answer.predictions };
+  if (sentPrompts) result.prompts = sentPrompts;
+  setDownload($("download-link"), result);
+  $("prompts-download").hidden = !sentPrompts;
+  if (sentPrompts) setDownload($("prompts-link"), sentPrompts);
+  $("view-canvas").classList.toggle("interactive", isInteractive());
   $("result").hidden = false;
   draw();
 }
@@ -251,8 +267,193 @@ function draw() {
     context.lineWidth = 1;
     context.strokeRect(box.x_min + 0.5, box.y_min + 0.5, box.x_max - box.x_min, box.y_max - box.y_min);
   }
+  drawPrompts(context, s);
   $("slice-label").textContent = `${s + 1} / ${view.shape[0]}`;
 }
+
+function setDownload(link, data) {
+  const blob = new Blob([JSON.stringify(data, null, 1)], { type: "application/json" });
+  if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(blob);
+}
+
+// --- prompts: clicks, boxes and scribbles for an interactive model ---------------------------
+// Sent as the `prompts` param in index coordinates of the picture's grid: (d, h, w) for a
+// volume (d the slice shown), (h, w) for an image; see datamint_core/prompts.py.
+
+const prompts = { items: [], drag: null };
+
+function isInteractive() { return Boolean(state.metadata && state.metadata.interactive); }
+
+function setupPromptTools() {
+  $("prompt-tools").hidden = !isInteractive();
+  if (!isInteractive()) return;
+  const labels = state.metadata.prompt_labels || ["object"];
+  $("prompt-label").replaceChildren(...labels.map((name) => new Option(name, name)));
+}
+
+function isVolume() { return state.view.kind === "volume"; }
+
+function gridShape() {
+  const [count, height, width] = state.view.shape;
+  return isVolume() ? [count, height, width] : [height, width];
+}
+
+// The picture's pixel (row, column) under the pointer.
+function pixelAt(event) {
+  const canvas = $("view-canvas");
+  const rect = canvas.getBoundingClientRect();
+  const clamp = (v, n) => Math.min(n - 1, Math.max(0, v));
+  return [
+    clamp(Math.floor((event.clientY - rect.top) * canvas.height / rect.height), canvas.height),
+    clamp(Math.floor((event.clientX - rect.left) * canvas.width / rect.width), canvas.width),
+  ];
+}
+
+function gridPoint([row, column]) {
+  return isVolume() ? [state.index, row, column] : [row, column];
+}
+
+function flatIndex([row, column]) {
+  const [, height, width] = state.view.shape;
+  return (isVolume() ? state.index * height * width : 0) + row * width + column;
+}
+
+// The pixels of a straight stroke between two pixels (inclusive).
+function strokePixels(from, to) {
+  const steps = Math.max(Math.abs(to[0] - from[0]), Math.abs(to[1] - from[1]), 1);
+  const pixels = [];
+  for (let i = 0; i <= steps; i++) {
+    pixels.push([Math.round(from[0] + (to[0] - from[0]) * i / steps),
+                 Math.round(from[1] + (to[1] - from[1]) * i / steps)]);
+  }
+  return pixels;
+}
+
+// Run lengths over the grid in C order, background first (the JSON form of a scribble).
+function runLengths(flatIndices, size) {
+  const sorted = Array.from(flatIndices).sort((a, b) => a - b);
+  const counts = [];
+  let position = 0;
+  for (let i = 0; i < sorted.length;) {
+    let end = i;
+    while (end + 1 < sorted.length && sorted[end + 1] === sorted[end] + 1) end++;
+    counts.push(sorted[i] - position, end - i + 1);
+    position = sorted[end] + 1;
+    i = end + 1;
+  }
+  counts.push(size - position);
+  return counts;
+}
+
+function promptsJson() {
+  const size = gridShape().reduce((a, b) => a * b, 1);
+  const labels = {};
+  for (const item of prompts.items) {
+    const entry = labels[item.label] || (labels[item.label] = {});
+    const list = entry[item.kind] || (entry[item.kind] = []);
+    if (item.kind === "points") list.push({ at: item.at, positive: item.positive });
+    else if (item.kind === "boxes") list.push({ start: item.start, end: item.end });
+    else list.push({ counts: runLengths(item.pixels, size), positive: item.positive });
+  }
+  return { space: "index", labels };
+}
+
+function promptTool() {
+  return document.querySelector("input[name=prompt-tool]:checked").value;
+}
+
+function addPrompt(item) {
+  prompts.items.push({ label: $("prompt-label").value, ...item });
+  promptsChanged();
+}
+
+function promptsChanged() {
+  const count = prompts.items.length;
+  $("prompt-count").textContent = count
+    ? `${count} prompt${count === 1 ? "" : "s"}; the prediction refreshes after each.`
+    : "No prompts.";
+  runPrediction(true);
+}
+
+function startPrompt(event) {
+  if (!state.view || !isInteractive() || event.button !== 0) return;
+  event.preventDefault();
+  const at = pixelAt(event);
+  const positive = !(event.shiftKey || $("negative-input").checked);
+  prompts.drag = { tool: promptTool(), start: at, last: at, positive,
+                   pixels: new Set([flatIndex(at)]), slice: state.index };
+}
+
+function movePrompt(event) {
+  const drag = prompts.drag;
+  if (!drag) return;
+  const at = pixelAt(event);
+  if (drag.tool === "scribble") {
+    for (const pixel of strokePixels(drag.last, at)) drag.pixels.add(flatIndex(pixel));
+  }
+  drag.last = at;
+  draw();
+}
+
+function endPrompt(event) {
+  const drag = prompts.drag;
+  if (!drag) return;
+  prompts.drag = null;
+  const at = pixelAt(event);
+  if (drag.tool === "point") {
+    addPrompt({ kind: "points", at: gridPoint(drag.start), positive: drag.positive });
+  } else if (drag.tool === "box") {
+    const start = [Math.min(drag.start[0], at[0]), Math.min(drag.start[1], at[1])];
+    const end = [Math.max(drag.start[0], at[0]), Math.max(drag.start[1], at[1])];
+    addPrompt({ kind: "boxes", start: gridPoint(start), end: gridPoint(end) });
+  } else {
+    for (const pixel of strokePixels(drag.last, at)) drag.pixels.add(flatIndex(pixel));
+    addPrompt({ kind: "scribbles", pixels: Array.from(drag.pixels), positive: drag.positive });
+  }
+}
+
+// Markers of the prompts on the slice shown: white for positive, black for negative.
+function drawPrompts(context, slice) {
+  const [, height, width] = state.view.shape;
+  const onSlice = (at) => !isVolume() || at[0] === slice;
+  const rowColumn = (at) => (isVolume() ? at.slice(1) : at);
+  const items = prompts.drag ? [...prompts.items, { kind: "drag", ...prompts.drag }] : prompts.items;
+  for (const item of items) {
+    if (item.kind === "points" && onSlice(item.at)) {
+      const [row, column] = rowColumn(item.at);
+      context.fillStyle = item.positive ? "#fff" : "#000";
+      context.fillRect(column, row, 1, 1);
+    } else if (item.kind === "boxes" && onSlice(item.start)) {
+      const [top, left] = rowColumn(item.start);
+      const [bottom, right] = rowColumn(item.end);
+      context.strokeStyle = "#fff";
+      context.lineWidth = 1;
+      context.strokeRect(left + 0.5, top + 0.5, right - left, bottom - top);
+    } else if (item.kind === "scribbles" || (item.kind === "drag" && item.tool === "scribble")) {
+      context.fillStyle = item.positive ? "#fff" : "#000";
+      const offset = isVolume() ? slice * height * width : 0;
+      for (const flat of item.pixels) {
+        const p = flat - offset;
+        if (p >= 0 && p < height * width) context.fillRect(p % width, Math.floor(p / width), 1, 1);
+      }
+    }
+  }
+}
+
+$("view-canvas").addEventListener("mousedown", startPrompt);
+$("view-canvas").addEventListener("mousemove", movePrompt);
+window.addEventListener("mouseup", endPrompt);
+$("undo-button").addEventListener("click", () => {
+  if (!prompts.items.length) return;
+  prompts.items.pop();
+  promptsChanged();
+});
+$("clear-button").addEventListener("click", () => {
+  if (!prompts.items.length) return;
+  prompts.items = [];
+  promptsChanged();
+});
 
 $("mode-select").addEventListener("change", renderParams);
 $("file-input").addEventListener("change", pickedFiles);
