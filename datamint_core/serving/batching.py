@@ -43,6 +43,8 @@ class MicroBatcher:
             call at a time); returns one list of annotations per resource.
         max_batch_size: the most resources one call takes (at least 1).
         max_batch_time: seconds a batch waits for more requests after its first.
+        on_batch: called with the number of requests and of resources of each model call
+            (a metric, a log line).
 
     Raises:
         ValueError: ``max_batch_size`` below 1 or a negative ``max_batch_time``.
@@ -53,6 +55,7 @@ class MicroBatcher:
         predict: Predict,
         max_batch_size: int,
         max_batch_time: float = DEFAULT_MAX_BATCH_TIME,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
         if (
             not isinstance(max_batch_size, int)
@@ -63,6 +66,7 @@ class MicroBatcher:
         if not isinstance(max_batch_time, (int, float)) or max_batch_time < 0:
             raise ValueError(f"max_batch_time must be seconds >= 0, got {max_batch_time!r}.")
         self._predict = predict
+        self._on_batch = on_batch
         self.max_batch_size = max_batch_size
         self.max_batch_time = float(max_batch_time)
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -79,6 +83,12 @@ class MicroBatcher:
         Raises:
             Exception: whatever ``predict`` raised for this request run on its own.
         """
+        return (await self.submit_counted(resources, params))[0]
+
+    async def submit_counted(
+        self, resources: list[BaseResource], params: dict[str, Any]
+    ) -> tuple[list[list[Annotation]], int]:
+        """:meth:`submit`, and how many requests shared the ``predict`` call that answered."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._run())
@@ -136,6 +146,8 @@ class MicroBatcher:
         if not live:
             return
         resources = [resource for item in live for resource in item.resources]
+        if self._on_batch is not None:
+            self._on_batch(len(live), len(resources))
         try:
             result = await asyncio.to_thread(self._call, resources, live[0].params)
             self.requests += len(live)
@@ -153,7 +165,7 @@ class MicroBatcher:
         start = 0
         for item in live:
             end = start + len(item.resources)
-            _settle(item.future, result=[list(entry) for entry in result[start:end]])
+            _settle(item.future, result=([list(e) for e in result[start:end]], len(live)))
             start = end
 
     def _call(self, resources: list[BaseResource], params: dict[str, Any]) -> Sequence[Any]:

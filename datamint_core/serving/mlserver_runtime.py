@@ -18,7 +18,8 @@ linked models, the inference device) and answers V2 requests over REST and gRPC.
   ``confidence_threshold``, ...); ``params`` may also hold them all as one JSON object string;
 - the answer has one output, ``annotations``: ``BYTES``, shape ``[number of inputs]``, one
   element per input holding the JSON list of its annotations (``Annotation.to_dict()``,
-  masks run-length encoded, as ``POST /invocations`` answers);
+  masks run-length encoded, as ``POST /invocations`` answers); the response parameter
+  ``datamint_batch_requests`` says how many requests shared this one's ``predict`` call;
 - a bad request is a V2 error: 400 (malformed tensor, unknown parameter), 413 (over the
   decode limit), 422 (a resource or params the model cannot serve), 500 (the model failed);
   over gRPC the matching status code, with the same message.
@@ -51,6 +52,8 @@ from datamint_core.routing import InvalidRequestError, UnsupportedModeError
 from datamint_core.serving.batching import DEFAULT_MAX_BATCH_TIME, MicroBatcher
 from datamint_core.serving.payload import model_failure_message
 
+#: The response parameter saying how many requests shared this request's predict call.
+BATCH_PARAMETER = "datamint_batch_requests"
 #: The output tensor's name.
 OUTPUT_NAME = "annotations"
 #: This runtime's ``implementation`` in ``model-settings.json``.
@@ -116,7 +119,9 @@ class DatamintRuntime(MLModel):
         self._batcher: MicroBatcher | None = None
         if self._max_batch_size > 1:
             self._batcher = MicroBatcher(
-                self._predict_sync, self._max_batch_size, self._max_batch_time
+                self._predict_sync,
+                self._max_batch_size,
+                self._max_batch_time,
             )
         return True
 
@@ -134,9 +139,9 @@ class DatamintRuntime(MLModel):
         params = _params(payload)
         try:
             if self._batcher is not None:
-                result = await self._batcher.submit(resources, params)
+                result, shared = await self._batcher.submit_counted(resources, params)
             else:
-                result = await asyncio.to_thread(self._predict_sync, resources, params)
+                result, shared = await asyncio.to_thread(self._predict_sync, resources, params), 1
         except MLServerError:
             raise
         except Exception as error:
@@ -164,6 +169,7 @@ class DatamintRuntime(MLModel):
             model_name=self.name,
             model_version=self.version,
             outputs=[output],
+            parameters={BATCH_PARAMETER: shared},
         )
 
     def _predict_sync(self, resources: list[BaseResource], params: dict[str, Any]) -> Any:
@@ -295,4 +301,4 @@ def _parameters(parameters: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["DATATYPES", "IMPLEMENTATION", "OUTPUT_NAME", "DatamintRuntime"]
+__all__ = ["BATCH_PARAMETER", "DATATYPES", "IMPLEMENTATION", "OUTPUT_NAME", "DatamintRuntime"]

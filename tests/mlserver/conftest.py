@@ -19,12 +19,13 @@ from tests.integration._server import Server, free_port
 class MLServer(Server):
     """``datamint serve --enable-mlserver`` (a real ``mlserver start``) on free local ports."""
 
-    def __init__(self, model_path: Path, log_path: Path) -> None:
+    def __init__(self, model_path: Path, log_path: Path, **env: str) -> None:
         port, self.grpc_port, metrics = free_port(), free_port(), free_port()
+        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         command = [sys.executable, "-m", "datamint_core.cli", "serve", "-m", str(model_path)]
         command += ["--enable-mlserver", "--port", str(port), "--grpc-port", str(self.grpc_port)]
         command += ["--metrics-port", str(metrics)]
-        super().__init__(command, port, log_path)
+        super().__init__(command, port, log_path, **env)
         self.name = model_path.name
 
     def wait_ready(self, timeout: float = 120.0) -> float:
@@ -55,8 +56,8 @@ class MLServer(Server):
             return error.code, json.loads(error.read() or b"{}")
 
 
-def start_mlserver(model_path: Path, log_path: Path) -> MLServer:
-    server = MLServer(model_path, log_path)
+def start_mlserver(model_path: Path, log_path: Path, **env: str) -> MLServer:
+    server = MLServer(model_path, log_path, **env)
     try:
         server.wait_ready()
     except BaseException:
