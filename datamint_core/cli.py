@@ -28,7 +28,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 PROG = "datamint"
 _INPUT_TYPES = {".json": "json", ".npy": "npy", ".npz": "npz"}
@@ -442,7 +442,6 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
             **options,
         )
     _exit_without_teardown()
-    return 0  # not reached
 
 
 def _serve_mlserver(args: argparse.Namespace) -> int:
@@ -463,7 +462,7 @@ def _serve_mlserver(args: argparse.Namespace) -> int:
 _SERVER_HOLDS = contextlib.ExitStack()
 
 
-def _exit_without_teardown() -> None:
+def _exit_without_teardown() -> NoReturn:
     """End the server process now that uvicorn is done: run the atexit handlers (temporary
     model copies, log flushing) but skip the interpreter's module teardown, which takes over
     a second with mlflow, pandas and FastAPI loaded and would stretch every SIGTERM."""

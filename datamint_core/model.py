@@ -299,9 +299,6 @@ class BaseDatamintModel(PythonModel):
         state.pop("_linked_models", None)
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
 
 class WrappedModel(BaseDatamintModel):
     """A Datamint model around any object with ``predict_*`` or ``@prediction_mode`` methods.

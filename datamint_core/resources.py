@@ -777,23 +777,9 @@ def _read_array_file(path: str) -> np.ndarray:
         return load_array(file, repr(path), suffix)
 
 
-def load_npy(file: Any, where: str) -> np.ndarray:
-    """Read one numeric array from an open, seekable ``.npy`` file object; never unpickles.
-
-    The header is read first; its dtype and declared size are checked (see
-    :func:`check_pixel_dtype`, :func:`datamint_core._limits.check_decoded_size`) and the
-    file must hold that many bytes before the array is allocated.
-
-    Raises:
-        ResourceError: not ``.npy`` bytes, a dtype that is not plain numeric, or fewer bytes
-            than the header declares.
-        InputTooLargeError: the declared array is over the decode budget.
-    """
-    return load_array(file, where, ".npy")
-
-
 def load_npz(file: Any, where: str) -> dict[str, np.ndarray]:
-    """Read every array of an open, seekable ``.npz`` file, each checked as :func:`load_npy`.
+    """Read every array of an open, seekable ``.npz`` file, each checked as :func:`load_array`
+    checks a ``.npy``.
 
     The zip's declared sizes are checked against the decode budget before any member is
     read, and each member's ``.npy`` header before its array is allocated.
@@ -852,7 +838,15 @@ _NPY_HEADER_ITEM = re.compile(
 def load_array(file: Any, where: str, suffix: str) -> np.ndarray:
     """Read one numeric array from an open, seekable ``.npy``/``.npz`` (``suffix``) file.
 
-    See :func:`load_npy` and :func:`load_npz` for the checks; an ``.npz`` must hold one array.
+    The header is read first; its dtype and declared size are checked (see
+    :func:`check_pixel_dtype`, :func:`datamint_core._limits.check_decoded_size`) and the
+    file must hold that many bytes before the array is allocated; never unpickles. See
+    :func:`load_npz` for the ``.npz`` checks; an ``.npz`` given here must hold one array.
+
+    Raises:
+        ResourceError: not ``.npy``/``.npz`` bytes, a dtype that is not plain numeric, or
+            fewer bytes than the header declares.
+        InputTooLargeError: the declared array is over the decode budget.
     """
     magic = NPY_MAGIC if suffix == ".npy" else _ZIP_MAGIC
     if file.read(len(magic)) != magic:

@@ -268,54 +268,25 @@ class MLflowModelCheckpoint(ModelCheckpoint):
 
     # -- the first real batch, for the signature -----------------------------------------------
 
-    def _keep_sample(self, batch: Any) -> None:
+    def _keep_sample(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Keep a sample of the first batch with an input, whichever stage runs it first."""
         if self._sample is None:
             tensor = input_of(batch, self.input_from_batch)
             if tensor is not None:
                 self._sample = signature_sample(tensor)
 
-    @override
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self._sample is None:
-            self._keep_sample(batch)
-
-    @override
-    def on_validation_batch_start(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._sample is None:
-            self._keep_sample(batch)
-
-    @override
-    def on_test_batch_start(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._sample is None:
-            self._keep_sample(batch)
-
-    @override
-    def on_predict_batch_start(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._sample is None:
-            self._keep_sample(batch)
+    # One hook for the four stages (Lightning's public batch-start hooks).
+    on_train_batch_start = _keep_sample
+    on_validation_batch_start = _keep_sample
+    on_test_batch_start = _keep_sample
+    on_predict_batch_start = _keep_sample
 
     # -- checkpoints in, checkpoints out -------------------------------------------------------
 

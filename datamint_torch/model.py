@@ -25,7 +25,7 @@ import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from mlflow.exceptions import MlflowException
@@ -72,8 +72,6 @@ class DatamintModel(BaseDatamintModel):
         TypeError: ``torch_model`` is not a ``torch.nn.Module``.
         MlflowException: a malformed linked URI, or a name used for two linked models.
     """
-
-    LINKED_MODELS_DIR: ClassVar[str] = "linked_models"
 
     def __init__(
         self,

@@ -98,11 +98,6 @@ def count_inputs(source: str | os.PathLike[str]) -> int:
     return sum(1 for _ in iter_inputs(source))
 
 
-def manifest_format(path: Path) -> str | None:
-    """``parquet``, ``csv`` or ``jsonl`` for a manifest file; ``None`` for a directory."""
-    return None if path.is_dir() else _manifest_format(path)
-
-
 def load_resource(row: Mapping[str, Any]) -> BaseResource:
     """Read the study a row names (any format :func:`datamint_core.io.read` takes), with the
     row's kind, geometry and descriptors applied.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -426,11 +426,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-#: Writers by the suffix of the file they write.
-WRITERS: dict[str, Callable[..., str]] = {
-    ".nii": write_nifti,
-    ".nii.gz": write_nifti,
-    ".dcm": write_dicom_seg,
-}

@@ -506,3 +506,75 @@ def test_in_chromium_a_click_grows_a_region_where_it_was_and_a_negative_click_re
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_in_chromium_a_dragged_box_grows_inside_it_and_a_negative_scribble_removes_it(
+    interactive_server, tmp_path
+):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    picture = np.full((48, 48), 30, dtype=np.uint8)
+    picture[8:21, 8:21] = 200
+    picture[28:41, 26:43] = 200
+    Image.fromarray(picture).save(tmp_path / "blobs.png")
+    browser, profile = chromium_driver()
+
+    def offset(row, column):
+        size = browser.find_element("id", "view-canvas").size
+        return (
+            int((column + 0.5) / 48 * size["width"] - size["width"] / 2),
+            int((row + 0.5) / 48 * size["height"] - size["height"] / 2),
+        )
+
+    def drag(start, end):
+        canvas = browser.find_element("id", "view-canvas")
+        actions = ActionChains(browser).move_to_element_with_offset(canvas, *offset(*start))
+        actions.click_and_hold()
+        for step in range(1, 5):
+            row = start[0] + (end[0] - start[0]) * step / 4
+            column = start[1] + (end[1] - start[1]) * step / 4
+            actions.move_to_element_with_offset(canvas, *offset(row, column))
+        actions.release().perform()
+        wait_for(browser, "done")
+
+    def mask_shown():
+        shown = canvas_pixels(browser)
+        changed = np.abs(shown.astype(int) - before.astype(int)).sum(axis=2) > 90
+        tinted = changed & (shown[..., 0].astype(int) > shown[..., 1].astype(int) + 40)
+        scale = shown.shape[0] // 48
+        # One value per picture pixel: the middle of its cell on the screen.
+        return tinted[scale // 2 :: scale, scale // 2 :: scale][:48, :48]
+
+    try:
+        browser.get(interactive_server.url + "/")
+        wait_for(browser, "ready")
+        Select(browser.find_element("id", "mode-select")).select_by_value("image")
+        browser.find_element("id", "file-input").send_keys(str(tmp_path / "blobs.png"))
+        browser.find_element("id", "predict-button").click()
+        wait_for(browser, "done")
+        before = canvas_pixels(browser)
+
+        browser.find_element("css selector", "input[name=prompt-tool][value=box]").click()
+        drag((30, 28), (36, 38))
+        shown = mask_shown()
+        inside = np.zeros((48, 48), dtype=bool)
+        inside[30:37, 28:39] = True
+        assert shown[31:36, 29:38].all()  # blob B within the box (its edge: the box drawn)
+        assert not shown[~inside].any()  # ... and nothing outside it
+
+        browser.find_element("css selector", "input[name=prompt-tool][value=scribble]").click()
+        browser.find_element("id", "negative-input").click()
+        drag((33, 27), (33, 41))
+        assert not mask_shown().any()
+
+        sent = browser.execute_script(
+            "return JSON.stringify(promptsJson())"  # what the last request carried
+        )
+        lesion = json.loads(sent)["labels"]["lesion"]
+        assert lesion["boxes"] == [{"start": [30, 28], "end": [36, 38]}]
+        (scribble,) = lesion["scribbles"]
+        assert scribble["positive"] is False and sum(scribble["counts"]) == 48 * 48
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -1,0 +1,218 @@
+"""The three layers of ``datamint_core`` (DESIGN §10), written down and enforced.
+
+domain (0) -> MLflow integration (1) -> applications (2): a module may import its own layer
+and the layers below it, never a higher one -- not even inside a function or under
+``TYPE_CHECKING``. Where a lower layer needs a higher one's behaviour, the higher one
+registers a hook (see ``datamint_core._extensions``).
+
+Every module must be classified here: a new module fails :func:`test_every_module_has_a_layer`
+until it is added to ``LAYERS`` (or sits in a package listed there).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import datamint_core
+
+DOMAIN, INTEGRATION, APPLICATIONS = 0, 1, 2
+LAYER_NAMES = {DOMAIN: "domain", INTEGRATION: "MLflow integration", APPLICATIONS: "applications"}
+
+#: The layer of each module (``datamint_core.`` left off). A name ending in ``.*`` covers a
+#: whole package (the package and everything under it); a plain name covers one module.
+#: The most specific entry wins.
+LAYERS: dict[str, int] = {
+    # domain: the standard library and numpy only
+    "_env": DOMAIN,
+    "_extensions": DOMAIN,
+    "_limits": DOMAIN,
+    "_messages": DOMAIN,
+    "annotations": DOMAIN,
+    "dataset": DOMAIN,
+    "enums": DOMAIN,
+    "metrics": DOMAIN,
+    "model": DOMAIN,
+    "prompts": DOMAIN,
+    "resources": DOMAIN,
+    "routing": DOMAIN,
+    "settings": DOMAIN,
+    "sliding_window": DOMAIN,
+    "version": DOMAIN,
+    # MLflow integration: domain, mlflow-skinny, optional readers
+    "_loader": INTEGRATION,
+    "_mlmodel": INTEGRATION,
+    "_requirements": INTEGRATION,
+    "_wheel": INTEGRATION,
+    "artifact_cache": INTEGRATION,
+    "flavor": INTEGRATION,
+    "linked_models": INTEGRATION,
+    "validation": INTEGRATION,
+    "io.*": INTEGRATION,  # the readers and writers
+    # applications: everything below
+    "": APPLICATIONS,  # the package's __init__: the public facade re-exports every layer
+    "cli": APPLICATIONS,
+    "io.predict": APPLICATIONS,  # the `datamint predict` command
+    "batch.*": APPLICATIONS,
+    "evaluation.*": APPLICATIONS,
+    "platform.*": APPLICATIONS,
+    "serving.*": APPLICATIONS,
+    "training.*": APPLICATIONS,
+}
+
+#: Upward imports that exist today, each to be replaced by a hook registered from above.
+#: The list only shrinks: a pair that no longer exists fails the test, so remove it here.
+KNOWN_UPWARD: set[tuple[str, str]] = {
+    # The prediction gateway logs predictions to the platform (wants a hook the platform
+    # registers) and loads linked models (wants a loader hook from the integration layer).
+    ("model", "platform.predictions"),
+    ("model", "linked_models"),
+    # The flavor carries serving concerns (the payload decoder, the server's config) and
+    # takes the default input example from the platform package.
+    ("flavor", "serving.config"),
+    ("flavor", "serving.payload"),
+    ("flavor", "platform.input_example"),
+    # A local file path in a resource is read by the io readers, which import resources
+    # back (a cycle): the wire form / reader split of issue 17 item 2 removes it.
+    ("resources", "io._read"),
+}
+
+PACKAGE_ROOT = Path(datamint_core.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE_ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+MODULES = _modules()
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of ``module`` (relative name), or ``None`` when it is not classified."""
+    if module in LAYERS:
+        return LAYERS[module]
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        entry = ".".join(parts[:end]) + ".*"
+        if entry in LAYERS:
+            return LAYERS[entry]
+    return None
+
+
+def imports_of(module: str, source: str) -> set[str]:
+    """Every ``datamint_core`` module that ``source`` imports, anywhere in the file.
+
+    Names are relative to the package (``""`` is the package itself). ``from pkg import x``
+    counts as importing ``pkg.x`` when that is a module, else ``pkg``; relative imports are
+    resolved against ``module``.
+    """
+    is_package = MODULES[module].name == "__init__.py"
+    found: set[str] = set()
+
+    def add(absolute: str) -> None:
+        if absolute == "datamint_core" or absolute.startswith("datamint_core."):
+            found.add(absolute.removeprefix("datamint_core").removeprefix("."))
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                here = ["datamint_core", *filter(None, module.split("."))]
+                base = here if is_package else here[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                source_module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source_module = node.module or ""
+            for alias in node.names:
+                submodule = f"{source_module}.{alias.name}"
+                relative = submodule.removeprefix("datamint_core").removeprefix(".")
+                add(submodule if relative in MODULES else source_module)
+    found.discard(module)
+    return found
+
+
+def upward_imports() -> set[tuple[str, str]]:
+    upward = set()
+    for module, path in MODULES.items():
+        own = layer_of(module)
+        for imported in imports_of(module, path.read_text(encoding="utf-8")):
+            theirs = layer_of(imported)
+            if own is not None and theirs is not None and theirs > own:
+                upward.add((module, imported))
+    return upward
+
+
+def test_every_module_has_a_layer():
+    unmapped = sorted(module for module in MODULES if layer_of(module) is None)
+    assert not unmapped, (
+        f"datamint_core modules without a layer: {unmapped}. Add each to LAYERS in "
+        f"{__file__}: DOMAIN if it needs only the standard library and numpy (resources, "
+        "routing, settings, the model), INTEGRATION if it talks to MLflow or reads/writes "
+        "files (flavor, loader, cache, io readers), APPLICATIONS if it is a command, a "
+        "server or the platform (serving, batch, cli, platform, evaluation, training). "
+        "A module may import only its own layer and those below it (DESIGN §10)."
+    )
+
+
+def test_no_module_imports_a_higher_layer():
+    new = sorted(upward_imports() - KNOWN_UPWARD)
+    described = [
+        f"datamint_core.{module or '__init__'} ({LAYER_NAMES[layer_of(module)]}) imports "
+        f"datamint_core.{imported} ({LAYER_NAMES[layer_of(imported)]})"
+        for module, imported in new
+    ]
+    assert not new, (
+        "A lower layer imports a higher one (DESIGN §10: domain -> MLflow integration -> "
+        "applications). Have the higher layer register a hook instead (as the torch extra "
+        "registers device detection through datamint_core._extensions), or move the code "
+        "down a layer:\n  " + "\n  ".join(described)
+    )
+
+
+def test_the_known_upward_imports_only_shrink():
+    gone = sorted(KNOWN_UPWARD - upward_imports())
+    assert not gone, (
+        f"These upward imports are gone: {gone}. Remove them from KNOWN_UPWARD in {__file__} "
+        "so that they cannot come back."
+    )
+
+
+def test_known_upward_pairs_name_real_modules():
+    for module, imported in KNOWN_UPWARD:
+        assert module in MODULES and imported in MODULES, (module, imported)
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("model", "import datamint_core.serving.app", {"serving.app"}),
+        ("model", "def f():\n    from datamint_core.serving import app", {"serving.app"}),
+        ("model", "from .serving import payload", {"serving.payload"}),
+        ("io.image", "from .. import flavor", {"flavor"}),
+        ("io.image", "from ._checks import x", {"io._checks"}),
+        ("io", "from .writers import write_nifti", {"io.writers"}),
+        ("model", "from datamint_core import resources, enums", {"resources", "enums"}),
+        ("model", "from datamint_core import __version__", {""}),
+        ("model", "import numpy\nfrom mlflow import pyfunc", set()),
+    ],
+)
+def test_imports_are_found_in_every_form(module, source, expected):
+    assert imports_of(module, source) == expected
+
+
+def test_an_upward_import_in_a_function_is_caught():
+    # The checker itself: the domain's routing importing the server, hidden in a function.
+    source = "def handler():\n    from datamint_core.serving.app import create_app\n"
+    imported = imports_of("routing", source)
+    assert imported == {"serving.app"}
+    assert layer_of("routing") < layer_of("serving.app")
