@@ -48,7 +48,7 @@ from _models import BENIGN_FINDING, ConstantClassifier
 
 import datamint_core
 from datamint_core.flavor import get_default_pip_requirements
-from datamint_core.platform.input_example import default_input_example
+from datamint_core.input_example import default_input_example
 
 TARGET_RATIO = 1.1
 #: "A fraction of MLflow's time" for the inferred-requirements save.

@@ -216,7 +216,7 @@ def save_model(
     if data_path is not None:
         artifacts = {**(artifacts or {}), "data": os.fspath(data_path)}
     if input_example is None:
-        from datamint_core.platform.input_example import default_input_example
+        from datamint_core.input_example import default_input_example
 
         input_example = default_input_example(block["supported_modes"])
     if signature is None:

@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "annotations": DOMAIN,
     "dataset": DOMAIN,
     "enums": DOMAIN,
+    "input_example": DOMAIN,  # the blank resource saved with a model that is given none
     "metrics": DOMAIN,
     "model": DOMAIN,
     "prompts": DOMAIN,
@@ -69,11 +70,9 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     # registers) and loads linked models (wants a loader hook from the integration layer).
     ("model", "platform.predictions"),
     ("model", "linked_models"),
-    # The flavor carries serving concerns (the payload decoder, the server's config) and
-    # takes the default input example from the platform package.
+    # The flavor carries serving concerns (the payload decoder, the server's config).
     ("flavor", "serving.config"),
     ("flavor", "serving.payload"),
-    ("flavor", "platform.input_example"),
     # A local file path in a resource is read by the io readers, which import resources
     # back (a cycle): the wire form / reader split of issue 17 item 2 removes it.
     ("resources", "io._read"),
