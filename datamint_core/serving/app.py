@@ -75,6 +75,7 @@ from datamint_core._limits import (
     InputTooLargeError,
     RequestDeadlineExceeded,
     RequestLimits,
+    applying,
     check_deadline,
     current_deadline,
 )
@@ -128,6 +129,23 @@ class ServedModel:
         self.metadata = metadata
         self.thread_safe = bool(getattr(model, "thread_safe", False))
         self._lock = threading.Lock()
+        #: Set by :meth:`enable_batching` when the model declares ``max_batch_size`` > 1.
+        self.batcher: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def enable_batching(self, loop: asyncio.AbstractEventLoop, limits: RequestLimits) -> None:
+        """Coalesce concurrent requests into one ``predict`` (``ModelSettings.max_batch_size``,
+        see :mod:`datamint_core.serving.batching`); the batch runs under the server's limits."""
+        size = getattr(self.model.settings, "max_batch_size", None)
+        if not size or size <= 1:
+            return
+        from datamint_core.serving.batching import MicroBatcher
+
+        def run(resources: list[BaseResource], params: dict[str, Any]) -> Any:
+            with applying(RequestLimits(limits.max_decoded_bytes, limits.max_slices)), self._lock:
+                return self.model.predict(resources, params)
+
+        self.batcher, self._loop = MicroBatcher(run, size), loop
 
     @classmethod
     def load(cls, model_uri: str) -> ServedModel:
@@ -152,6 +170,8 @@ class ServedModel:
         A request whose deadline passes while it waits for the model is dropped unrun: its
         client already got a 504, and running it would only delay the requests behind it.
         """
+        if self.batcher is not None and self._loop is not None:
+            return predictions_to_json(self._batched(resources, params))
         if self.thread_safe:
             result = self.model.predict(resources, params)
         else:
@@ -165,6 +185,20 @@ class ServedModel:
             finally:
                 self._lock.release()
         return predictions_to_json(result)
+
+
+    def _batched(self, resources: list[BaseResource], params: dict[str, Any]) -> Any:
+        import concurrent.futures
+
+        assert self._loop is not None
+        submitted = self.batcher.submit(resources, params)
+        future = asyncio.run_coroutine_threadsafe(submitted, self._loop)
+        deadline = current_deadline()
+        try:
+            return future.result(None if deadline is None else deadline - time.monotonic())
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise RequestDeadlineExceeded("The request's deadline passed in its batch.") from None
 
 
 def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> ASGIApp:
@@ -188,6 +222,7 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_AcceptErrorLog(loop.get_exception_handler()))
+        served.enable_batching(loop, RequestLimits(config.max_decoded_bytes, config.max_slices))
         yield
 
     app = FastAPI(

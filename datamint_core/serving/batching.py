@@ -14,6 +14,7 @@ Used by the MLServer runtime (:mod:`datamint_core.serving.mlserver_runtime`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,9 @@ class MicroBatcher:
         if not isinstance(max_batch_time, (int, float)) or max_batch_time < 0:
             raise ValueError(f"max_batch_time must be seconds >= 0, got {max_batch_time!r}.")
         self._predict = predict
+        # Its own thread: callers blocked in the loop's default executor (datamint serve's
+        # request threads) must not starve the batch they wait for.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "datamint-batch")
         self._on_batch = on_batch
         self.max_batch_size = max_batch_size
         self.max_batch_time = float(max_batch_time)
@@ -148,7 +152,10 @@ class MicroBatcher:
         if self._on_batch is not None:
             self._on_batch(len(live), len(resources))
         try:
-            result = await asyncio.to_thread(self._call, resources, live[0].params)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._executor, self._call, resources, live[0].params
+            )
             self.requests += len(live)
             if len(result) != len(resources):
                 raise ValueError(
