@@ -111,25 +111,21 @@ class MicroBatcher:
             self._queue = None
 
     async def _run(self) -> None:
+        # One model call at a time; while it runs, the next batch keeps filling (past
+        # max_batch_time), so that a busy model gets full batches.
         assert self._queue is not None
-        queue = self._queue
+        queue, loop = self._queue, asyncio.get_running_loop()
+        idle = asyncio.Event()
+        idle.set()
         held: _Pending | None = None
         while True:
             first = held or await queue.get()
             held = None
-            batch = [first]
-            size = len(first.resources)
-            key = _params_key(first.params)
-            deadline = asyncio.get_running_loop().time() + self.max_batch_time
+            batch, size, key = [first], len(first.resources), _params_key(first.params)
+            deadline = loop.time() + self.max_batch_time
             while size < self.max_batch_size:
-                remaining = deadline - asyncio.get_running_loop().time()
-                try:
-                    item = (
-                        queue.get_nowait()
-                        if remaining <= 0
-                        else await asyncio.wait_for(queue.get(), remaining)
-                    )
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                item = await _next(queue, idle, deadline - loop.time())
+                if item is None:
                     break
                 if (
                     _params_key(item.params) != key
@@ -139,7 +135,10 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 size += len(item.resources)
-            await self._answer(batch)
+            await idle.wait()
+            idle.clear()
+            task = loop.create_task(self._answer(batch))
+            task.add_done_callback(lambda _: idle.set())
 
     async def _answer(self, batch: list[_Pending]) -> None:
         live = [item for item in batch if not item.future.cancelled()]
@@ -171,6 +170,33 @@ class MicroBatcher:
     def _call(self, resources: list[BaseResource], params: dict[str, Any]) -> Sequence[Any]:
         self.calls += 1
         return self._predict(resources, params)
+
+
+async def _next(
+    queue: asyncio.Queue[_Pending], idle: asyncio.Event, remaining: float
+) -> _Pending | None:
+    """The next queued request; None once ``remaining`` seconds passed and the model is idle."""
+    if not queue.empty():
+        return queue.get_nowait()
+    getting = asyncio.ensure_future(queue.get())
+    waits = {getting} if remaining > 0 or not idle.is_set() else set()
+    if not waits:
+        getting.cancel()
+        return None
+    idling = None
+    if remaining <= 0:  # past the batch time: wait for more only while the model is busy
+        idling = asyncio.ensure_future(idle.wait())
+        waits.add(idling)
+    await asyncio.wait(
+        waits, timeout=remaining if remaining > 0 else None, return_when=asyncio.FIRST_COMPLETED
+    )
+    if idling is not None:
+        idling.cancel()
+    if getting.done() or not getting.cancel():  # got an item (cancelling keeps it queued)
+        return getting.result()
+    if remaining > 0 and not idle.is_set():  # batch time over, model still busy: keep filling
+        return await _next(queue, idle, 0)
+    return None
 
 
 def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:

@@ -19,7 +19,7 @@ from tests.mlserver.models import TinyCNN
 
 CLIENTS = 16
 REQUESTS_PER_CLIENT = 6
-SIDE = 16
+SIDE = 8
 #: One BLAS thread: on a shared 2-core machine threaded BLAS calls stall each other.
 SERVER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
