@@ -69,7 +69,8 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     # The prediction gateway loads linked models (wants a loader hook from the integration
     # layer, as the platform registers its prediction logger in datamint_core._extensions).
     ("model", "linked_models"),
-    # The flavor carries serving concerns (the payload decoder, the server's config).
+    # The flavor refuses local paths in a request as the server does, through the server's
+    # config and path check.
     ("flavor", "serving.config"),
     ("flavor", "serving.payload"),
     # A local file path in a resource is read by the io readers, which import resources
