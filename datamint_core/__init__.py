@@ -26,7 +26,12 @@ from datamint_core.annotations import (
     SegmentationAnnotation,
     TextAnnotation,
 )
-from datamint_core.artifact_cache import ArtifactCache
+from datamint_core.artifact_cache import (
+    ArtifactCache,
+    CacheError,
+    CacheNotWritableError,
+    CorruptedCacheEntryError,
+)
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.platform import (
     EnvVars,
@@ -51,8 +56,16 @@ from datamint_core.resources import (
     VideoResource,
     VolumeResource,
 )
-from datamint_core.routing import ModeSpec, PredictionRouter, prediction_mode
+from datamint_core.routing import (
+    InvalidRequestError,
+    ModeSpec,
+    PredictionRouter,
+    ResultShapeError,
+    UnsupportedModeError,
+    prediction_mode,
+)
 from datamint_core.settings import ModelSettings
+from datamint_core.sliding_window import PatchResultError
 from datamint_core.version import __version__
 
 if TYPE_CHECKING:
@@ -108,7 +121,10 @@ __all__ = [
     "BaseResource",
     "Box",
     "BoxAnnotation",
+    "CacheError",
+    "CacheNotWritableError",
     "CategoryAnnotation",
+    "CorruptedCacheEntryError",
     "DatamintDatasetSource",
     "DatamintMLflowDataset",
     "EnvVars",
@@ -117,6 +133,7 @@ __all__ = [
     "ImageDataset",
     "ImageResource",
     "InputTooLargeError",
+    "InvalidRequestError",
     "LabelPrompts",
     "LineAnnotation",
     "LinkSettings",
@@ -125,6 +142,7 @@ __all__ = [
     "ModeSpec",
     "ModelSettings",
     "NumericAnnotation",
+    "PatchResultError",
     "Point",
     "PointAnnotation",
     "PredictionMode",
@@ -135,11 +153,13 @@ __all__ = [
     "Prompts",
     "RequestDeadlineExceeded",
     "ResourceError",
+    "ResultShapeError",
     "Scribble",
     "SegmentationAnnotation",
     "TaskType",
     "TextAnnotation",
     "TrackingServerUnreachableError",
+    "UnsupportedModeError",
     "ValidationReport",
     "VideoResource",
     "VolumeResource",

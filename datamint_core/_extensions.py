@@ -3,12 +3,14 @@
 ``datamint_torch`` registers its hardware detection here when it is imported, so a model
 class that needs torch brings its own device detection with it, and a numpy-only model never
 pays for importing torch. It also registers how many threads its operations may use, which
-a batch worker sets so that the workers share the machine's cores.
+a batch worker sets so that the workers share the machine's cores. The platform layer
+registers how predictions are logged to the Datamint platform.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 _device_detector: Callable[[], str] | None = None
 
@@ -37,3 +39,34 @@ def limit_threads(threads: int) -> None:
     """Cap the compute threads of every library an installed extra registered."""
     for limiter in _thread_limiters:
         limiter(threads)
+
+
+_prediction_logger: Callable[[Sequence[Any], Sequence[Sequence[Any]], str | None], Any] | None
+_prediction_logger = None
+
+
+def register_prediction_logger(
+    logger: Callable[[Sequence[Any], Sequence[Sequence[Any]], str | None], Any],
+) -> None:
+    """Install the function that sends predictions where ``log_predictions=True`` asks.
+
+    The platform layer (:mod:`datamint_core.platform`) registers it when it is imported, as
+    ``import datamint_core`` does, so the model (domain layer) never imports the platform.
+    """
+    global _prediction_logger
+    _prediction_logger = logger
+
+
+def log_predictions(resources: Sequence[Any], results: Sequence[Sequence[Any]],
+                    model_name: str | None) -> None:
+    """Send a prediction through the registered logger.
+
+    Raises:
+        RuntimeError: no logger is registered (``datamint_core.platform`` was not imported).
+    """
+    if _prediction_logger is None:
+        raise RuntimeError(
+            "log_predictions=True needs the Datamint platform layer: import datamint_core "
+            "(or datamint_core.platform) before predicting, or leave log_predictions unset."
+        )
+    _prediction_logger(resources, results, model_name)

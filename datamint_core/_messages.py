@@ -7,6 +7,8 @@ error answer stays a few kB whatever the input was.
 
 from __future__ import annotations
 
+import re
+
 #: The longest message an error answer carries, in characters.
 MAX_MESSAGE_CHARS = 1000
 _ELLIPSIS = "…"
@@ -35,4 +37,15 @@ def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return head.rstrip(" \n,;:(") + _ELLIPSIS
 
 
-__all__ = ["MAX_MESSAGE_CHARS", "shorten"]
+__all__ = ["MAX_MESSAGE_CHARS", "model_failure_message", "shorten"]
+
+
+_LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\])+[^\s'"/\\]*""")
+
+
+def model_failure_message(error: BaseException) -> str:
+    """What a client is told of a model's own failure: its type and message, server-side
+    file paths replaced by ``<path>``, at most 500 characters (cut at a word); never a stack
+    trace."""
+    text = _LOCAL_PATH.sub("<path>", f"{type(error).__name__}: {error}")
+    return shorten(f"The model failed: {text}", 500)

@@ -59,7 +59,7 @@ from datamint_core._limits import (
     RequestLimits,
     applying,
 )
-from datamint_core._messages import shorten
+from datamint_core._messages import model_failure_message, shorten
 from datamint_core._mlmodel import read_flavors, write_mlmodel
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
@@ -460,8 +460,6 @@ class _DatamintPyfuncModel:
         except Exception as error:
             if not serving:
                 raise
-            from datamint_core.serving.payload import model_failure_message
-
             _logger.exception("The model failed on a request")
             raise _ClientError(model_failure_message(error), INTERNAL_ERROR) from None
         entries = [[annotation.to_dict() for annotation in entry] for entry in result]

@@ -250,9 +250,7 @@ class BaseDatamintModel(PythonModel):
             for entry in result
         ]
         if _is_true(params.get("log_predictions")):
-            from datamint_core.platform.predictions import log_predictions
-
-            log_predictions(resources, output, params.get("model_name"))
+            _extensions.log_predictions(resources, output, params.get("model_name"))
         return output
 
     def predict_default(

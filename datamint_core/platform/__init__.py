@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from datamint_core import _extensions
+from datamint_core.platform import predictions as _predictions
 from datamint_core.platform.client import (
     PlatformAuthError,
     PlatformClient,
@@ -35,6 +37,9 @@ from datamint_core.platform.projects import (
     get_active_project_id,
     set_project,
 )
+
+# The model (domain layer) logs predictions through this hook, never by importing the platform.
+_extensions.register_prediction_logger(_predictions.log_predictions)
 
 _PLUGINS = {
     "DatamintStore": "datamint_core.platform.store",

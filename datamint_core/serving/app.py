@@ -79,7 +79,7 @@ from datamint_core._limits import (
     check_deadline,
     current_deadline,
 )
-from datamint_core._messages import shorten
+from datamint_core._messages import model_failure_message, shorten
 from datamint_core.model import BaseDatamintModel
 from datamint_core.resources import BaseResource, ResourceError
 from datamint_core.routing import InvalidRequestError, UnsupportedModeError
@@ -89,7 +89,6 @@ from datamint_core.serving.payload import (
     RequestError,
     build_resources,
     malformed,
-    model_failure_message,
     parse_json_envelope,
     predictions_to_json,
     too_large_input,

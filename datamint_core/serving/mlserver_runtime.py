@@ -47,10 +47,10 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
 from datamint_core._limits import InputTooLargeError, RequestLimits, applying
+from datamint_core._messages import model_failure_message
 from datamint_core.resources import RESOURCE_KINDS, BaseResource, ResourceError
 from datamint_core.routing import InvalidRequestError, UnsupportedModeError
 from datamint_core.serving.batching import DEFAULT_MAX_BATCH_TIME, MicroBatcher
-from datamint_core.serving.payload import model_failure_message
 
 #: The response parameter saying how many requests shared this request's predict call.
 BATCH_PARAMETER = "datamint_batch_requests"

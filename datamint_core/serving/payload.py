@@ -78,7 +78,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -481,17 +480,6 @@ def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:
         raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
     except InputTooLargeError as error:
         raise too_large_input(error, f"Input #{position}: ") from None
-
-
-_LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\])+[^\s'"/\\]*""")
-
-
-def model_failure_message(error: BaseException) -> str:
-    """What a client is told of a model's own failure: its type and message, server-side
-    file paths replaced by ``<path>``, at most 500 characters (cut at a word); never a stack
-    trace."""
-    text = _LOCAL_PATH.sub("<path>", f"{type(error).__name__}: {error}")
-    return shorten(f"The model failed: {text}", 500)
 
 
 def too_large_input(error: InputTooLargeError, prefix: str = "") -> RequestError:

@@ -66,11 +66,11 @@ LAYERS: dict[str, int] = {
 #: Upward imports that exist today, each to be replaced by a hook registered from above.
 #: The list only shrinks: a pair that no longer exists fails the test, so remove it here.
 KNOWN_UPWARD: set[tuple[str, str]] = {
-    # The prediction gateway logs predictions to the platform (wants a hook the platform
-    # registers) and loads linked models (wants a loader hook from the integration layer).
-    ("model", "platform.predictions"),
+    # The prediction gateway loads linked models (wants a loader hook from the integration
+    # layer, as the platform registers its prediction logger in datamint_core._extensions).
     ("model", "linked_models"),
-    # The flavor carries serving concerns (the payload decoder, the server's config).
+    # The flavor refuses local paths in a request as the server does, through the server's
+    # config and path check.
     ("flavor", "serving.config"),
     ("flavor", "serving.payload"),
     # A local file path in a resource is read by the io readers, which import resources

@@ -31,6 +31,13 @@ def test_public_api_is_exactly_this():
             "BaseDatamintModel",
             "BaseResource",
             "BoxAnnotation",
+            "CacheError",
+            "CacheNotWritableError",
+            "CorruptedCacheEntryError",
+            "InvalidRequestError",
+            "ResultShapeError",
+            "UnsupportedModeError",
+            "PatchResultError",
             "CategoryAnnotation",
             "DatamintDatasetSource",
             "DatamintMLflowDataset",
@@ -74,6 +81,21 @@ def test_public_api_is_exactly_this():
         ]
     )
     assert all(hasattr(datamint_core, name) for name in datamint_core.__all__)
+
+
+def test_every_error_a_user_can_catch_is_exported_and_a_standard_exception():
+    from datamint_core import routing, sliding_window
+
+    assert datamint_core.InvalidRequestError is routing.InvalidRequestError
+    assert issubclass(datamint_core.UnsupportedModeError, datamint_core.InvalidRequestError)
+    assert issubclass(datamint_core.UnsupportedModeError, NotImplementedError)
+    assert issubclass(datamint_core.PromptError, datamint_core.InvalidRequestError)
+    assert datamint_core.PatchResultError is sliding_window.PatchResultError
+    for name in ("InvalidRequestError", "ResultShapeError", "PatchResultError",
+                 "ResourceError", "InputTooLargeError"):
+        assert issubclass(getattr(datamint_core, name), ValueError), name
+    assert issubclass(datamint_core.CorruptedCacheEntryError, datamint_core.CacheError)
+    assert issubclass(datamint_core.CacheNotWritableError, PermissionError)
 
 
 def test_importing_the_core_never_imports_torch_or_lightning(run_python):
