@@ -157,3 +157,26 @@ def read_response(sock: socket.socket) -> tuple[int, dict]:
     while len(body) < length:
         body += sock.recv(65536)
     return int(head.split()[1]), json.loads(body[:length])
+
+
+def run_concurrently(call: Any, clients: int, per_client: int) -> tuple[dict, float]:
+    """``clients`` threads, each calling ``call(client, request)`` ``per_client`` times in turn.
+
+    Returns:
+        ``{(client, request): what call returned}`` and the wall-clock seconds it all took.
+    """
+    import threading
+
+    answers: dict = {}
+
+    def client(index: int) -> None:
+        for request in range(per_client):
+            answers[index, request] = call(index, request)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers, time.perf_counter() - started

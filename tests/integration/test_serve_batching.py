@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -15,7 +13,7 @@ import numpy as np
 import pytest
 
 from datamint_core import ImageResource, ModelSettings, load_model, save_model
-from tests.integration._server import datamint_serve
+from tests.integration._server import datamint_serve, run_concurrently
 from tests.mlserver.models import TinyCNN
 
 CLIENTS, REQUESTS_PER_CLIENT, SIDE = 16, 6, 8
@@ -46,22 +44,13 @@ def _post(url: str, pixels: np.ndarray, name: str) -> tuple[int, dict]:
 
 
 def _run_clients(url: str, bad=None) -> tuple[dict, float]:
-    answers = {}
+    def call(index: int, request: int):
+        pixels = _image(index, request)
+        if (index, request) == bad:
+            pixels[3, 3] = np.nan
+        return _post(url, pixels, f"c{index}-r{request}")
 
-    def client(index: int) -> None:
-        for request in range(REQUESTS_PER_CLIENT):
-            pixels = _image(index, request)
-            if (index, request) == bad:
-                pixels[3, 3] = np.nan
-            answers[index, request] = _post(url, pixels, f"c{index}-r{request}")
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answers, time.perf_counter() - started
+    return run_concurrently(call, CLIENTS, REQUESTS_PER_CLIENT)
 
 
 @pytest.fixture(scope="module")

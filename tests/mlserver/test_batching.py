@@ -7,13 +7,12 @@ Run with ``-s`` to see the throughput figures.
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
 
 from datamint_core import ImageResource, ModelSettings, load_model, save_model
+from tests.integration._server import run_concurrently
 from tests.mlserver.conftest import start_mlserver
 from tests.mlserver.models import TinyCNN
 
@@ -46,22 +45,13 @@ def _body(pixels: np.ndarray, name: str) -> dict:
 
 
 def _run_clients(server, bad: tuple[int, int] | None = None) -> tuple[dict, float]:
-    answers: dict[tuple[int, int], tuple[int, dict]] = {}
+    def call(index: int, request: int):
+        pixels = _image(index, request)
+        if (index, request) == bad:
+            pixels[3, 3] = np.nan
+        return server.infer(_body(pixels, f"c{index}-r{request}"))
 
-    def client(index: int) -> None:
-        for request in range(REQUESTS_PER_CLIENT):
-            pixels = _image(index, request)
-            if (index, request) == bad:
-                pixels[3, 3] = np.nan
-            answers[index, request] = server.infer(_body(pixels, f"c{index}-r{request}"))
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answers, time.perf_counter() - started
+    return run_concurrently(call, CLIENTS, REQUESTS_PER_CLIENT)
 
 
 def _shared(answers: dict) -> float:
