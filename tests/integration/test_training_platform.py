@@ -4,6 +4,7 @@ seed's usage example against the platform stand-in in front of a real ``mlflow s
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import secrets
 import subprocess
@@ -20,6 +21,12 @@ from tests.integration.platform_standin import PlatformStandIn
 from tests.integration.test_platform import datamint_env
 from tests.seed_example import CHECKS, SEED_EXAMPLE, result_of
 from tests.training_projects import LABELS, nifti_affine, phantom_case
+
+# The training half needs Lightning (and torch), which the core environment does not hold.
+needs_lightning = pytest.mark.skipif(
+    importlib.util.find_spec("lightning") is None,
+    reason="needs Lightning: runs in the full environment (pip install \".[train]\")",
+)
 
 PROJECT = {"id": "5d0c7a4e-2b1f-4f3a-9c8e-7a6b5c4d3e2f", "name": "Liver Segmentation"}
 EMPTY_PROJECT = {"id": "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f", "name": "Not annotated"}
@@ -102,6 +109,7 @@ def test_a_platform_project_without_segmentations_is_refused_naming_it(platform_
         ImageDataset(project="Not annotated")
 
 
+@needs_lightning
 def test_the_seed_usage_example_runs_against_the_platform_and_a_real_tracking_server(
     platform, mlflow_server, tmp_path
 ):
@@ -132,6 +140,7 @@ def test_the_seed_usage_example_runs_against_the_platform_and_a_real_tracking_se
     assert not (tmp_path / "mlruns").exists()
 
 
+@needs_lightning
 def test_a_bare_mlflow_logger_logs_into_the_platform_when_lightning_was_imported_first(
     platform, mlflow_server, tmp_path
 ):
