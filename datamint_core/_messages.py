@@ -29,18 +29,23 @@ def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     if len(text) <= limit:
         return text
     head = text[: limit - len(_ELLIPSIS) + 1]
-    boundary = max(head.rfind(" "), head.rfind("\n"))
+    boundary = max((space.start() for space in re.finditer(r"\s", head)), default=-1)
     if boundary >= limit // 2:
         head = head[:boundary]
     else:
         head = head[: limit - len(_ELLIPSIS)]
-    return head.rstrip(" \n,;:(") + _ELLIPSIS
+    return head.rstrip(" \t\r\n,;:(") + _ELLIPSIS
 
 
 __all__ = ["MAX_MESSAGE_CHARS", "model_failure_message", "shorten"]
 
 
-_LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\])+[^\s'"/\\]*""")
+# An absolute path, a file: URI or a ~-relative path, with at least one directory in it.
+_LOCAL_PATH = re.compile(
+    r"""(?<![\w.:/~-])(?:file:(?://)?|~[\w.-]*)?(?:[A-Za-z]:)?[/\\](?:[^\s'"/\\]+[/\\])+"""
+    r"""[^\s'"/\\]*(?<![,;:.)])""",
+    re.IGNORECASE,
+)
 
 
 def model_failure_message(error: BaseException) -> str:

@@ -76,3 +76,34 @@ def test_mlflows_scoring_server_cannot_echo_the_input_into_our_error():
     assert error.get_http_status_code() == 400
     assert len(long.message) <= MAX_MESSAGE_CHARS and long.message.endswith("word…")
     assert len(str(long)) <= MAX_MESSAGE_CHARS
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        "cannot open file:///srv/secret/models/w.pt",
+        "cannot open file:/srv/secret/models/w.pt",
+        "cannot open ~/secret/models/w.pt",
+        "cannot open ~svc/secret/models/w.pt",
+        "cannot open /srv/secret/models/w.pt",
+        "cannot open C:\\secret\\models\\w.pt",
+    ],
+)
+def test_a_model_failure_never_tells_the_client_a_server_path_however_it_is_written(raised):
+    from datamint_core._messages import model_failure_message
+
+    message = model_failure_message(RuntimeError(raised))
+
+    assert message == "The model failed: RuntimeError: cannot open <path>"
+
+
+def test_a_model_failure_keeps_the_punctuation_after_a_path_and_urls_of_other_schemes():
+    from datamint_core._messages import model_failure_message
+
+    message = model_failure_message(RuntimeError("at /srv/a/w.pt, or s3://bucket/a/w.pt."))
+
+    assert message == "The model failed: RuntimeError: at <path>, or s3://bucket/a/w.pt."
+
+
+def test_shorten_cuts_tab_separated_words_at_a_tab_not_inside_a_word():
+    assert shorten("word1\tword2\tword3\tword4", 15) == "word1\tword2…"
