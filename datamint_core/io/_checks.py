@@ -66,7 +66,7 @@ def check_held(declared: int, held: int, what: str, path: str | os.PathLike[str]
     if declared > held:
         raise ResourceError(
             f"{file_name(path)} declares {what} ({declared} bytes), but the file can hold at "
-            f"most {held} bytes of pixel data: its header does not describe its contents "
+            f"most {max(held, 0)} bytes of pixel data: its header does not describe its contents "
             "(a truncated or forged file). Accepted: a file holding every pixel its header "
             "declares."
         )

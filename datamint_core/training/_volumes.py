@@ -57,8 +57,11 @@ class TrainingCase:
         """The image as a :class:`~datamint_core.VolumeResource` with this case's geometry."""
         from datamint_core.resources import VolumeResource
 
+        # A (D, H, W, C) case keeps its channels' names; one channel has no channel axis.
+        names = self.channel_names if self.image.ndim == 4 else None
         return VolumeResource(self.image, spacing=self.spacing, affine=self.affine,
-                              id=self.case_id, metadata=dict(self.metadata))
+                              id=self.case_id, metadata=dict(self.metadata),
+                              channel_names=names)
 
 
 def read_image_channels(

@@ -525,3 +525,14 @@ def test_an_enhanced_multiframe_reads_with_its_true_geometry_or_names_the_frame_
     np.testing.assert_allclose(lps[:3, 3], reference.GetOrigin(), atol=1e-3)
     np.testing.assert_allclose(volume.spacing, reference.GetSpacing()[::-1], rtol=1e-4)
     assert volume.pixels.shape == (hostile_files.ENHANCED_FRAMES, 256, 256)
+
+
+def test_a_nifti_cut_inside_its_header_says_the_file_holds_no_voxels_never_a_negative_size(
+    tmp_path: Path,
+):
+    path = tmp_path / "cut.nii"
+    nibabel.save(nibabel.Nifti1Image(np.ones((5, 6, 7), np.float32), np.eye(4)), path)
+    path.write_bytes(path.read_bytes()[:348])  # the header, without the 4 bytes before voxels
+    with pytest.raises(ResourceError, match=r"can hold at most 0 bytes") as caught:
+        read(path)
+    assert "-4" not in str(caught.value)

@@ -90,6 +90,20 @@ def test_an_nnunet_project_stacks_its_channel_files_last(tmp_path):
     np.testing.assert_array_equal(case.label, label)
 
 
+def test_a_multi_channel_case_becomes_a_volume_resource_that_keeps_its_channel_names(tmp_path):
+    from datamint_core.resources import resource_from_dict
+
+    root = write_nnunet_project(tmp_path / "Dataset002_Prostate", cases=1, channels=2)
+    case = ImageDataset(root).load("case_000")
+    volume = case.to_resource()
+    assert volume.channel_names == ("T2", "ADC")
+    assert volume.spatial_shape == case.image.shape[:3]
+    assert resource_from_dict(volume.to_dict()).channel_names == ("T2", "ADC")
+    one = write_nnunet_project(tmp_path / "Dataset003_Liver", cases=1, channels=1)
+    single = ImageDataset(one).load("case_000").to_resource()
+    assert single.channel_names is None and single.num_channels == 1
+
+
 def test_a_decathlon_four_dimensional_image_holds_its_channels(tmp_path):
     root = write_msd_project(tmp_path / "brain", cases=2, shape=(4, 16, 16))
     description = json.loads((root / "dataset.json").read_text())
