@@ -51,6 +51,7 @@ import atexit
 import contextlib
 import contextvars
 import logging
+import math
 import os
 import shutil
 import sys
@@ -131,6 +132,7 @@ class ServedModel:
         #: Set by :meth:`enable_batching` when the model declares ``max_batch_size`` > 1.
         self.batcher: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: dict[int, float | None] = {}  # id(resource) -> its request's
 
     def enable_batching(self, loop: asyncio.AbstractEventLoop, limits: RequestLimits) -> None:
         """Coalesce concurrent requests into one ``predict`` (``ModelSettings.max_batch_size``,
@@ -141,7 +143,12 @@ class ServedModel:
         from datamint_core.serving.batching import MicroBatcher
 
         def run(resources: list[BaseResource], params: dict[str, Any]) -> Any:
-            with applying(RequestLimits(limits.max_decoded_bytes, limits.max_slices)), self._lock:
+            # The batch stops when the last of its requests' deadlines passes (a request gone
+            # already, its client answered, counts as passed).
+            deadlines = [self._deadlines.get(id(resource), -math.inf) for resource in resources]
+            deadline = None if None in deadlines else max(deadlines, default=None)
+            batch_limits = RequestLimits(limits.max_decoded_bytes, limits.max_slices, deadline)
+            with applying(batch_limits), self._lock:
                 return self.model.predict(resources, params)
 
         self.batcher, self._loop = MicroBatcher(run, size), loop
@@ -190,14 +197,19 @@ class ServedModel:
         import concurrent.futures
 
         assert self._loop is not None
+        deadline = current_deadline()
+        for resource in resources:
+            self._deadlines[id(resource)] = deadline
         submitted = self.batcher.submit(resources, params)
         future = asyncio.run_coroutine_threadsafe(submitted, self._loop)
-        deadline = current_deadline()
         try:
             return future.result(None if deadline is None else deadline - time.monotonic())
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise RequestDeadlineExceeded("The request's deadline passed in its batch.") from None
+        finally:
+            for resource in resources:
+                self._deadlines.pop(id(resource), None)
 
 
 def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> ASGIApp:

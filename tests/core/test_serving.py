@@ -228,3 +228,50 @@ def test_the_model_is_entered_by_one_thread_at_a_time_unless_it_says_it_is_threa
         thread.join()
 
     assert model_class.most_inside == most_inside
+
+
+class _SlicedClassifier(MeanClassifier):
+    """Runs 200 'slices' of 20 ms, checking the request's deadline between them."""
+
+    ended_by_deadline: list[bool] = []
+
+    def predict_default(self, model_input, **kwargs):
+        from datamint_core._limits import RequestDeadlineExceeded, check_deadline
+
+        try:
+            for _ in range(200):
+                check_deadline()
+                time.sleep(0.02)
+        except RequestDeadlineExceeded:
+            type(self).ended_by_deadline.append(True)
+            raise
+        type(self).ended_by_deadline.append(False)
+        return [[CategoryAnnotation("brightness", "dark")] for _ in model_input]
+
+
+def test_a_batched_request_past_its_deadline_stops_the_model_at_the_next_slice():
+    import asyncio
+
+    from datamint_core import ImageResource, ModelSettings
+    from datamint_core._limits import RequestDeadlineExceeded, RequestLimits, applying
+    from datamint_core.serving.app import ServedModel
+
+    _SlicedClassifier.ended_by_deadline.clear()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    served = ServedModel(_SlicedClassifier(settings=ModelSettings(max_batch_size=4)), {})
+    served.enable_batching(loop, RequestLimits())
+    try:
+        with pytest.raises(RequestDeadlineExceeded):
+            with applying(RequestLimits(deadline=time.monotonic() + 0.3)):
+                served.predict([ImageResource(np.zeros((4, 4)))], {})
+        ran = time.monotonic()
+        while not _SlicedClassifier.ended_by_deadline and time.monotonic() - ran < 10:
+            time.sleep(0.02)
+        # Without the request's deadline the batch would run all 200 slices (4 s) and end.
+        assert _SlicedClassifier.ended_by_deadline[:1] == [True]
+    finally:
+        asyncio.run_coroutine_threadsafe(served.batcher.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
