@@ -359,7 +359,17 @@ class Prompts:
                     f"none (grid {list(shape)}); accepted: index coordinates, or a volume with "
                     "an affine."
                 )
-            to_index = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+            matrix = np.asarray(affine, dtype=np.float64)
+            try:
+                to_index = np.linalg.inv(matrix)
+            except np.linalg.LinAlgError:
+                to_index = None
+            if to_index is None or not np.isfinite(to_index).all():
+                raise PromptError(
+                    "prompts in \"world\" space need an invertible affine; this volume's affine "
+                    f"{_short(matrix.tolist())} maps no world point back to one voxel; "
+                    "accepted: index coordinates, or a volume whose affine is invertible."
+                )
         checked = []
         for entry in self.labels:
             where = f"prompts.labels[{entry.label!r}]"

@@ -27,7 +27,7 @@ from datamint_core import (
     VolumeResource,
     prediction_mode,
 )
-from datamint_core.prompts import MAX_POINTS
+from datamint_core.prompts import MAX_POINTS, prepare_prompts
 from datamint_core.routing import InvalidRequestError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "interactive_model.py"
@@ -169,6 +169,14 @@ def test_world_prompts_need_a_volume_with_an_affine():
     data = {"space": "world", "labels": {"lesion": {"points": [{"at": [0, 0, 0]}]}}}
     with pytest.raises(PromptError, match="need a volume with an affine"):
         Prompts.from_json(data).checked(GRID, None)
+
+
+@pytest.mark.parametrize("affine", [np.zeros((4, 4)), np.diag([1.0, 1.0, 0.0, 1.0])])
+def test_world_prompts_on_a_volume_with_a_singular_affine_are_a_prompt_error_not_a_crash(affine):
+    data = {"space": "world", "labels": {"lesion": {"points": [{"at": [0, 0, 0]}]}}}
+    volume = VolumeResource(np.zeros((3, 4, 5)), affine=affine)
+    with pytest.raises(PromptError, match="need an invertible affine"):
+        prepare_prompts(data, [volume], kinds=("points",), labels=None)
 
 
 def test_a_volume_prompt_becomes_the_slice_s_own_2d_prompt():
