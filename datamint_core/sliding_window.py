@@ -570,6 +570,7 @@ class NumpyPatchArrays:
         kind = checked_patch_result(array.shape, array.dtype.kind, count, window)
         if kind == "labels":
             classes = len(window.class_names or ())
+            check_label_range(int(array.min()), int(array.max()), window)
             return (array[:, None] == np.arange(classes).reshape(1, -1, 1, 1, 1)).astype(
                 np.float32
             )
@@ -618,6 +619,20 @@ def checked_patch_result(
         f"{list(roi)}; accepted: per-class scores ({count}, K, {', '.join(map(str, roi))}) or "
         f"integer labels ({count}, {', '.join(map(str, roi))})."
     )
+
+
+def check_label_range(low: int, high: int, window: SlidingWindow) -> None:
+    """Refuse label patches holding a value that is not a declared class's index.
+
+    Raises:
+        PatchResultError: naming the values found and the accepted range.
+    """
+    classes = len(window.class_names or ())
+    if low < 0 or high >= classes:
+        raise PatchResultError(
+            f"The patch handler returned labels from {low} to {high}; accepted: class indices "
+            f"0 to {classes - 1} (class_names {list(window.class_names or ())})."
+        )
 
 
 # -- the sliding window ----------------------------------------------------------------------

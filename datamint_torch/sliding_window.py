@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamint_core.sliding_window import SlidingWindow, checked_patch_result
+from datamint_core.sliding_window import SlidingWindow, check_label_range, checked_patch_result
 from datamint_torch.tensors import as_tensor
 
 
@@ -67,6 +67,7 @@ class TorchPatchArrays:
         tensor = tensor.to(self.device)
         if kind == "labels":
             classes = len(window.class_names or ())
+            check_label_range(int(tensor.min()), int(tensor.max()), window)
             one_hot = torch.nn.functional.one_hot(tensor.long(), classes)
             return one_hot.permute(0, 4, 1, 2, 3).to(torch.float32)
         return tensor.to(torch.float32)

@@ -381,6 +381,15 @@ def test_label_patches_without_class_names_are_refused_with_the_fix():
         run_sliding_window(seeded_volume((4, 4, 4)), lambda p: np.zeros((1, 4, 4, 4), int), window)
 
 
+@pytest.mark.parametrize("value", [-1, 3, 255])
+def test_label_patches_outside_the_declared_classes_are_refused_naming_the_accepted_range(value):
+    window = SlidingWindow(roi_size=4, class_names=("background", "liver", "tumour"))
+    with pytest.raises(PatchResultError, match=re.escape("accepted: class indices 0 to 2")):
+        run_sliding_window(
+            seeded_volume((5, 5, 5)), lambda p: np.full((len(p), 4, 4, 4), value), window
+        )
+
+
 def test_the_request_deadline_stops_the_window_between_patch_batches():
     deadline = time.monotonic() + 2.0
     calls = []

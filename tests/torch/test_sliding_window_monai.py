@@ -193,3 +193,17 @@ def test_a_14_class_models_aggregation_peak_memory_does_not_grow_with_the_class_
     assert growth_per_class < 4 * slab_bytes, peaks
     # ... never a volume's worth
     assert growth_per_class < volume_bytes / 4, peaks
+
+
+@pytest.mark.parametrize("value", [-1, 3])
+def test_torch_label_patches_outside_the_declared_classes_are_refused_as_the_numpy_ones_are(
+    value,
+):
+    from datamint_core.sliding_window import PatchResultError
+
+    window = SlidingWindow(roi_size=4, class_names=("background", "liver", "tumour"))
+    volume = np.zeros((5, 5, 5), np.float32)
+    with pytest.raises(PatchResultError, match="accepted: class indices 0 to 2"):
+        run_sliding_window(
+            volume, lambda p: torch.full((len(p), 4, 4, 4), value), window, TorchPatchArrays()
+        )
