@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._limits import check_decoded_size
 from datamint_core.io._decoded import Decoded
 from datamint_core.io.geometry import WORLD_FRAME, spacing_of
 from datamint_core.resources import (
@@ -153,6 +154,11 @@ def stack_channels(
                 decoded.kind,
                 decoded.mimetype,
                 spacing=decoded.spacing,
+            )
+            # Charged to a request's decode budget before it is allocated (no budget in a
+            # user's own process): a request naming thousands of parts must get its 413.
+            check_decoded_size(
+                (len(sources), *channel.shape), channel.dtype.itemsize, "the stacked channels"
             )
             planes = np.empty((len(sources), *channel.shape), dtype=channel.dtype)
         else:

@@ -411,6 +411,8 @@ def _with_channel_parts(
         decoded = stack_channels([(name, loader(name)) for name in names])
     except ResourceError as error:
         raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
+    except InputTooLargeError as error:
+        raise too_large_input(error, f"Input #{position}: ") from None
     if record.get("channel_names") is None:
         record = {**record, "channel_names": list(names)}
     return _merged(record, decoded, None)

@@ -426,3 +426,27 @@ def test_a_nifti_label_map_is_written_without_a_per_label_copy_of_the_volume(tmp
     assert peak < 1.3 * voxels, peak / voxels  # the uint8 label map, and little else
     written = read(tmp_path / "mask.nii.gz").pixels
     assert written.max() == labels
+
+
+def test_a_request_naming_thousands_of_channel_parts_gets_a_413_before_the_stack_is_allocated():
+    import io
+
+    from datamint_core._limits import RequestLimits, applying
+    from datamint_core.serving.payload import RequestError, _with_part_arrays
+
+    def npy(array: np.ndarray) -> io.BytesIO:
+        stream = io.BytesIO()
+        np.save(stream, array)
+        stream.seek(0)
+        return stream
+
+    # A 64 MiB first channel, then 4095 one-voxel parts: stacked, 256 GiB.
+    parts = {"c0": npy(np.zeros((256, 512, 512), np.uint8))}
+    parts.update({f"c{i}": npy(np.zeros((1, 1, 1), np.uint8)) for i in range(1, 4096)})
+    records = [{"id": "case", "pixel_data": {"encoding": "multipart", "parts": list(parts)}}]
+
+    with applying(RequestLimits()), pytest.raises(RequestError) as refused:
+        _with_part_arrays(records, parts)
+
+    assert refused.value.status_code == 413
+    assert "the stacked channels would decode to 274877906944 bytes" in str(refused.value)
