@@ -216,6 +216,15 @@ def summarize_metrics(
         skipped, and a value with nothing to average is ``nan`` (MONAI says 0).
     """
     case_list = list(cases)
+    for position, case in enumerate(case_list):
+        if not isinstance(case, Mapping) or not all(
+            isinstance(row, Mapping) for row in case.values()
+        ):
+            raise ValueError(
+                f"summarize_metrics takes a list of cases, and case #{position} is "
+                f"{_shown(case)}; accepted: each case as segmentation_metrics returns it, "
+                '{label name: {metric name: value}} (pass [case] for one case).'
+            )
     metrics = _metrics_of(case_list)
     summary = {}
     for metric in metrics:
@@ -523,6 +532,11 @@ def _metrics_of(cases: Sequence[Mapping[str, Mapping[str, float]]]) -> list[str]
         for row in case.values():
             metrics.extend(metric for metric in row if metric not in metrics)
     return metrics
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _mean(values: Iterable[float]) -> float:

@@ -369,3 +369,17 @@ def test_any_input_gives_metrics_or_a_value_error_that_says_what_is_accepted(
         for row in case.values():
             assert set(row) == set(METRIC_NAMES)
             assert all(isinstance(value, float) for value in row.values())
+
+
+@pytest.mark.parametrize(
+    "cases",
+    [
+        {"liver": {"dice": 0.9}},  # one case, not a list of cases
+        [{"dice": 0.9, "iou": 0.8}],  # a case's mean, not its labels
+        [{"dice/liver": 0.9}],  # a flattened case
+        ["liver"],
+    ],
+)
+def test_summarize_metrics_given_something_other_than_cases_says_what_it_takes(cases):
+    with pytest.raises(ValueError, match=r"summarize_metrics takes a list of cases.*\[case\]"):
+        summarize_metrics(cases)
