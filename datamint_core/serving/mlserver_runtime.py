@@ -238,6 +238,12 @@ def _pixels(request_input: RequestInput, dtype: np.dtype, count: int, label: str
             array = np.asarray(_flatten(data), dtype=dtype)
     except (ValueError, TypeError, OverflowError) as error:
         raise MLServerError(f"{label}: unreadable {dtype} data ({error}).", 400) from None
+    except RecursionError:  # lists nested hundreds deep: a 400, not a crash
+        raise MLServerError(
+            f"{label}: its data is lists nested far deeper than its shape "
+            f"{list(request_input.shape or [])}; send a flat list of values.",
+            400,
+        ) from None
     if array.size != count:
         raise MLServerError(
             f"{label} holds {array.size} values but its shape "

@@ -169,3 +169,21 @@ def test_the_server_slice_limit_applies_to_v2_requests(served):
 
     assert status == 413, answer
     assert "4097 slices, over the limit of 4096 per request (--max-slices" in json.dumps(answer)
+
+
+def test_tensor_data_nested_hundreds_deep_is_a_400_saying_to_send_a_flat_list():
+    from mlserver.errors import MLServerError
+    from mlserver.types import RequestInput
+
+    from datamint_core.serving.mlserver_runtime import _resource
+
+    data: object = 0.0
+    for _ in range(900):  # MLServer's REST parser (orjson) accepts up to 1024 levels
+        data = [data]
+    request_input = RequestInput(name="ct", shape=[1], datatype="FP32", data=data)
+
+    with pytest.raises(MLServerError) as refused:
+        _resource(request_input)
+
+    assert refused.value.status_code == 400
+    assert "send a flat list of values" in str(refused.value)
