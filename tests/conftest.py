@@ -35,6 +35,29 @@ _PLATFORM_SETTINGS = ("DATAMINT_API_KEY", "DATAMINT_API_URL", "DATAMINT_MLFLOW_U
                       "DATAMINT_PROJECT_ID", "DATAMINT_PROJECT_NAME", "DATAMINT_PROJECTS_DIR")
 
 
+_MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uris_restored() -> Iterator[None]:
+    """No test leaks a tracking or registry URI into the tests after it.
+
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` also write ``os.environ``, behind
+    monkeypatch's back: a test that calls them before ``monkeypatch.setenv`` makes monkeypatch
+    "restore" the value MLflow wrote. Set up before any test's own fixtures, this one is torn
+    down after them, so what it restores wins.
+    """
+    saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
+    yield
+    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+    for name, value in saved.items():  # after set_*_uri, which write the variables too
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(autouse=True)
 def no_datamint_platform_settings(tmp_path_factory: pytest.TempPathFactory,
                                   monkeypatch: pytest.MonkeyPatch) -> None:

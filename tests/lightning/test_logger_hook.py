@@ -83,7 +83,8 @@ def test_explicit_arguments_are_kept(run_python, tmp_path):
         print(json.dumps([given._tracking_uri, files._tracking_uri]))
     """
     # A save_dir asks for MLflow's file store on purpose (which MLflow 3 allows only so).
-    out = run_python(code, env={"MLFLOW_ALLOW_FILE_STORE": "true"})
+    # No tracking URI in the environment: Lightning's own default would take it over save_dir.
+    out = run_python(code, env={"MLFLOW_ALLOW_FILE_STORE": "true", "MLFLOW_TRACKING_URI": ""})
     given, files = json.loads(out.strip().splitlines()[-1])
     assert given == f"sqlite:///{tmp_path / 'given.db'}"
     assert files == f"file:{tmp_path / 'store'}"
