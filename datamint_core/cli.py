@@ -314,20 +314,12 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
     from datamint_core.io.predict import output_format, predict_file
 
     source = _predict_source(args.input)
-    if isinstance(source, dict):
-        predict_file(
-            args.model_uri,
-            source,
-            args.output,
-            overlay_path=args.overlay,
-            params=params,
-            fourth_axis=args.fourth_axis,
-            report=_tell,
-        )
-        return 0
-    content_type = _content_type(source, args.content_type)
+    # A multi-channel case ({channel: path}) is always read as image files.
+    content_type = None if isinstance(source, dict) else _content_type(source, args.content_type)
     wants_files = output_format(args.output) != ".json" or args.overlay is not None
-    if content_type == _IMAGE_FILE or (wants_files and content_type in ("npy", "npz")):
+    if isinstance(source, dict) or content_type == _IMAGE_FILE or (
+        wants_files and content_type in ("npy", "npz")
+    ):
         if source is None:
             raise _RuntimeFailure("A medical image input is read from a file: give -i PATH.")
         predict_file(
