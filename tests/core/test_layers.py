@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "evaluation.*": APPLICATIONS,
     "platform.*": APPLICATIONS,
     "serving.*": APPLICATIONS,
+    "serving._uvicorn_internals": APPLICATIONS,  # the adapter over uvicorn's H11Protocol
     "training.*": APPLICATIONS,
 }
 
