@@ -91,6 +91,8 @@ def _mask_target(labels: np.ndarray, mask: SegmentationAnnotation) -> np.ndarray
     """The part of ``labels`` a mask covers (the whole map, or one slice of it)."""
     if mask.mask.shape == labels.shape:
         return labels
+    if labels.shape[:1] == (1,) and mask.mask.shape == labels.shape[1:] and not mask.slice_index:
+        return labels[0]  # a 2-D image's mask, on the image seen as a one-slice volume
     if labels.ndim == 3 and mask.mask.ndim == 2 and mask.slice_index is not None:
         axis = {"axial": 0, "coronal": 1, "sagittal": 2}[mask.slice_axis or "axial"]
         key: list[Any] = [slice(None)] * 3

@@ -232,7 +232,11 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_AcceptErrorLog(loop.get_exception_handler()))
         served.enable_batching(loop, RequestLimits(config.max_decoded_bytes, config.max_slices))
-        yield
+        try:
+            yield
+        finally:
+            if served.batcher is not None:
+                await served.batcher.close()
 
     app = FastAPI(
         title="datamint scoring server",
