@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     # domain: the standard library and numpy only
     "_env": DOMAIN,
     "_extensions": DOMAIN,
+    "_files": DOMAIN,  # the one atomic file write
     "_limits": DOMAIN,
     "_messages": DOMAIN,
     "annotations": DOMAIN,
