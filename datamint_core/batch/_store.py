@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from datamint_core.batch._files import INCOMPLETE_SUFFIX, write_atomically
+from datamint_core._files import INCOMPLETE_SUFFIX, write_atomically
 from datamint_core.batch._rows import MASK_DIR, OUTPUT_COLUMNS, STATUS_OK
 
 JOB_FILE = "_datamint_batch.json"
@@ -90,7 +90,7 @@ def prepare_output(output_dir: str | os.PathLike[str], job: Mapping[str, Any]) -
             )
     else:
         text = json.dumps(dict(job), indent=2, sort_keys=True).encode()
-        write_atomically(job_file, lambda file: file.write(text))
+        write_atomically(job_file, text)
     incomplete = f".*{INCOMPLETE_SUFFIX}"
     for stale in [*output.glob(incomplete), *output.glob(f"{MASK_DIR}/{incomplete}")]:
         stale.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.flavor_backend import FlavorBackend
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from datamint_core._files import write_atomically
 from datamint_core.serving.dockerfile import write_dockerfile
 
 _logger = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class DatamintBackend(FlavorBackend):
             sys.stdout.write(body.decode() + "\n")
             sys.stdout.flush()
         else:
-            Path(output_path).write_bytes(body)
+            write_atomically(output_path, body)
 
     def serve(
         self,

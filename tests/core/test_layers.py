@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     # domain: the standard library and numpy only
     "_env": DOMAIN,
     "_extensions": DOMAIN,
+    "_files": DOMAIN,  # the one atomic file write
     "_limits": DOMAIN,
     "_messages": DOMAIN,
     "_npy": DOMAIN,  # the safe .npy/.npz decoder
@@ -63,6 +64,7 @@ LAYERS: dict[str, int] = {
     "evaluation.*": APPLICATIONS,
     "platform.*": APPLICATIONS,
     "serving.*": APPLICATIONS,
+    "serving._uvicorn_internals": APPLICATIONS,  # the adapter over uvicorn's H11Protocol
     "training.*": APPLICATIONS,
 }
 
