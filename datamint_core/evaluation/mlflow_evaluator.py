@@ -70,7 +70,7 @@ from datamint_core.evaluation._score import (
     score_case,
     summary,
 )
-from datamint_core.resources import as_resources
+from datamint_core.wire import as_resources
 
 _logger = logging.getLogger(__name__)
 
