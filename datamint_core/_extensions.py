@@ -4,7 +4,8 @@
 class that needs torch brings its own device detection with it, and a numpy-only model never
 pays for importing torch. It also registers how many threads its operations may use, which
 a batch worker sets so that the workers share the machine's cores. The platform layer
-registers how predictions are logged to the Datamint platform.
+registers how predictions are logged to the Datamint platform, and the package registers the
+file readers of :mod:`datamint_core.io` that a resource built from a file path reads with.
 """
 
 from __future__ import annotations
@@ -70,3 +71,31 @@ def log_predictions(resources: Sequence[Any], results: Sequence[Sequence[Any]],
             "(or datamint_core.platform) before predicting, or leave log_predictions unset."
         )
     _prediction_logger(resources, results, model_name)
+
+
+_file_reader: Callable[[str, str | None], Any] | None = None
+
+
+def register_file_reader(reader: Callable[[str, str | None], Any]) -> None:
+    """Install the function that reads a resource's file other than ``.npy``/``.npz``.
+
+    ``reader(path, kind)`` returns what the file holds (:class:`datamint_core.io._decoded.
+    Decoded`: pixels, geometry, descriptors) as ``kind``. ``import datamint_core`` registers
+    the :mod:`datamint_core.io` readers, so a resource (domain layer) never imports them.
+    """
+    global _file_reader
+    _file_reader = reader
+
+
+def read_file(path: str, kind: str | None) -> Any:
+    """Read ``path`` through the registered file reader.
+
+    Raises:
+        RuntimeError: no reader is registered (``datamint_core`` was not fully imported).
+    """
+    if _file_reader is None:
+        raise RuntimeError(
+            f"Reading {path!r} needs the file readers of datamint_core.io, which "
+            "`import datamint_core` registers; import it before reading resources."
+        )
+    return _file_reader(path, kind)

@@ -24,11 +24,12 @@ from datamint_core.linked_models import (
     load_linked_models,
     pin,
 )
-from datamint_core.resources import BaseResource, as_resources
+from datamint_core.resources import BaseResource
 from datamint_core.routing import InvalidRequestError, PredictionRouter
 from datamint_core.settings import ModelSettings
 from datamint_core.sliding_window import NumpyPatchArrays, PatchArrays
 from datamint_core.version import __version__
+from datamint_core.wire import as_resources
 
 _logger = logging.getLogger(__name__)
 
