@@ -4,9 +4,10 @@
 class that needs torch brings its own device detection with it, and a numpy-only model never
 pays for importing torch. It also registers how many threads its operations may use, which
 a batch worker sets so that the workers share the machine's cores. The platform layer
-registers how predictions are logged to the Datamint platform, and the MLflow integration
-layer (:mod:`datamint_core.linked_models`) how a model's linked models are checked and
-loaded.
+registers how predictions are logged to the Datamint platform; the package registers the
+file readers of :mod:`datamint_core.io` that a resource built from a file path reads with,
+and the MLflow integration layer (:mod:`datamint_core.linked_models`) how a model's
+linked models are checked and loaded.
 """
 
 from __future__ import annotations
@@ -119,3 +120,31 @@ def linked_model_support() -> LinkedModelSupport:
             "datamint_core.linked_models) before building or loading a model that links others."
         )
     return _linked_model_support
+
+
+_file_reader: Callable[[str, str | None], Any] | None = None
+
+
+def register_file_reader(reader: Callable[[str, str | None], Any]) -> None:
+    """Install the function that reads a resource's file other than ``.npy``/``.npz``.
+
+    ``reader(path, kind)`` returns what the file holds (:class:`datamint_core.io._decoded.
+    Decoded`: pixels, geometry, descriptors) as ``kind``. ``import datamint_core`` registers
+    the :mod:`datamint_core.io` readers, so a resource (domain layer) never imports them.
+    """
+    global _file_reader
+    _file_reader = reader
+
+
+def read_file(path: str, kind: str | None) -> Any:
+    """Read ``path`` through the registered file reader.
+
+    Raises:
+        RuntimeError: no reader is registered (``datamint_core`` was not fully imported).
+    """
+    if _file_reader is None:
+        raise RuntimeError(
+            f"Reading {path!r} needs the file readers of datamint_core.io, which "
+            "`import datamint_core` registers; import it before reading resources."
+        )
+    return _file_reader(path, kind)

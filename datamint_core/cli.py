@@ -391,7 +391,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     import uvicorn
 
     from datamint_core.linked_models import held_model_dir
-    from datamint_core.serving.app import GuardedH11Protocol, fit_to_open_files
+    from datamint_core.serving.app import fit_to_open_files, http_protocol
     from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 
     config = ServerConfig.resolve(
@@ -399,7 +399,6 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     )
     # As many connections as the descriptors allow, and a backlog that cannot exhaust them.
     limit_concurrency, backlog = fit_to_open_files(config.limit_concurrency)
-    GuardedH11Protocol.read_timeout = config.read_timeout
     # Through the artifact cache, once, before any worker starts: N workers load one copy,
     # held until the server exits, so that a cache clear elsewhere leaves it in place.
     model_dir = _SERVER_HOLDS.enter_context(held_model_dir(args.model_uri))
@@ -408,7 +407,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         "port": args.port,
         "access_log": args.access_log,
         "log_level": "info",
-        "http": GuardedH11Protocol,
+        "http": http_protocol(config.read_timeout),
         "limit_concurrency": limit_concurrency,
         "backlog": backlog,
         "timeout_keep_alive": config.keep_alive_timeout,

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded
+from datamint_core._npy import read_array_file
 from datamint_core.io._checks import file_name, reason
 from datamint_core.io._decoded import Decoded
 from datamint_core.resources import (
@@ -14,7 +15,6 @@ from datamint_core.resources import (
     ImageResource,
     ResourceError,
     VolumeResource,
-    _read_array_file,
 )
 
 #: Formats :func:`read` knows, as :func:`detect_format` names them.
@@ -116,7 +116,7 @@ def _decode(path: str, file_format: str, kind: str | None, fourth_axis: str) -> 
 
         decoded = decode_image(path)
     else:
-        array = _read_array_file(path)
+        array = read_array_file(path)
         guessed = {2: "image", 3: "volume", 4: "video"}.get(array.ndim, "image")
         decoded = Decoded(pixels=array, kind=guessed, mimetype="application/octet-stream")
     return decoded

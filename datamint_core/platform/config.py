@@ -25,12 +25,12 @@ import enum
 import ipaddress
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from datamint_core._env import read_env
+from datamint_core._files import write_atomically
 
 DEFAULT_API_URL = "https://api.datamint.io"
 #: The port of the platform's MLflow tracking server when only the API URL is configured.
@@ -136,17 +136,7 @@ def write_config_file(values: dict[str, str | None], path: Path | None = None) -
         else:
             current[key] = value.strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temporary = tempfile.mkstemp(prefix=".config-", suffix=".incomplete",
-                                             dir=path.parent)
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(current, file, indent=2, sort_keys=True)
-            file.write("\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n", mode=0o600)
     return path
 
 

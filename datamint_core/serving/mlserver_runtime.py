@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 from typing import Any
 
@@ -46,7 +47,12 @@ from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
-from datamint_core._limits import InputTooLargeError, RequestLimits, applying
+from datamint_core._limits import (
+    InputTooLargeError,
+    RequestLimits,
+    applying,
+    check_decoded_size,
+)
 from datamint_core._messages import model_failure_message
 from datamint_core.resources import RESOURCE_KINDS, BaseResource, ResourceError
 from datamint_core.routing import InvalidRequestError, UnsupportedModeError
@@ -79,8 +85,6 @@ _LIST_PARAMETERS = ("spacing", "affine", "channel_names")
 #: Parameters MLServer itself sets or reads; never prediction params.
 _PROTOCOL_PARAMETERS = ("content_type", "headers")
 _KIND_BY_NDIM = {2: "image", 3: "volume", 4: "video"}
-#: Largest pixel array one input may declare (bytes), checked before anything is decoded.
-MAX_DECODED_BYTES = 2 * 1024**3
 
 
 class DatamintRuntime(MLModel):
@@ -88,6 +92,11 @@ class DatamintRuntime(MLModel):
 
     ``model-settings.json`` ``parameters``: ``uri`` (the model: a local directory,
     ``models:/...``, ``runs:/...``) and, optionally, ``extra.device`` (``cpu``, ``cuda:0``).
+
+    Each request runs under ``datamint serve``'s limits, read from the environment at load:
+    ``DATAMINT_SERVE_MAX_DECODED_BYTES`` (the pixel bytes of all its input tensors together,
+    checked from their declared shapes before anything is decoded) and
+    ``DATAMINT_SERVE_MAX_SLICES``.
     """
 
     def __init__(self, settings: Any) -> None:
@@ -113,6 +122,7 @@ class DatamintRuntime(MLModel):
         uri = await get_model_uri(self.settings)  # ./model: beside model-settings.json
         extra = dict(getattr(parameters, "extra", None) or {})
         device = extra.get("device")
+        self._limits = RequestLimits.from_env()  # a bad value fails the load, naming it
         self._model = await asyncio.to_thread(load_model, uri, device)
         self._lock = threading.Lock()
         self._thread_safe = bool(getattr(self._model, "thread_safe", False))
@@ -131,7 +141,8 @@ class DatamintRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        resources = [_resource(request_input) for request_input in payload.inputs]
+        with applying(self._request_limits()):  # the inputs share one decode budget
+            resources = [_resource(request_input) for request_input in payload.inputs]
         if not resources:
             raise MLServerError(
                 "The request has no inputs; send one input tensor per resource.", 400
@@ -172,9 +183,12 @@ class DatamintRuntime(MLModel):
             parameters={BATCH_PARAMETER: shared},
         )
 
+    def _request_limits(self) -> RequestLimits:
+        return RequestLimits(self._limits.max_decoded_bytes, self._limits.max_slices)
+
     def _predict_sync(self, resources: list[BaseResource], params: dict[str, Any]) -> Any:
         # A request over the wire: the server limits apply (DATAMINT_SERVE_MAX_SLICES, ...).
-        with applying(RequestLimits.from_env()):
+        with applying(self._request_limits()):
             if self._thread_safe:
                 return self._model.predict(resources, params)
             with self._lock:
@@ -202,13 +216,13 @@ def _resource(request_input: RequestInput) -> BaseResource:
     if not shape or any(not isinstance(n, int) or n < 0 for n in shape):
         raise MLServerError(f"{label} has shape {shape}; give the pixel array's dimensions.", 400)
     dtype = np.dtype(DATATYPES[datatype])
-    count = int(np.prod(shape, dtype=object))
-    if count * dtype.itemsize > MAX_DECODED_BYTES:
-        raise MLServerError(
-            f"{label} declares {count * dtype.itemsize} bytes of pixel data; the limit is "
-            f"{MAX_DECODED_BYTES}.",
-            413,
-        )
+    try:  # the request's budget (DATAMINT_SERVE_MAX_DECODED_BYTES), before decoding
+        check_decoded_size(shape, dtype.itemsize, label)
+    except InputTooLargeError as error:
+        raise MLServerError(str(error), 413) from None
+    except ValueError as error:  # more dimensions than pixel data has
+        raise MLServerError(str(error), 400) from None
+    count = math.prod(shape)
     pixels = _pixels(request_input, dtype, count, label).reshape(shape)
     fields = _input_fields(request_input, label)
     kind = fields.pop("kind", None) or _KIND_BY_NDIM.get(pixels.ndim)

@@ -28,11 +28,15 @@ LAYERS: dict[str, int] = {
     # domain: the standard library and numpy only
     "_env": DOMAIN,
     "_extensions": DOMAIN,
+    "_extras": DOMAIN,  # the one "needs the extra" ImportError
+    "_files": DOMAIN,  # the one atomic file write
     "_limits": DOMAIN,
     "_messages": DOMAIN,
+    "_npy": DOMAIN,  # the safe .npy/.npz decoder
     "annotations": DOMAIN,
     "dataset": DOMAIN,
     "enums": DOMAIN,
+    "errors": DOMAIN,
     "input_example": DOMAIN,  # the blank resource saved with a model that is given none
     "metrics": DOMAIN,
     "model": DOMAIN,
@@ -42,6 +46,7 @@ LAYERS: dict[str, int] = {
     "settings": DOMAIN,
     "sliding_window": DOMAIN,
     "version": DOMAIN,
+    "wire": DOMAIN,  # dicts, table cells and arrays in; resources out
     # MLflow integration: domain, mlflow-skinny, optional readers
     "_loader": INTEGRATION,
     "_mlmodel": INTEGRATION,
@@ -60,6 +65,7 @@ LAYERS: dict[str, int] = {
     "evaluation.*": APPLICATIONS,
     "platform.*": APPLICATIONS,
     "serving.*": APPLICATIONS,
+    "serving._uvicorn_internals": APPLICATIONS,  # the adapter over uvicorn's H11Protocol
     "training.*": APPLICATIONS,
 }
 
@@ -70,9 +76,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     # config and path check.
     ("flavor", "serving.config"),
     ("flavor", "serving.payload"),
-    # A local file path in a resource is read by the io readers, which import resources
-    # back (a cycle): the wire form / reader split of issue 17 item 2 removes it.
-    ("resources", "io._read"),
 }
 
 PACKAGE_ROOT = Path(datamint_core.__file__).parent

@@ -136,6 +136,22 @@ def test_backend_predict_reads_an_npz_with_one_resource_per_array(model_path, tm
     predictions = json.loads(output.read_text())["predictions"]
     assert len(predictions) == 2
     assert [p[0]["identifier"] for p in predictions] == ["bright", "bright"]
+    assert not list(tmp_path.glob(".*.incomplete"))
+
+
+def test_backend_predict_writes_its_output_atomically_into_a_new_directory(model_path, tmp_path):
+    np.save(tmp_path / "image.npy", np.ones((8, 8), np.float32))
+    output = tmp_path / "results" / "out.json"
+    output.parent.mkdir()
+    output.write_text("the previous answer")
+
+    with pytest.raises(MlflowException):
+        DatamintBackend({}).predict(str(model_path), str(tmp_path / "image.npy"), str(output), "x")
+    assert output.read_text() == "the previous answer"
+
+    DatamintBackend({}).predict(str(model_path), str(tmp_path / "image.npy"), str(output), "npy")
+    assert output.read_text().startswith('{"predictions"')
+    assert [p.name for p in output.parent.iterdir()] == ["out.json"]
 
 
 def test_backend_predict_refuses_an_unknown_content_type(model_path):
