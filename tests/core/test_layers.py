@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "_extras": DOMAIN,  # the one "needs the extra" ImportError
     "_files": DOMAIN,  # the one atomic file write
     "_limits": DOMAIN,
+    "_numbers": DOMAIN,  # the one parser of numbers users type
     "_messages": DOMAIN,
     "_npy": DOMAIN,  # the safe .npy/.npz decoder
     "annotations": DOMAIN,
