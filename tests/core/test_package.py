@@ -8,6 +8,9 @@ import pytest
 
 import datamint_core
 
+# Its outcome depends on what the environment holds (torch, Lightning, the full mlflow).
+pytestmark = pytest.mark.both_envs
+
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
 LIGHTNING_INSTALLED = importlib.util.find_spec("lightning") is not None
 

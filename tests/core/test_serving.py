@@ -100,6 +100,7 @@ def test_a_numpy_model_can_be_scored_here(model_path):
     assert DatamintBackend(config).can_score_model() is True
 
 
+@pytest.mark.both_envs
 def test_a_torch_model_can_be_scored_only_where_torch_is_installed(caplog):
     backend = DatamintBackend({"model_class": "datamint_torch.model.DatamintModel"})
     torch_installed = importlib.util.find_spec("torch") is not None
