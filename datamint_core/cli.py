@@ -432,8 +432,25 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
             factory=True,
             workers=args.workers,
             **options,
+            **_worker_healthcheck_option(uvicorn.run),
         )
     _exit_without_teardown()
+
+
+#: Seconds a worker may take to answer uvicorn's supervisor before it is killed and replaced.
+#: uvicorn's default (5 s) is shorter than a worker's start on a busy node: importing numpy,
+#: pandas and MLflow and loading the model holds the GIL in long stretches, the ping goes
+#: unanswered, and the supervisor kills and restarts workers in a loop that never serves.
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
+
+
+def _worker_healthcheck_option(run: Any) -> dict[str, int]:
+    """``timeout_worker_healthcheck`` for ``uvicorn.run`` where that uvicorn has it (0.30+)."""
+    import inspect
+
+    if "timeout_worker_healthcheck" in inspect.signature(run).parameters:
+        return {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_TIMEOUT_S}
+    return {}
 
 
 def _serve_mlserver(args: argparse.Namespace) -> int:

@@ -73,9 +73,6 @@ LAYERS: dict[str, int] = {
 #: Upward imports that exist today, each to be replaced by a hook registered from above.
 #: The list only shrinks: a pair that no longer exists fails the test, so remove it here.
 KNOWN_UPWARD: set[tuple[str, str]] = {
-    # The prediction gateway loads linked models (wants a loader hook from the integration
-    # layer, as the platform registers its prediction logger in datamint_core._extensions).
-    ("model", "linked_models"),
     # The flavor refuses local paths in a request as the server does, through the server's
     # config and path check.
     ("flavor", "serving.config"),
