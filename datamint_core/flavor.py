@@ -49,10 +49,9 @@ from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
     RESOURCE_DOES_NOT_EXIST,
 )
-from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
-from datamint_core import _env, _loader, _requirements, _wheel
+from datamint_core import _env, _loader, _mlflow_internals, _requirements, _wheel
 from datamint_core._limits import (
     InputTooLargeError,
     RequestDeadlineExceeded,
@@ -344,7 +343,7 @@ def load_model(
         MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
     """
     if dst_path is not None:
-        local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+        local_path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst_path)
         return _load_from_dir(local_path, model_uri, device)
     # A cached model stays in place while it loads, whoever clears the cache meanwhile.
     with held_model_dir(model_uri) as local_path:
@@ -673,9 +672,7 @@ def _code_path(source: Any) -> Path | None:
 
 
 def _load_code_model(code_path: Path, model_config: dict[str, Any] | None) -> BaseDatamintModel:
-    from mlflow.models.utils import _load_model_code_path
-
-    model = _load_model_code_path(os.fspath(code_path), model_config)
+    model = _mlflow_internals.load_model_from_code(os.fspath(code_path), model_config)
     if not isinstance(model, BaseDatamintModel):
         raise MlflowException(
             f"{os.fspath(code_path)!r} set a {type(model).__name__} as its model; a Datamint "

@@ -154,7 +154,7 @@ class ServedModel:
     @classmethod
     def load(cls, model_uri: str) -> ServedModel:
         """Download (when remote) and load ``model_uri`` with its metadata."""
-        from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+        import mlflow
 
         from datamint_core._mlmodel import read_flavors
         from datamint_core.flavor import load_model, require_datamint_flavor
@@ -164,7 +164,9 @@ class ServedModel:
         else:
             download_dir = tempfile.mkdtemp(prefix="datamint-serve-")
             atexit.register(shutil.rmtree, download_dir, ignore_errors=True)
-            local_path = _download_artifact_from_uri(model_uri, output_path=download_dir)
+            local_path = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=download_dir
+            )
         metadata = require_datamint_flavor(read_flavors(local_path), model_uri)
         return cls(load_model(local_path), metadata)
 
