@@ -201,6 +201,40 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
     return cls(pixels, path=data.get("path") if not has_pixels else None, **kwargs)
 
 
+def record_with_file(
+    record: Mapping[str, Any], decoded: Any, filename: str | None = None
+) -> dict[str, Any]:
+    """A resource record whose pixels come from a file already read: what the file says
+    fills in what the record leaves out, and the record's ``metadata`` is laid over the
+    file's. The pixels are the file's array, passed as it is.
+
+    Args:
+        record: the resource's fields (its JSON form, without a pixel source).
+        decoded: what a reader found (:class:`datamint_core.io._decoded.Decoded`: pixels,
+            kind, spacing, affine, modality, mimetype, metadata, channel names).
+        filename: the file's name, unless the record gives one.
+    """
+    found: dict[str, Any] = {
+        "kind": decoded.kind,
+        "filename": filename,
+        "mimetype": decoded.mimetype,
+        "modality": decoded.modality,
+        "channel_names": list(decoded.channel_names) if decoded.channel_names else None,
+    }
+    if decoded.spacing is not None and decoded.kind != "video":
+        found["spacing"] = list(decoded.spacing)
+    if decoded.affine is not None and decoded.kind == "volume":
+        found["affine"] = decoded.affine
+    merged = {key: value for key, value in found.items() if value is not None}
+    merged.update({key: value for key, value in record.items() if value is not None})
+    given = record.get("metadata")
+    merged["metadata"] = {**decoded.metadata, **given} if isinstance(given, Mapping) else given
+    if merged["metadata"] is None:
+        merged["metadata"] = decoded.metadata
+    merged["pixel_data"] = decoded.pixels
+    return merged
+
+
 def check_path_field(path: Any) -> str:
     """Return a resource's ``path`` field if it is a usable local path string.
 

@@ -88,7 +88,7 @@ from datamint_core._messages import shorten
 from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array, load_npz
 from datamint_core.annotations import Annotation
 from datamint_core.resources import BaseResource, ResourceError
-from datamint_core.wire import as_resources, check_path_field
+from datamint_core.wire import as_resources, check_path_field, record_with_file
 
 #: Envelope keys that hold the resources, ours first.
 INPUT_KEYS = ("resources", "inputs", "instances", "dataframe_records", "dataframe_split")
@@ -378,7 +378,7 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
     if len(files) == 1 and _is_array_part(files[0]):
         return {**record, "pixel_data": _read_npy_part(first, name, position)}
     decoded, filename = _decode_files(files, record.get("kind"), position)
-    return _merged(record, decoded, filename)
+    return record_with_file(record, decoded, filename)
 
 
 def _with_channel_parts(
@@ -407,7 +407,7 @@ def _with_channel_parts(
         raise too_large_input(error, f"Input #{position}: ") from None
     if record.get("channel_names") is None:
         record = {**record, "channel_names": list(names)}
-    return _merged(record, decoded, None)
+    return record_with_file(record, decoded)
 
 
 def _decode_files(
@@ -425,29 +425,6 @@ def _decode_files(
         raise too_large_input(error, f"Input #{position}: ") from None
     except ImportError as error:
         raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", f"Input #{position}: {error}") from None
-
-
-def _merged(record: Mapping[str, Any], decoded: Any, filename: str | None) -> dict[str, Any]:
-    """The record with what the file says filling in what the record leaves out."""
-    found: dict[str, Any] = {
-        "kind": decoded.kind,
-        "filename": filename,
-        "mimetype": decoded.mimetype,
-        "modality": decoded.modality,
-        "channel_names": list(decoded.channel_names) if decoded.channel_names else None,
-    }
-    if decoded.spacing is not None and decoded.kind != "video":
-        found["spacing"] = list(decoded.spacing)
-    if decoded.affine is not None and decoded.kind == "volume":
-        found["affine"] = decoded.affine
-    merged = {key: value for key, value in found.items() if value is not None}
-    merged.update({key: value for key, value in record.items() if value is not None})
-    given = record.get("metadata")
-    merged["metadata"] = {**decoded.metadata, **given} if isinstance(given, Mapping) else given
-    if merged["metadata"] is None:
-        merged["metadata"] = decoded.metadata
-    merged["pixel_data"] = decoded.pixels
-    return merged
 
 
 def _is_array_part(upload: Any) -> bool:
