@@ -107,6 +107,21 @@ _LAZY = {
 }
 
 
+def _linked_models() -> _extensions.LinkedModelSupport:
+    from datamint_core.linked_models import MODEL_SUPPORT  # registers itself in our place
+
+    return MODEL_SUPPORT
+
+
+# The model (domain layer) reaches linked models through a hook. datamint_core.linked_models
+# imports MLflow, so until a model first links one this stand-in holds its place.
+_extensions.register_linked_model_support(
+    _extensions.LinkedModelSupport(
+        check_uris=lambda uris: _linked_models().check_uris(uris),
+        load=lambda uris, **arguments: _linked_models().load(uris, **arguments),
+    )
+)
+
 
 def _read_file(path: str, kind: str | None) -> Any:
     """Read a resource's file with :mod:`datamint_core.io` (imported on first use, so that

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._extras import install_command, require
 from datamint_core._limits import RequestDeadlineExceeded, check_deadline
 from datamint_core.io._checks import check_held, file_name, reason
 from datamint_core.io._decoded import Decoded, check_decoded_size
-from datamint_core.io._extras import require
 from datamint_core.io.geometry import WORLD_FRAME, affine_problem, dicom_affine, slice_normal
 from datamint_core.resources import ResourceError
 
@@ -976,7 +976,7 @@ def _iter_frames(header: _Header, frames: int) -> Iterator[np.ndarray]:
         raise ResourceError(
             f"Cannot decode the pixel data of {file_name(header.path)} (transfer syntax "
             f"{name}): {reason(error, header.path)}. Compressed DICOM needs the decoders of "
-            'the dicom extra: pip install "datamint[dicom]".'
+            f"the dicom extra: {install_command('dicom')}."
         ) from None
     if frames_seen != frames:
         raise ResourceError(
