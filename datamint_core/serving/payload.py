@@ -75,7 +75,6 @@ each annotation is ``Annotation.to_dict()`` (masks run-length encoded).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -87,7 +86,7 @@ import numpy as np
 
 from datamint_core._limits import InputTooLargeError
 from datamint_core._messages import shorten
-from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array, load_npz
+from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array
 from datamint_core.annotations import Annotation, json_form
 from datamint_core.resources import BaseResource, ResourceError
 from datamint_core.wire import as_resources, check_path_field, record_with_file
@@ -491,30 +490,3 @@ def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:
             body.append((b"," if start else b"") + text[1:-1].encode())
         body.append(b"]")
     return b"".join(body)
-
-
-def arrays_to_records(path_or_stream: str | BinaryIO, content_type: str) -> list[dict[str, Any]]:
-    """Resource JSON forms for a local ``.npy`` (one array) or ``.npz`` (one per array) file.
-
-    The kind of each resource follows its dimensions (2: image, 3: volume, 4: video); an
-    ``.npz`` array's name becomes the resource's ``id``.
-    """
-    source = path_or_stream if isinstance(path_or_stream, str) else None
-    where = repr(source) if source is not None else f"the {content_type} input"
-    with open(source, "rb") if source is not None else _seekable(path_or_stream) as file:
-        if content_type == "npy":
-            if file.read(2) == b"PK":
-                raise ResourceError("The npy input holds an .npz archive; give content type npz.")
-            file.seek(0)
-            return [{"pixel_data": load_array(file, where, ".npy")}]
-        if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
-            raise ResourceError("The npz input holds a single .npy array; give content type npy.")
-        file.seek(0)
-        return [
-            {"id": name, "pixel_data": array}
-            for name, array in load_npz(file, where).items()
-        ]
-
-
-def _seekable(stream: BinaryIO) -> BinaryIO:
-    return stream if stream.seekable() else io.BytesIO(stream.read())
