@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelInputExample, ModelSignature
 from mlflow.protos.databricks_pb2 import (
@@ -74,6 +73,7 @@ from datamint_core.model import BaseDatamintModel, as_datamint_model
 from datamint_core.resources import ResourceError
 from datamint_core.routing import InvalidRequestError
 from datamint_core.version import __version__
+from datamint_core.wire import wire_entries
 
 _logger = logging.getLogger(__name__)
 
@@ -547,31 +547,13 @@ def _refuse_request_paths(model_input: Any) -> None:
 
 
 def _raw_records(model_input: Any) -> list[Any]:
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(model_input, pandas.DataFrame):
-        if "path" not in model_input.columns:
-            return []
-        records = model_input.to_dict(orient="records")
-    elif isinstance(model_input, dict):
-        records = model_input.get("resources", [model_input])
-        if isinstance(records, dict):  # {"resources": {...}}: one resource
-            records = [records]
-    elif isinstance(model_input, (list, tuple)):
-        records = list(model_input)
-    elif isinstance(model_input, np.ndarray) and model_input.dtype == object:
-        records = model_input.ravel().tolist()
-    else:
+    """The input's entries as ``predict`` reads them (:func:`datamint_core.wire.wire_entries`:
+    MLflow's numpy-wrapped values and a DataFrame's NaN cells made plain); none for an input
+    ``predict`` refuses anyway, with its own message."""
+    try:
+        return wire_entries(model_input)
+    except ResourceError:
         return []
-    return [_plain_record(r) for r in records if isinstance(r, dict)]
-
-
-def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
-    path = record.get("path")
-    if isinstance(path, np.ndarray):  # MLflow's `inputs` wraps values in numpy arrays
-        path = path.item() if path.ndim == 0 else path.tolist()
-    if isinstance(path, float) and path != path:  # NaN: a DataFrame row without a path
-        path = None
-    return {**record, "path": path}
 
 
 def _restore_saved_metadata(model: BaseDatamintModel, conf: dict[str, Any]) -> None:
@@ -706,7 +688,6 @@ def _invalid_to_mlflow(parse: Any, value: Any) -> Any:
 
 
 def _this_module() -> Any:
-    import sys
 
     return sys.modules[__name__]
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from datamint_core._extras import require
 from datamint_core._files import INCOMPLETE_SUFFIX, write_atomically
 from datamint_core.batch._rows import MASK_DIR, OUTPUT_COLUMNS, STATUS_OK
 
@@ -47,14 +48,8 @@ class OutputMismatchError(ValueError):
 
 def require_pyarrow() -> Any:
     """Import pyarrow, or say which extra brings it."""
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise ImportError(
-            'Batch output is written as Parquet, which needs pyarrow: pip install "datamint[batch]"'
-        ) from None
-    return pyarrow
+    require("pyarrow.parquet", "Batch output (Parquet)")
+    return require("pyarrow", "Batch output (Parquet)")
 
 
 def output_schema() -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._extras import require
 from datamint_core._files import atomic_path
 from datamint_core.annotations import (
     Annotation,
@@ -22,7 +23,6 @@ from datamint_core.annotations import (
     BoxAnnotation,
     SegmentationAnnotation,
 )
-from datamint_core.io._extras import require
 from datamint_core.io.geometry import dhw_to_nifti
 from datamint_core.resources import BaseResource, ImageResource, ResourceError, VolumeResource
 

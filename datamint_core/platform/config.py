@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from datamint_core._env import read_env
 from datamint_core._files import write_atomically
+from datamint_core._numbers import SECONDS, parse
 
 DEFAULT_API_URL = "https://api.datamint.io"
 #: The port of the platform's MLflow tracking server when only the API URL is configured.
@@ -312,11 +313,11 @@ def load_settings() -> PlatformSettings:
     values["mlflow_url"] = values["mlflow_url"].strip().rstrip("/")
     raw_timeout = read_env(EnvVars.DATAMINT_PLATFORM_TIMEOUT.value)
     try:
-        timeout = float(raw_timeout) if raw_timeout else _DEFAULT_TIMEOUT_S
-        if timeout <= 0:
-            raise ValueError
-    except ValueError:
-        raise PlatformConfigError(
-            f"DATAMINT_PLATFORM_TIMEOUT={raw_timeout!r} is not a positive number of seconds."
-        ) from None
+        timeout = (
+            float(parse(SECONDS, raw_timeout, EnvVars.DATAMINT_PLATFORM_TIMEOUT.value))
+            if raw_timeout
+            else _DEFAULT_TIMEOUT_S
+        )
+    except ValueError as error:
+        raise PlatformConfigError(str(error)) from None
     return PlatformSettings(sources=sources, timeout_s=timeout, **values)

@@ -75,9 +75,10 @@ each annotation is ``Annotation.to_dict()`` (masks run-length encoded).
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -85,16 +86,10 @@ import numpy as np
 
 from datamint_core._limits import InputTooLargeError
 from datamint_core._messages import shorten
-from datamint_core.annotations import Annotation
-from datamint_core.resources import (
-    NPY_MAGIC,
-    BaseResource,
-    ResourceError,
-    as_resources,
-    check_path_field,
-    load_array,
-    load_npz,
-)
+from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array
+from datamint_core.annotations import Annotation, json_form
+from datamint_core.resources import BaseResource, ResourceError
+from datamint_core.wire import as_resources, check_path_field, record_with_file
 
 #: Envelope keys that hold the resources, ours first.
 INPUT_KEYS = ("resources", "inputs", "instances", "dataframe_records", "dataframe_split")
@@ -129,6 +124,8 @@ def malformed(message: str) -> RequestError:
 
 #: How deep a request's JSON may nest: the envelope, a resource, its pixel lists and some room.
 MAX_JSON_DEPTH = 32
+# Mask run lengths serialized per json.dumps call in an answer: tens of milliseconds each.
+_RUNS_PER_PIECE = 1 << 16
 
 
 def parse_json_envelope(body: bytes | str | Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -153,9 +150,11 @@ def parse_json_envelope(body: bytes | str | Mapping[str, Any]) -> tuple[list[Any
             raise malformed(f"The request body is not valid JSON: {error}.") from None
         # Only a body with more brackets than the limit can nest that deep: a cheap scan
         # spares the walk for almost every request.
-        if body.count(b"[" if isinstance(body, bytes) else "[") + body.count(
-            b"{" if isinstance(body, bytes) else "{"
-        ) > MAX_JSON_DEPTH:
+        if (
+            body.count(b"[" if isinstance(body, bytes) else "[")
+            + body.count(b"{" if isinstance(body, bytes) else "{")
+            > MAX_JSON_DEPTH
+        ):
             _check_depth(envelope)
     if not isinstance(envelope, Mapping):
         raise malformed(
@@ -382,11 +381,9 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
     files = part if isinstance(part, list) else [part]
     first = getattr(files[0], "file", files[0])
     if len(files) == 1 and _is_array_part(files[0]):
-        array = _read_npy_part(first, name, position)
-        # An array under the "list" encoding is taken as it is (np.asarray: no copy).
-        return {**record, "pixel_data": {"encoding": "list", "data": array}}
+        return {**record, "pixel_data": _read_npy_part(first, name, position)}
     decoded, filename = _decode_files(files, record.get("kind"), position)
-    return _merged(record, decoded, filename)
+    return record_with_file(record, decoded, filename)
 
 
 def _with_channel_parts(
@@ -415,12 +412,10 @@ def _with_channel_parts(
         raise too_large_input(error, f"Input #{position}: ") from None
     if record.get("channel_names") is None:
         record = {**record, "channel_names": list(names)}
-    return _merged(record, decoded, None)
+    return record_with_file(record, decoded)
 
 
-def _decode_files(
-    files: list[Any], kind: str | None, position: int
-) -> tuple[Any, str | None]:
+def _decode_files(files: list[Any], kind: str | None, position: int) -> tuple[Any, str | None]:
     """Read one part's files (a DICOM series, NIfTI, an image) with :mod:`datamint_core.io`."""
     from datamint_core.io.uploads import decode_uploads
 
@@ -435,41 +430,14 @@ def _decode_files(
         raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", f"Input #{position}: {error}") from None
 
 
-def _merged(record: Mapping[str, Any], decoded: Any, filename: str | None) -> dict[str, Any]:
-    """The record with what the file says filling in what the record leaves out."""
-    found: dict[str, Any] = {
-        "kind": decoded.kind,
-        "filename": filename,
-        "mimetype": decoded.mimetype,
-        "modality": decoded.modality,
-        "channel_names": list(decoded.channel_names) if decoded.channel_names else None,
-    }
-    if decoded.spacing is not None and decoded.kind != "video":
-        found["spacing"] = list(decoded.spacing)
-    if decoded.affine is not None and decoded.kind == "volume":
-        found["affine"] = decoded.affine
-    merged = {key: value for key, value in found.items() if value is not None}
-    merged.update({key: value for key, value in record.items() if value is not None})
-    given = record.get("metadata")
-    merged["metadata"] = {**decoded.metadata, **given} if isinstance(given, Mapping) else given
-    if merged["metadata"] is None:
-        merged["metadata"] = decoded.metadata
-    merged["pixel_data"] = {"encoding": "list", "data": decoded.pixels}
-    return merged
-
-
 def _is_array_part(upload: Any) -> bool:
     stream = getattr(upload, "file", upload)
     stream.seek(0)
-    head = stream.read(len(_NPY_MAGIC))
+    head = stream.read(len(NPY_MAGIC))
     stream.seek(0)
     filename = str(getattr(upload, "filename", None) or "").lower()
-    return head.startswith(_ARRAY_MAGICS) or filename.endswith((".npy", ".npz"))
-
-
-_NPY_MAGIC = b"\x93NUMPY"
-# A .npy file, or a .npz (a zip archive); both read by load_array within the decode budget.
-_ARRAY_MAGICS = (_NPY_MAGIC, b"PK\x03\x04")
+    # A .npy file, or a .npz (a zip archive); both read by load_array within the decode budget.
+    return head.startswith((NPY_MAGIC, ZIP_MAGIC)) or filename.endswith((".npy", ".npz"))
 
 
 def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:
@@ -490,33 +458,35 @@ def too_large_input(error: InputTooLargeError, prefix: str = "") -> RequestError
 
 
 def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:
-    """The response body: ``{"predictions": [[annotation dict, ...], ...]}``."""
-    predictions = [[annotation.to_dict() for annotation in entry] for entry in result]
-    return json.dumps({"predictions": predictions}, separators=(",", ":")).encode()
+    """The response body: ``{"predictions": [[annotation dict, ...], ...]}``.
 
-
-def arrays_to_records(path_or_stream: str | BinaryIO, content_type: str) -> list[dict[str, Any]]:
-    """Resource JSON forms for a local ``.npy`` (one array) or ``.npz`` (one per array) file.
-
-    The kind of each resource follows its dimensions (2: image, 3: volume, 4: video); an
-    ``.npz`` array's name becomes the resource's ``id``.
+    Masks' run lengths are written :data:`_RUNS_PER_PIECE` at a time. One ``json.dumps``
+    of a volume mask's millions of runs holds the GIL for seconds, and with it a server's
+    event loop (``/ping``, other requests' reads) while a worker thread answers.
     """
-    source = path_or_stream if isinstance(path_or_stream, str) else None
-    where = repr(source) if source is not None else f"the {content_type} input"
-    with open(source, "rb") if source is not None else _seekable(path_or_stream) as file:
-        if content_type == "npy":
-            if file.read(2) == b"PK":
-                raise ResourceError("The npy input holds an .npz archive; give content type npz.")
-            file.seek(0)
-            return [{"pixel_data": {"encoding": "list", "data": load_array(file, where, ".npy")}}]
-        if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
-            raise ResourceError("The npz input holds a single .npy array; give content type npy.")
-        file.seek(0)
-        return [
-            {"id": name, "pixel_data": {"encoding": "list", "data": array}}
-            for name, array in load_npz(file, where).items()
-        ]
+    arrays: list[np.ndarray] = []
+    token = f"@datamint-runs-{uuid.uuid4().hex}-"
 
+    def stand_in(value: Any) -> str:
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        arrays.append(value)
+        return f"{token}{len(arrays) - 1}"
 
-def _seekable(stream: BinaryIO) -> BinaryIO:
-    return stream if stream.seekable() else io.BytesIO(stream.read())
+    predictions = [
+        [json_form(annotation, rle_arrays=True) for annotation in entry] for entry in result
+    ]
+    text = json.dumps({"predictions": predictions}, separators=(",", ":"), default=stand_in)
+    pieces = re.split(f'"{re.escape(token)}([0-9]+)"', text)
+    body: list[bytes] = []
+    for index, piece in enumerate(pieces):
+        if index % 2 == 0:
+            body.append(piece.encode())
+            continue
+        runs = arrays[int(piece)]
+        body.append(b"[")
+        for start in range(0, len(runs), _RUNS_PER_PIECE):
+            text = json.dumps(runs[start : start + _RUNS_PER_PIECE].tolist(), separators=(",", ":"))
+            body.append((b"," if start else b"") + text[1:-1].encode())
+        body.append(b"]")
+    return b"".join(body)
