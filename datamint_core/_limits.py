@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from datamint_core._env import read_env
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded
 
 MAX_DECODED_BYTES_ENV = "DATAMINT_SERVE_MAX_DECODED_BYTES"
 MAX_SLICES_ENV = "DATAMINT_SERVE_MAX_SLICES"
@@ -46,15 +47,6 @@ DEFAULT_MAX_SLICES = 4096
 MAX_DIMENSIONS = 8
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-
-class InputTooLargeError(ValueError):
-    """An input over one of the limits: too many decoded bytes, slices or frames (HTTP 413)."""
-
-
-class RequestDeadlineExceeded(TimeoutError):
-    """The request's deadline passed; the work stopped at a slice, frame or resource boundary
-    (HTTP 504)."""
 
 
 @dataclasses.dataclass

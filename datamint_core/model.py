@@ -15,6 +15,7 @@ from mlflow.pyfunc import PythonModel
 from datamint_core import _env, _extensions
 from datamint_core.annotations import Annotation, AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.errors import InvalidRequestError
 from datamint_core.linked_models import (
     BUNDLE_ARTIFACT,
     LINKED_MODELS_CONFIG_KEY,
@@ -25,7 +26,7 @@ from datamint_core.linked_models import (
     pin,
 )
 from datamint_core.resources import BaseResource, as_resources
-from datamint_core.routing import InvalidRequestError, PredictionRouter
+from datamint_core.routing import PredictionRouter
 from datamint_core.settings import ModelSettings
 from datamint_core.sliding_window import NumpyPatchArrays, PatchArrays
 from datamint_core.version import __version__

@@ -52,12 +52,12 @@ import numpy as np
 
 from datamint_core._limits import (
     MAX_DIMENSIONS,
-    InputTooLargeError,
     active_limits,
     check_deadline,
     check_decoded_size,
     limits_applied,
 )
+from datamint_core.errors import InputTooLargeError, ResourceError
 
 SliceAxis = Literal["axial", "coronal", "sagittal"]
 
@@ -68,10 +68,6 @@ _DESCRIPTOR_KEYS = ("id", "filename", "mimetype", "modality", "metadata")
 #: Longest channel name accepted (names are labels such as ``t1c`` or ``flair``).
 MAX_CHANNEL_NAME = 64
 _PIXEL_ENCODINGS = ("npy_base64", "list")
-
-
-class ResourceError(ValueError):
-    """A resource could not be built or its pixel data could not be read."""
 
 
 class BaseResource:

@@ -26,7 +26,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from datamint_core.resources import BaseResource, ResourceError
+from datamint_core.errors import BatchInputError, ResourceError
+from datamint_core.resources import BaseResource
 
 #: Columns of a manifest; only ``path`` is required (``id`` defaults to it).
 MANIFEST_COLUMNS = (
@@ -44,10 +45,6 @@ MANIFEST_COLUMNS = (
 #: Prefix of a manifest's per-channel path columns (``path:t1``, ``path:flair``).
 CHANNEL_PATH_PREFIX = "path:"
 _MANIFEST_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-class BatchInputError(ValueError):
-    """The batch input cannot be listed: missing, an unknown table format, bad columns."""
 
 
 def iter_inputs(source: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded, ResourceError
 from datamint_core.io._checks import file_name, reason
 from datamint_core.io._decoded import Decoded
 from datamint_core.resources import (
     RESOURCE_KINDS,
     BaseResource,
     ImageResource,
-    ResourceError,
     VolumeResource,
     _read_array_file,
 )

@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from datamint_core.annotations import Annotation
-from datamint_core.resources import ResourceError, VolumeResource
+from datamint_core.errors import ResourceError
+from datamint_core.resources import VolumeResource
 
 
 def output_format(path: str | None) -> str:

@@ -18,15 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import datamint_core.batch
-from datamint_core import ImageResource, VolumeResource, load_model, save_model
-from datamint_core.batch import (
-    MANIFEST_COLUMNS,
+from datamint_core import (
     BatchInputError,
+    ImageResource,
     OutputMismatchError,
-    read_annotations,
-    read_results,
-    run_batch,
+    VolumeResource,
+    load_model,
+    save_model,
 )
+from datamint_core.batch import MANIFEST_COLUMNS, read_annotations, read_results, run_batch
 from datamint_core.batch._inputs import iter_inputs
 from datamint_core.batch._rows import mask_file_name
 from datamint_core.cli import main
@@ -311,7 +311,8 @@ def test_the_batch_package_exports_exactly_this_and_adds_no_heavy_import(run_pyt
 
 def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_studies_by_id():
     # What Spark and Arrow hand to predict: metadata as a string column, lists as studies_by_id.
-    from datamint_core.resources import ResourceError, as_resources
+    from datamint_core import ResourceError
+    from datamint_core.resources import as_resources
 
     volume = np.zeros((2, 3, 3), dtype=np.float32)
     frame = pd.DataFrame(

@@ -30,9 +30,11 @@ LAYERS: dict[str, int] = {
     "_extensions": DOMAIN,
     "_limits": DOMAIN,
     "_messages": DOMAIN,
+    "_request_paths": DOMAIN,  # which local files a request may name
     "annotations": DOMAIN,
     "dataset": DOMAIN,
     "enums": DOMAIN,
+    "errors": DOMAIN,  # every error a user can catch, with its HTTP status and code
     "input_example": DOMAIN,  # the blank resource saved with a model that is given none
     "metrics": DOMAIN,
     "model": DOMAIN,
@@ -45,6 +47,7 @@ LAYERS: dict[str, int] = {
     # MLflow integration: domain, mlflow-skinny, optional readers
     "_loader": INTEGRATION,
     "_mlmodel": INTEGRATION,
+    "_pyfunc": INTEGRATION,  # what mlflow.pyfunc.load_model returns, and its predict
     "_requirements": INTEGRATION,
     "_wheel": INTEGRATION,
     "artifact_cache": INTEGRATION,
@@ -69,10 +72,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     # The prediction gateway loads linked models (wants a loader hook from the integration
     # layer, as the platform registers its prediction logger in datamint_core._extensions).
     ("model", "linked_models"),
-    # The flavor refuses local paths in a request as the server does, through the server's
-    # config and path check.
-    ("flavor", "serving.config"),
-    ("flavor", "serving.payload"),
     # A local file path in a resource is read by the io readers, which import resources
     # back (a cycle): the wire form / reader split of issue 17 item 2 removes it.
     ("resources", "io._read"),
