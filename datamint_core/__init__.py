@@ -10,8 +10,9 @@ being imported, which an eager ``import mlflow.pyfunc`` here would turn into a c
 import.
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from datamint_core import _extensions
 from datamint_core._limits import request_limits
 from datamint_core.annotations import (
     Annotation,
@@ -106,6 +107,35 @@ _LAZY = {
     "ValidationReport": "datamint_core.validation",
     "validate_model": "datamint_core.validation",
 }
+
+
+def _linked_models() -> _extensions.LinkedModelSupport:
+    from datamint_core.linked_models import MODEL_SUPPORT  # registers itself in our place
+
+    return MODEL_SUPPORT
+
+
+# The model (domain layer) reaches linked models through a hook. datamint_core.linked_models
+# imports MLflow, so until a model first links one this stand-in holds its place.
+_extensions.register_linked_model_support(
+    _extensions.LinkedModelSupport(
+        check_uris=lambda uris: _linked_models().check_uris(uris),
+        load=lambda uris, **arguments: _linked_models().load(uris, **arguments),
+    )
+)
+
+
+def _read_file(path: str, kind: str | None) -> Any:
+    """Read a resource's file with :mod:`datamint_core.io` (imported on first use, so that
+    ``import datamint_core`` stays cheap)."""
+    from datamint_core.io._read import decode_path
+
+    return decode_path(path, kind)
+
+
+# A resource (domain layer) reads a DICOM, NIfTI or image path through this hook: the io
+# readers build resources, so resources never import them back.
+_extensions.register_file_reader(_read_file)
 
 # As the seed's `import datamint.mlflow`: point MLflow at the Datamint platform when an API key
 # is configured. Environment variables only: no network call, and an explicitly set

@@ -14,7 +14,7 @@ from typing import Any
 
 from datamint_core._env import read_env
 from datamint_core.errors import MalformedRequestError, PathNotAllowedError, ResourceError
-from datamint_core.resources import check_path_field
+from datamint_core.wire import check_path_field
 
 ALLOW_PATH_DIRS_ENV = "DATAMINT_SERVE_ALLOW_PATH_DIRS"
 

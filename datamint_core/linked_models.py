@@ -40,7 +40,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from datamint_core import _env
+from datamint_core import _env, _extensions
 from datamint_core._mlmodel import read_flavors
 from datamint_core.artifact_cache import (
     ArtifactCache,
@@ -460,6 +460,32 @@ def load_linked_models(
                 )
             loaded[key] = known[reference.flavor](path, device)
     return loaded
+
+
+def load_for_model(
+    uris: Mapping[str, tuple[str, str]],
+    *,
+    context: Any,
+    device: str,
+    loaders: Mapping[str, Callable[[Path, str | None], Any]],
+) -> dict[str, Any]:
+    """Load a model's linked models ``{key: (uri, flavor)}``: pinned as saved in
+    ``context.model_config`` (a key saved unpinned, or no ``context``, is pinned now), from
+    the bundle in ``context.artifacts`` when there is one."""
+    config = getattr(context, "model_config", None) or {}
+    records = config.get(LINKED_MODELS_CONFIG_KEY) if isinstance(config, dict) else None
+    pinned = {key: LinkedModel.from_dict(record) for key, record in (records or {}).items()}
+    links = {
+        key: pinned[key] if key in pinned else pin(key, uri, flavor=flavor)
+        for key, (uri, flavor) in uris.items()
+    }
+    bundle_dir = (getattr(context, "artifacts", None) or {}).get(BUNDLE_ARTIFACT)
+    return load_linked_models(links, device=device, bundle_dir=bundle_dir, loaders=loaders)
+
+
+#: What :class:`~datamint_core.model.BaseDatamintModel` calls, through the hook.
+MODEL_SUPPORT = _extensions.LinkedModelSupport(check_uris=check_linked_uris, load=load_for_model)
+_extensions.register_linked_model_support(MODEL_SUPPORT)
 
 
 def load_pyfunc_on_device(path: Path, device: str | None) -> Any:

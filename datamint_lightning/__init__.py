@@ -18,14 +18,14 @@
 Importing it without Lightning fails at once with the command that installs it.
 """
 
+from datamint_core._extras import missing_extra
+
 try:
     import lightning  # noqa: F401
     import torch  # noqa: F401
-except ImportError:
-    raise ImportError(
-        "datamint_lightning needs Lightning and PyTorch, which are not installed; run: "
-        'pip install "datamint[lightning]"'
-    ) from None
+except ImportError as error:
+    needs = "PyTorch" if error.name == "torch" else "Lightning"
+    raise missing_extra(f"datamint_lightning needs {needs}", "lightning") from None
 
 import datamint_torch  # noqa: F401  (registers torch device detection with the core)
 from datamint_core.dataset import DatamintDatasetSource, DatamintMLflowDataset

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from datamint_core._extras import require
 from datamint_core.batch._rows import STATUS_FAILED, predict_row
 from datamint_core.batch._store import STAGING_PREFIX, commit_part, part_name, require_pyarrow
 
@@ -33,13 +34,7 @@ _SUMMARY_SCHEMA = "ok long, failed long"
 
 def require_pyspark() -> Any:
     """Import pyspark, or say which extra brings it."""
-    try:
-        import pyspark
-    except ImportError:
-        raise ImportError(
-            'The Spark engine needs pyspark: pip install "datamint[spark]" (and Java 17+).'
-        ) from None
-    return pyspark
+    return require("pyspark", "The Spark engine")
 
 
 def local_session(workers: int) -> Any:

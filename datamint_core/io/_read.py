@@ -5,16 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from datamint_core._npy import read_array_file
 from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded, ResourceError
 from datamint_core.io._checks import file_name, reason
 from datamint_core.io._decoded import Decoded
-from datamint_core.resources import (
-    RESOURCE_KINDS,
-    BaseResource,
-    ImageResource,
-    VolumeResource,
-    _read_array_file,
-)
+from datamint_core.resources import RESOURCE_KINDS, BaseResource, ImageResource, VolumeResource
 
 #: Formats :func:`read` knows, as :func:`detect_format` names them.
 FORMATS = ("dicom", "nifti", "png", "jpeg", "npy", "npz")
@@ -115,7 +110,7 @@ def _decode(path: str, file_format: str, kind: str | None, fourth_axis: str) -> 
 
         decoded = decode_image(path)
     else:
-        array = _read_array_file(path)
+        array = read_array_file(path)
         guessed = {2: "image", 3: "volume", 4: "video"}.get(array.ndim, "image")
         decoded = Decoded(pixels=array, kind=guessed, mimetype="application/octet-stream")
     return decoded

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._extras import install_command, require
 from datamint_core._limits import check_deadline
 from datamint_core.errors import RequestDeadlineExceeded, ResourceError
 from datamint_core.io._checks import check_held, file_name, reason
 from datamint_core.io._decoded import Decoded, check_decoded_size
-from datamint_core.io._extras import require
 from datamint_core.io.geometry import WORLD_FRAME, affine_problem, dicom_affine, slice_normal
 
 _logger = logging.getLogger(__name__)
@@ -201,6 +201,33 @@ def ordered_source_datasets(path: str) -> tuple[list[Any], list[int] | None]:
     return [_full(headers[i]).dataset for i in geometry.order], None
 
 
+def image_affine(path: str) -> np.ndarray | None:
+    """The affine of a single-frame DICOM image seen as a one-slice volume ``(1, H, W)``.
+
+    What :func:`decode_dicom` gives the same file read with ``kind="volume"``, without
+    decoding its pixels: the slice's position and orientation, PixelSpacing, and
+    SpacingBetweenSlices (else SliceThickness, else 1 mm) along the normal.
+
+    Returns:
+        The 4x4 ``(d, h, w, 1)`` -> RAS matrix; ``None`` when the file has no
+        ImagePositionPatient or ImageOrientationPatient.
+
+    Raises:
+        ResourceError: not one single-frame DICOM image, or a geometry attribute that is not
+            valid (named, with what is accepted).
+    """
+    require("pydicom", "Reading DICOM")
+    headers = _directory_headers(path) if os.path.isdir(path) else [_read_header(path)]
+    if len(headers) != 1 or headers[0] is None or _declared_frames(headers[0]) != 1:
+        raise ResourceError(
+            f"{file_name(path)} is not one single-frame DICOM image; accepted: a DICOM file "
+            "holding one image."
+        )
+    header = _full(headers[0])
+    geometry = _series_geometry([header], path)
+    return None if geometry is None else _geometry_affine(geometry, header, path)
+
+
 def _read_header(path: str, full: bool = True) -> _Header | None:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -287,6 +314,7 @@ def _decode_file(header: _Header, kind: str | None) -> Decoded:
     if kind == "volume":
         return _decode_series([header], header.path)
     name = file_name(header.path)
+    _series_geometry([header], header.path)  # a 2-D image's geometry is checked all the same
     rescale = _rescale_of(header.dataset, name)
     spacing = _pixel_spacing(header.dataset, name)
     pixels = _frames_array(header)
@@ -321,10 +349,7 @@ def _decode_series(headers: list[_Header], where: str) -> Decoded:
         affine = None
     else:
         spacing2d = geometry.pixel_spacing or (1.0, 1.0)
-        step = _slice_step(geometry, first)
-        affine = _checked_affine(
-            dicom_affine(geometry.positions[0], geometry.orientation, spacing2d, step), where
-        )
+        affine = _geometry_affine(geometry, first, where)
     return Decoded(
         pixels=volume,
         kind="volume",
@@ -356,11 +381,7 @@ def _decode_multiframe(header: _Header, frames: int) -> Decoded:
     order = geometry.order
     volume = _read_volume([header] * frames, [rescales[i] for i in order], frame_indices=order)
     pixel_spacing = geometry.pixel_spacing or (1.0, 1.0)
-    step = _slice_step(geometry, header)
-    affine = _checked_affine(
-        dicom_affine(geometry.positions[0], geometry.orientation, pixel_spacing, step),
-        header.path,
-    )
+    affine = _geometry_affine(geometry, header, header.path)
     return Decoded(
         pixels=volume,
         kind="volume",
@@ -577,6 +598,15 @@ def _order_along_normal(
             stacklevel=4,
         )
     return [int(i) for i in order]
+
+
+def _geometry_affine(geometry: _Geometry, header: _Header, where: str) -> np.ndarray:
+    """The checked ``(d, h, w)`` -> RAS affine of ordered slices (or frames)."""
+    step = _slice_step(geometry, header)
+    affine = dicom_affine(
+        geometry.positions[0], geometry.orientation, geometry.pixel_spacing or (1.0, 1.0), step
+    )
+    return _checked_affine(affine, where)
 
 
 def _slice_step(geometry: _Geometry, header: _Header) -> np.ndarray:
@@ -946,7 +976,7 @@ def _iter_frames(header: _Header, frames: int) -> Iterator[np.ndarray]:
         raise ResourceError(
             f"Cannot decode the pixel data of {file_name(header.path)} (transfer syntax "
             f"{name}): {reason(error, header.path)}. Compressed DICOM needs the decoders of "
-            'the dicom extra: pip install "datamint[dicom]".'
+            f"the dicom extra: {install_command('dicom')}."
         ) from None
     if frames_seen != frames:
         raise ResourceError(

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from datamint_core._files import write_atomically
 from datamint_core.annotations import Annotation
 from datamint_core.errors import ResourceError
-from datamint_core.resources import VolumeResource
+from datamint_core.resources import BaseResource, ImageResource, VolumeResource
 
 
 def output_format(path: str | None) -> str:
@@ -85,20 +86,32 @@ def predict_file(
             sys.stdout.write(body.decode() + "\n")
             sys.stdout.flush()
         else:
-            writers.write_bytes(output_path, body)
+            write_atomically(output_path, body)
             report(wrote(output_path, describe_predictions([annotations])))
     elif suffix == ".dcm":
         writers.write_dicom_seg(annotations, output_path, source=dicom_source)
         report(wrote(output_path, f"DICOM SEG, {_named(names, 'segment')}"))
     else:
-        source = resource if isinstance(resource, VolumeResource) else None
-        writers.write_nifti(annotations, output_path, source=source)
+        writers.write_nifti(annotations, output_path, source=_placed(resource, formats))
         report(wrote(output_path, f"NIfTI label map, {_named(names, 'label', numbered=True)}"))
     if overlay_path is not None:
         writers.write_overlay_png(resource, annotations, overlay_path)
         shown = names or sorted({a.identifier for a in annotations})
         report(wrote(overlay_path, f"overlay picture, {_named(shown, 'label')}"))
     return list(annotations)
+
+
+def _placed(resource: BaseResource, formats: Mapping[str, str]) -> VolumeResource | None:
+    """The volume a NIfTI label map is placed on: the resource itself, or a single DICOM
+    image seen as a one-slice volume with its geometry (a view of its pixels)."""
+    if isinstance(resource, VolumeResource):
+        return resource
+    (path, found), *others = formats.items()
+    if others or found != "dicom" or not isinstance(resource, ImageResource):
+        return None
+    from datamint_core.io.dicom import image_affine
+
+    return VolumeResource(resource.pixels[None], affine=image_affine(path))
 
 
 def wrote(path: str, what: str) -> str:

@@ -75,6 +75,7 @@ class MicroBatcher:
         self.max_batch_time = float(max_batch_time)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
+        self._closed = False
         #: How many model calls ran, and how many requests they answered (for tests, metrics).
         self.calls = 0
         self.requests = 0
@@ -92,7 +93,13 @@ class MicroBatcher:
     async def submit_counted(
         self, resources: list[BaseResource], params: dict[str, Any]
     ) -> tuple[list[list[Annotation]], int]:
-        """:meth:`submit`, and how many requests shared the ``predict`` call that answered."""
+        """:meth:`submit`, and how many requests shared the ``predict`` call that answered.
+
+        Raises:
+            RuntimeError: the batcher was closed.
+        """
+        if self._closed:
+            raise RuntimeError("The micro-batcher is closed; it takes no more requests.")
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._run())
@@ -101,7 +108,9 @@ class MicroBatcher:
         return await future
 
     async def close(self) -> None:
-        """Stop the batching task (requests still queued are cancelled)."""
+        """Stop the batching task and its thread; requests still queued are cancelled, the
+        model call running (if any) finishes in the background. Takes no request after."""
+        self._closed = True
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -113,6 +122,7 @@ class MicroBatcher:
             while not self._queue.empty():
                 self._queue.get_nowait().future.cancel()
             self._queue = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         # One model call at a time; while it runs, the next batch keeps filling (past

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 from typing import Any
 
@@ -47,7 +48,7 @@ from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
-from datamint_core._limits import RequestLimits, applying
+from datamint_core._limits import RequestLimits, applying, check_decoded_size
 from datamint_core.errors import (
     InputTooLargeError,
     MalformedRequestError,
@@ -85,8 +86,6 @@ _LIST_PARAMETERS = ("spacing", "affine", "channel_names")
 #: Parameters MLServer itself sets or reads; never prediction params.
 _PROTOCOL_PARAMETERS = ("content_type", "headers")
 _KIND_BY_NDIM = {2: "image", 3: "volume", 4: "video"}
-#: Largest pixel array one input may declare (bytes), checked before anything is decoded.
-MAX_DECODED_BYTES = 2 * 1024**3
 
 
 class DatamintRuntime(MLModel):
@@ -94,6 +93,11 @@ class DatamintRuntime(MLModel):
 
     ``model-settings.json`` ``parameters``: ``uri`` (the model: a local directory,
     ``models:/...``, ``runs:/...``) and, optionally, ``extra.device`` (``cpu``, ``cuda:0``).
+
+    Each request runs under ``datamint serve``'s limits, read from the environment at load:
+    ``DATAMINT_SERVE_MAX_DECODED_BYTES`` (the pixel bytes of all its input tensors together,
+    checked from their declared shapes before anything is decoded) and
+    ``DATAMINT_SERVE_MAX_SLICES``.
     """
 
     def __init__(self, settings: Any) -> None:
@@ -119,6 +123,7 @@ class DatamintRuntime(MLModel):
         uri = await get_model_uri(self.settings)  # ./model: beside model-settings.json
         extra = dict(getattr(parameters, "extra", None) or {})
         device = extra.get("device")
+        self._limits = RequestLimits.from_env()  # a bad value fails the load, naming it
         self._model = await asyncio.to_thread(load_model, uri, device)
         self._lock = threading.Lock()
         self._thread_safe = bool(getattr(self._model, "thread_safe", False))
@@ -163,7 +168,8 @@ class DatamintRuntime(MLModel):
 
     async def _predict(self, payload: InferenceRequest) -> tuple[Any, int]:
         """The request's results, and how many requests shared its ``predict`` call."""
-        resources = [_resource(request_input) for request_input in payload.inputs]
+        with applying(self._request_limits()):  # the inputs share one decode budget
+            resources = [_resource(request_input) for request_input in payload.inputs]
         if not resources:
             raise MalformedRequestError(
                 "The request has no inputs; send one input tensor per resource."
@@ -177,9 +183,12 @@ class DatamintRuntime(MLModel):
             raise ResultShapeError(f"{len(result)} results for {len(resources)} inputs")
         return result, shared
 
+    def _request_limits(self) -> RequestLimits:
+        return RequestLimits(self._limits.max_decoded_bytes, self._limits.max_slices)
+
     def _predict_sync(self, resources: list[BaseResource], params: dict[str, Any]) -> Any:
         # A request over the wire: the server limits apply (DATAMINT_SERVE_MAX_SLICES, ...).
-        with applying(RequestLimits.from_env()):
+        with applying(self._request_limits()):
             if self._thread_safe:
                 return self._model.predict(resources, params)
             with self._lock:
@@ -200,12 +209,13 @@ def _resource(request_input: RequestInput) -> BaseResource:
             f"{label} has shape {shape}; give the pixel array's dimensions."
         )
     dtype = np.dtype(DATATYPES[datatype])
-    count = int(np.prod(shape, dtype=object))
-    if count * dtype.itemsize > MAX_DECODED_BYTES:
-        raise InputTooLargeError(
-            f"{label} declares {count * dtype.itemsize} bytes of pixel data; the limit is "
-            f"{MAX_DECODED_BYTES}."
-        )
+    try:  # the request's budget (DATAMINT_SERVE_MAX_DECODED_BYTES), before decoding
+        check_decoded_size(shape, dtype.itemsize, label)
+    except InputTooLargeError:
+        raise  # over the budget: a 413
+    except ValueError as error:  # more dimensions than pixel data has
+        raise MalformedRequestError(str(error)) from None
+    count = math.prod(shape)
     pixels = _pixels(request_input, dtype, count, label).reshape(shape)
     fields = _input_fields(request_input, label)
     kind = fields.pop("kind", None) or _KIND_BY_NDIM.get(pixels.ndim)

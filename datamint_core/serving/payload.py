@@ -86,6 +86,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from datamint_core._messages import shorten
+from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array, load_npz
 from datamint_core._request_paths import check_request_paths
 from datamint_core.annotations import Annotation
 from datamint_core.errors import (
@@ -95,7 +96,8 @@ from datamint_core.errors import (
     ResourceError,
     http_answer,
 )
-from datamint_core.resources import NPY_MAGIC, BaseResource, as_resources, load_array, load_npz
+from datamint_core.resources import BaseResource
+from datamint_core.wire import as_resources
 
 #: Envelope keys that hold the resources, ours first.
 INPUT_KEYS = ("resources", "inputs", "instances", "dataframe_records", "dataframe_split")
@@ -351,9 +353,7 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
     files = part if isinstance(part, list) else [part]
     first = getattr(files[0], "file", files[0])
     if len(files) == 1 and _is_array_part(files[0]):
-        array = _read_npy_part(first, name, position)
-        # An array under the "list" encoding is taken as it is (np.asarray: no copy).
-        return {**record, "pixel_data": {"encoding": "list", "data": array}}
+        return {**record, "pixel_data": _read_npy_part(first, name, position)}
     decoded, filename = _decode_files(files, record.get("kind"), position)
     return _merged(record, decoded, filename)
 
@@ -419,22 +419,18 @@ def _merged(record: Mapping[str, Any], decoded: Any, filename: str | None) -> di
     merged["metadata"] = {**decoded.metadata, **given} if isinstance(given, Mapping) else given
     if merged["metadata"] is None:
         merged["metadata"] = decoded.metadata
-    merged["pixel_data"] = {"encoding": "list", "data": decoded.pixels}
+    merged["pixel_data"] = decoded.pixels
     return merged
 
 
 def _is_array_part(upload: Any) -> bool:
     stream = getattr(upload, "file", upload)
     stream.seek(0)
-    head = stream.read(len(_NPY_MAGIC))
+    head = stream.read(len(NPY_MAGIC))
     stream.seek(0)
     filename = str(getattr(upload, "filename", None) or "").lower()
-    return head.startswith(_ARRAY_MAGICS) or filename.endswith((".npy", ".npz"))
-
-
-_NPY_MAGIC = b"\x93NUMPY"
-# A .npy file, or a .npz (a zip archive); both read by load_array within the decode budget.
-_ARRAY_MAGICS = (_NPY_MAGIC, b"PK\x03\x04")
+    # A .npy file, or a .npz (a zip archive); both read by load_array within the decode budget.
+    return head.startswith((NPY_MAGIC, ZIP_MAGIC)) or filename.endswith((".npy", ".npz"))
 
 
 def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:
@@ -466,12 +462,12 @@ def arrays_to_records(path_or_stream: str | BinaryIO, content_type: str) -> list
             if file.read(2) == b"PK":
                 raise ResourceError("The npy input holds an .npz archive; give content type npz.")
             file.seek(0)
-            return [{"pixel_data": {"encoding": "list", "data": load_array(file, where, ".npy")}}]
+            return [{"pixel_data": load_array(file, where, ".npy")}]
         if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
             raise ResourceError("The npz input holds a single .npy array; give content type npy.")
         file.seek(0)
         return [
-            {"id": name, "pixel_data": {"encoding": "list", "data": array}}
+            {"id": name, "pixel_data": array}
             for name, array in load_npz(file, where).items()
         ]
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._extras import require
 from datamint_core.errors import ProjectDataError
 from datamint_core.io._decoded import Decoded
-from datamint_core.io._extras import require
 from datamint_core.io._read import decode_path, detect_format
 from datamint_core.io.geometry import spacing_of
 

@@ -312,7 +312,7 @@ def test_the_batch_package_exports_exactly_this_and_adds_no_heavy_import(run_pyt
 def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_studies_by_id():
     # What Spark and Arrow hand to predict: metadata as a string column, lists as studies_by_id.
     from datamint_core import ResourceError
-    from datamint_core.resources import as_resources
+    from datamint_core.wire import as_resources
 
     volume = np.zeros((2, 3, 3), dtype=np.float32)
     frame = pd.DataFrame(

@@ -25,7 +25,7 @@ from datamint_core import (
 from datamint_core.io import AFFINE_TOLERANCE_MM, read, read_case, read_nifti
 from datamint_core.io.geometry import dhw_to_nifti
 from datamint_core.model import BaseDatamintModel
-from datamint_core.resources import resource_from_dict
+from datamint_core.wire import resource_from_dict
 from tests.core.channel_models import (
     CASE_AFFINE,
     MODALITIES,

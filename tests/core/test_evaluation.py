@@ -37,6 +37,9 @@ from tests.core.evaluation_models import (
     make_two_channel_project,
 )
 
+# Its outcome depends on what the environment holds (torch, Lightning, the full mlflow).
+pytestmark = pytest.mark.both_envs
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -125,6 +125,26 @@ def test_the_reported_orientations_are_refused_instead_of_reading_the_first_slic
         read(tmp_path / "ct")
 
 
+@pytest.mark.parametrize(
+    ("orientation", "expected"),
+    [
+        ([1, 0, 0, 0, float("nan"), 0], r"ImageOrientationPatient of 'one.dcm' is \[1.0, 0.0, "),
+        ([1, 0, 0, 0, 1], r"ImageOrientationPatient of 'one.dcm' is .*\(5 values\)"),
+        ([1, 0, 0, 0, 2, 0], "column direction of length 2,"),
+        ([1, 0, 0, 1, 0, 0], "cosine between them 1"),
+    ],
+)
+def test_a_single_image_refuses_an_orientation_a_series_would_refuse(
+    tmp_path: Path, orientation: list[float], expected: str
+):
+    dataset = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    dataset.ImageOrientationPatient = orientation
+    dataset.save_as(tmp_path / "one.dcm")
+    for kind in ("image", "volume"):
+        with pytest.raises(ResourceError, match=expected):
+            read(tmp_path / "one.dcm", kind=kind)
+
+
 def test_a_negative_pixel_spacing_is_refused_instead_of_becoming_one_millimetre(tmp_path: Path):
     case = hostile_files.SeriesCase(
         orientation=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0],

@@ -28,8 +28,12 @@ LAYERS: dict[str, int] = {
     # domain: the standard library and numpy only
     "_env": DOMAIN,
     "_extensions": DOMAIN,
+    "_extras": DOMAIN,  # the one "needs the extra" ImportError
+    "_files": DOMAIN,  # the one atomic file write
     "_limits": DOMAIN,
+    "_numbers": DOMAIN,  # the one parser of numbers users type
     "_messages": DOMAIN,
+    "_npy": DOMAIN,  # the safe .npy/.npz decoder
     "_request_paths": DOMAIN,  # which local files a request may name
     "annotations": DOMAIN,
     "dataset": DOMAIN,
@@ -44,6 +48,7 @@ LAYERS: dict[str, int] = {
     "settings": DOMAIN,
     "sliding_window": DOMAIN,
     "version": DOMAIN,
+    "wire": DOMAIN,  # dicts, table cells and arrays in; resources out
     # MLflow integration: domain, mlflow-skinny, optional readers
     "_loader": INTEGRATION,
     "_mlmodel": INTEGRATION,
@@ -63,19 +68,13 @@ LAYERS: dict[str, int] = {
     "evaluation.*": APPLICATIONS,
     "platform.*": APPLICATIONS,
     "serving.*": APPLICATIONS,
+    "serving._uvicorn_internals": APPLICATIONS,  # the adapter over uvicorn's H11Protocol
     "training.*": APPLICATIONS,
 }
 
 #: Upward imports that exist today, each to be replaced by a hook registered from above.
 #: The list only shrinks: a pair that no longer exists fails the test, so remove it here.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    # The prediction gateway loads linked models (wants a loader hook from the integration
-    # layer, as the platform registers its prediction logger in datamint_core._extensions).
-    ("model", "linked_models"),
-    # A local file path in a resource is read by the io readers, which import resources
-    # back (a cycle): the wire form / reader split of issue 17 item 2 removes it.
-    ("resources", "io._read"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 PACKAGE_ROOT = Path(datamint_core.__file__).parent
 

@@ -78,3 +78,25 @@ def test_a_batch_size_below_one_is_refused(size):
 def test_a_negative_batch_time_is_refused():
     with pytest.raises(ValueError, match="max_batch_time must be seconds >= 0"):
         MicroBatcher(lambda r, p: [], 4, -0.1)
+
+
+def _batch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("datamint-batch")]
+
+
+def test_close_ends_the_batch_thread_and_refuses_later_requests():
+    predict, _ = _predict_log()
+    before = set(_batch_threads())
+    batcher = MicroBatcher(predict, max_batch_size=4, max_batch_time=0.01)
+
+    async def use_then_close():
+        await _gather(batcher, [(["r0"], {})])
+        assert set(_batch_threads()) - before  # the model call ran on the batcher's thread
+        await batcher.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await batcher.submit([_resource("late")], {})
+
+    asyncio.run(use_then_close())
+    for thread in set(_batch_threads()) - before:
+        thread.join(timeout=5)
+    assert not set(_batch_threads()) - before

@@ -8,6 +8,9 @@ import pytest
 
 import datamint_core
 
+# Its outcome depends on what the environment holds (torch, Lightning, the full mlflow).
+pytestmark = pytest.mark.both_envs
+
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
 LIGHTNING_INSTALLED = importlib.util.find_spec("lightning") is not None
 
@@ -179,6 +182,39 @@ def test_importing_the_core_never_imports_torch_or_lightning(run_python):
         "('torch', 'lightning', 'pytorch_lightning', 'datamint_torch', 'datamint_lightning')))"
     )
     assert out.strip() == "[]"
+
+
+def test_the_model_reaches_linked_models_through_the_hook_imported_on_first_use(run_python):
+    # The model (domain) never imports datamint_core.linked_models (integration, which
+    # imports MLflow): `import datamint_core` leaves both out, and a model that links
+    # another reaches the integration layer's checks through datamint_core._extensions.
+    out = run_python(
+        """
+        import sys, datamint_core
+        print(sorted(m for m in ("mlflow", "datamint_core.linked_models") if m in sys.modules))
+        from datamint_core import BaseDatamintModel
+        from datamint_core._extensions import linked_model_support
+        from mlflow.exceptions import MlflowException
+
+        class Model(BaseDatamintModel):
+            def predict_default(self, model_input, **kwargs):
+                return [[] for _ in model_input]
+
+        try:
+            Model(mlflow_models_uri={"detector": "models:/detector/prod"})
+        except MlflowException as error:
+            print(error.error_code, "Stages are not supported" in error.message)
+        print(Model(mlflow_models_uri={"detector": "models:/detector@prod"}).mlflow_models_uri)
+        from datamint_core import linked_models
+        print(linked_model_support() is linked_models.MODEL_SUPPORT)
+        """
+    )
+    assert out.splitlines() == [
+        "[]",
+        "INVALID_PARAMETER_VALUE True",
+        "{'detector': 'models:/detector@prod'}",
+        "True",
+    ]
 
 
 def test_the_core_source_never_names_torch_or_the_extras_in_an_import():

@@ -100,6 +100,7 @@ def test_a_numpy_model_can_be_scored_here(model_path):
     assert DatamintBackend(config).can_score_model() is True
 
 
+@pytest.mark.both_envs
 def test_a_torch_model_can_be_scored_only_where_torch_is_installed(caplog):
     backend = DatamintBackend({"model_class": "datamint_torch.model.DatamintModel"})
     torch_installed = importlib.util.find_spec("torch") is not None
@@ -136,6 +137,22 @@ def test_backend_predict_reads_an_npz_with_one_resource_per_array(model_path, tm
     predictions = json.loads(output.read_text())["predictions"]
     assert len(predictions) == 2
     assert [p[0]["identifier"] for p in predictions] == ["bright", "bright"]
+    assert not list(tmp_path.glob(".*.incomplete"))
+
+
+def test_backend_predict_writes_its_output_atomically_into_a_new_directory(model_path, tmp_path):
+    np.save(tmp_path / "image.npy", np.ones((8, 8), np.float32))
+    output = tmp_path / "results" / "out.json"
+    output.parent.mkdir()
+    output.write_text("the previous answer")
+
+    with pytest.raises(MlflowException):
+        DatamintBackend({}).predict(str(model_path), str(tmp_path / "image.npy"), str(output), "x")
+    assert output.read_text() == "the previous answer"
+
+    DatamintBackend({}).predict(str(model_path), str(tmp_path / "image.npy"), str(output), "npy")
+    assert output.read_text().startswith('{"predictions"')
+    assert [p.name for p in output.parent.iterdir()] == ["out.json"]
 
 
 def test_backend_predict_refuses_an_unknown_content_type(model_path):
@@ -276,3 +293,23 @@ def test_a_batched_request_past_its_deadline_stops_the_model_at_the_next_slice()
         asyncio.run_coroutine_threadsafe(served.batcher.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def test_serve_workers_get_a_supervisor_healthcheck_long_enough_for_a_busy_node():
+    # uvicorn kills a worker that leaves its supervisor's ping unanswered for 5 s by default:
+    # on a loaded node a worker importing MLflow and loading its model misses that and is
+    # replaced in a loop that never serves (seen in CI at load 19 on 2 cores).
+    import uvicorn
+
+    from datamint_core.cli import WORKER_HEALTHCHECK_TIMEOUT_S, _worker_healthcheck_option
+
+    option = _worker_healthcheck_option(uvicorn.run)
+    assert option == {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_TIMEOUT_S}
+    assert WORKER_HEALTHCHECK_TIMEOUT_S >= 30
+    config = uvicorn.Config("datamint_core.serving.app:create_app_from_env", **option)
+    assert config.timeout_worker_healthcheck == WORKER_HEALTHCHECK_TIMEOUT_S
+
+    def older_run(app, *, host="127.0.0.1", port=8000, workers=None):  # uvicorn before 0.30
+        pass
+
+    assert _worker_healthcheck_option(older_run) == {}

@@ -91,7 +91,7 @@ def test_an_nnunet_project_stacks_its_channel_files_last(tmp_path):
 
 
 def test_a_multi_channel_case_becomes_a_volume_resource_that_keeps_its_channel_names(tmp_path):
-    from datamint_core.resources import resource_from_dict
+    from datamint_core.wire import resource_from_dict
 
     root = write_nnunet_project(tmp_path / "Dataset002_Prostate", cases=1, channels=2)
     case = ImageDataset(root).load("case_000")

@@ -15,7 +15,7 @@ from datamint_core import load_model, save_model
 from datamint_core.cli import main
 from datamint_core.io import read
 from datamint_core.io.writers import PALETTE
-from tests.core.dicom_files import nibabel_file, write_series
+from tests.core.dicom_files import nibabel_file, pydicom_file, write_series
 from tests.core.sample_models import ThresholdSegmenter
 
 nibabel = pytest.importorskip("nibabel")
@@ -135,6 +135,51 @@ def test_a_png_prediction_is_written_as_the_same_json_as_an_in_process_predict(
     expected = load_model(str(model_path)).predict([read(tmp_path / "xray.png")], {})
     written = json.loads((tmp_path / "out.json").read_text())
     assert written == {"predictions": [[a.to_dict() for a in expected[0]]]}
+
+
+def _oblique_ct_image(path: Path, orientation: list[float] | None = None) -> Path:
+    """pydicom's CT_small.dcm turned 30 degrees about the patient's z axis, moved away."""
+    dataset = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    angle = np.radians(30)
+    dataset.ImageOrientationPatient = orientation or [
+        round(v, 6) for v in (np.cos(angle), np.sin(angle), 0, -np.sin(angle), np.cos(angle), 0)
+    ]
+    dataset.ImagePositionPatient = [12.5, -40.25, 77.0]
+    dataset.PixelSpacing = [0.75, 0.5]
+    dataset.save_as(path)
+    return path
+
+
+def test_a_single_dicom_image_written_as_nifti_lies_where_simpleitk_places_the_image(
+    model_path: Path, tmp_path: Path, capsys
+):
+    sitk = pytest.importorskip("SimpleITK")
+    source = _oblique_ct_image(tmp_path / "ct.dcm")
+    mask_path = tmp_path / "mask.nii.gz"
+    code = main(["predict", "-m", str(model_path), "-i", str(source), "-o", str(mask_path)])
+    assert code == 0, capsys.readouterr().err
+    assert "wrote" in capsys.readouterr().err
+    written, reference = sitk.ReadImage(str(mask_path)), sitk.ReadImage(str(source))
+    assert written.GetSize() == reference.GetSize() == (128, 128, 1)
+    np.testing.assert_allclose(written.GetOrigin(), reference.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(written.GetSpacing(), reference.GetSpacing(), rtol=1e-5)
+    np.testing.assert_allclose(written.GetDirection(), reference.GetDirection(), atol=1e-5)
+    expected = sitk.GetArrayFromImage(reference) > THRESHOLD
+    assert 0 < expected.sum() < expected.size
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written) == 1, expected)
+
+
+def test_a_single_dicom_image_with_a_skewed_orientation_is_refused_by_predict(
+    model_path: Path, tmp_path: Path, capsys
+):
+    source = _oblique_ct_image(tmp_path / "skewed.dcm", [1, 0, 0, 0.5, 0.5, 0])
+    mask_path = tmp_path / "mask.nii.gz"
+    code = main(["predict", "-m", str(model_path), "-i", str(source), "-o", str(mask_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "ImageOrientationPatient of 'skewed.dcm' is [1.0, 0.0, 0.0, 0.5, 0.5, 0.0]" in err
+    assert "accepted: six finite numbers" in err
+    assert not mask_path.exists()
 
 
 def test_a_seg_output_needs_a_dicom_input_and_says_so(model_path: Path, tmp_path: Path, capsys):

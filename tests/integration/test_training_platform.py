@@ -22,6 +22,9 @@ from tests.integration.test_platform import datamint_env
 from tests.seed_example import CHECKS, SEED_EXAMPLE, result_of
 from tests.training_projects import LABELS, nifti_affine, phantom_case
 
+# Its outcome depends on what the environment holds (torch, Lightning, the full mlflow).
+pytestmark = pytest.mark.both_envs
+
 # The training half needs Lightning (and torch), which the core environment does not hold.
 needs_lightning = pytest.mark.skipif(
     importlib.util.find_spec("lightning") is None,
@@ -149,6 +152,7 @@ def test_a_bare_mlflow_logger_logs_into_the_platform_when_lightning_was_imported
 import json
 from lightning.pytorch.loggers import MLFlowLogger
 import datamint_lightning, mlflow
+
 logger = MLFlowLogger(experiment_name="logger-follows-platform")
 logger.log_metrics({"loss": 0.25}, step=0)
 logger.finalize("success")

@@ -187,3 +187,27 @@ def test_tensor_data_nested_hundreds_deep_is_a_400_saying_to_send_a_flat_list():
 
     assert refused.value.http_status == 400
     assert "send a flat list of values" in str(refused.value)
+
+
+def test_the_server_decode_limit_applies_to_the_inputs_of_a_v2_request_together(tmp_path):
+    model_path = tmp_path / "segmenter"
+    save_model(ThresholdSegmenter(0.4), model_path)
+    # 1 KiB: one 6x7 FP32 input (168 bytes) fits, seven of them (1176 bytes) do not.
+    server = start_mlserver(
+        model_path, tmp_path / "mlserver.log", DATAMINT_SERVE_MAX_DECODED_BYTES="1K"
+    )
+    try:
+        status, answer = server.infer(_rest_body())
+        assert status == 200, answer
+        big = np.zeros((20, 20), dtype=np.float32)
+        status, answer = server.infer(_rest_body(pixels=big))
+        assert status == 413, answer
+        assert "over the limit of 1024 decoded bytes" in answer["error"]
+        assert "DATAMINT_SERVE_MAX_DECODED_BYTES" in answer["error"]
+        body = _rest_body()
+        body["inputs"] = [{**body["inputs"][0], "name": f"ct-{i}"} for i in range(7)]
+        status, answer = server.infer(body)
+        assert status == 413, answer
+        assert "after 1008 bytes already" in answer["error"]
+    finally:
+        server.stop()
