@@ -80,6 +80,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -88,7 +90,7 @@ import numpy as np
 from datamint_core._messages import shorten
 from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array, load_npz
 from datamint_core._request_paths import check_request_paths
-from datamint_core.annotations import Annotation
+from datamint_core.annotations import Annotation, json_form
 from datamint_core.errors import (
     DatamintError,
     InputTooLargeError,
@@ -139,6 +141,8 @@ def malformed(message: str) -> RequestError:
 
 #: How deep a request's JSON may nest: the envelope, a resource, its pixel lists and some room.
 MAX_JSON_DEPTH = 32
+# Mask run lengths serialized per json.dumps call in an answer: tens of milliseconds each.
+_RUNS_PER_PIECE = 1 << 16
 
 
 def parse_json_envelope(body: bytes | str | Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -163,9 +167,11 @@ def parse_json_envelope(body: bytes | str | Mapping[str, Any]) -> tuple[list[Any
             raise malformed(f"The request body is not valid JSON: {error}.") from None
         # Only a body with more brackets than the limit can nest that deep: a cheap scan
         # spares the walk for almost every request.
-        if body.count(b"[" if isinstance(body, bytes) else "[") + body.count(
-            b"{" if isinstance(body, bytes) else "{"
-        ) > MAX_JSON_DEPTH:
+        if (
+            body.count(b"[" if isinstance(body, bytes) else "[")
+            + body.count(b"{" if isinstance(body, bytes) else "{")
+            > MAX_JSON_DEPTH
+        ):
             _check_depth(envelope)
     if not isinstance(envelope, Mapping):
         raise malformed(
@@ -385,9 +391,7 @@ def _with_channel_parts(
     return _merged(record, decoded, None)
 
 
-def _decode_files(
-    files: list[Any], kind: str | None, position: int
-) -> tuple[Any, str | None]:
+def _decode_files(files: list[Any], kind: str | None, position: int) -> tuple[Any, str | None]:
     """Read one part's files (a DICOM series, NIfTI, an image) with :mod:`datamint_core.io`."""
     from datamint_core.io.uploads import decode_uploads
 
@@ -444,9 +448,38 @@ def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:
 
 
 def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:
-    """The response body: ``{"predictions": [[annotation dict, ...], ...]}``."""
-    predictions = [[annotation.to_dict() for annotation in entry] for entry in result]
-    return json.dumps({"predictions": predictions}, separators=(",", ":")).encode()
+    """The response body: ``{"predictions": [[annotation dict, ...], ...]}``.
+
+    Masks' run lengths are written :data:`_RUNS_PER_PIECE` at a time. One ``json.dumps``
+    of a volume mask's millions of runs holds the GIL for seconds, and with it a server's
+    event loop (``/ping``, other requests' reads) while a worker thread answers.
+    """
+    arrays: list[np.ndarray] = []
+    token = f"@datamint-runs-{uuid.uuid4().hex}-"
+
+    def stand_in(value: Any) -> str:
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        arrays.append(value)
+        return f"{token}{len(arrays) - 1}"
+
+    predictions = [
+        [json_form(annotation, rle_arrays=True) for annotation in entry] for entry in result
+    ]
+    text = json.dumps({"predictions": predictions}, separators=(",", ":"), default=stand_in)
+    pieces = re.split(f'"{re.escape(token)}([0-9]+)"', text)
+    body: list[bytes] = []
+    for index, piece in enumerate(pieces):
+        if index % 2 == 0:
+            body.append(piece.encode())
+            continue
+        runs = arrays[int(piece)]
+        body.append(b"[")
+        for start in range(0, len(runs), _RUNS_PER_PIECE):
+            text = json.dumps(runs[start : start + _RUNS_PER_PIECE].tolist(), separators=(",", ":"))
+            body.append((b"," if start else b"") + text[1:-1].encode())
+        body.append(b"]")
+    return b"".join(body)
 
 
 def arrays_to_records(path_or_stream: str | BinaryIO, content_type: str) -> list[dict[str, Any]]:

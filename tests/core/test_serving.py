@@ -295,6 +295,45 @@ def test_a_batched_request_past_its_deadline_stops_the_model_at_the_next_slice()
         thread.join(10)
 
 
+def _longest_stall(work) -> tuple[float, object]:
+    """Run ``work()`` while another thread ticks every millisecond; return the longest gap
+    between its ticks (how long ``work`` kept it off the GIL) and ``work``'s result."""
+    ticks: list[float] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.05)
+    try:
+        result = work()
+    finally:
+        done.set()
+        ticker.join()
+    return float(np.diff(ticks).max()), result
+
+
+def test_an_answer_with_millions_of_mask_runs_is_written_without_holding_other_threads_off():
+    import json
+
+    from datamint_core import AnnotationScope, SegmentationAnnotation
+    from datamint_core.serving.payload import predictions_to_json
+
+    mask = np.random.default_rng(0).random((64, 256, 256)) > 0.5  # about 2 million runs
+    result = [[SegmentationAnnotation("noise", mask, scope=AnnotationScope.VOLUME)]]
+    forms = {"predictions": [[annotation.to_dict() for annotation in result[0]]]}
+    # One json.dumps call of the same runs: other threads (a server's event loop) wait it out.
+    whole_stall, expected = _longest_stall(lambda: json.dumps(forms, separators=(",", ":")))
+    stall, body = _longest_stall(lambda: predictions_to_json(result))
+    assert body == expected.encode()
+    assert len(forms["predictions"][0][0]["mask"]["rle"]) > 1_500_000
+    assert stall < whole_stall / 4, (stall, whole_stall)
+
+
 def test_serve_workers_get_a_supervisor_healthcheck_long_enough_for_a_busy_node():
     # uvicorn kills a worker that leaves its supervisor's ping unanswered for 5 s by default:
     # on a loaded node a worker importing MLflow and loading its model misses that and is
