@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 import time
 from typing import Any
 
-import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
@@ -26,8 +24,9 @@ from datamint_core import _env
 from datamint_core._limits import RequestLimits, applying
 from datamint_core._messages import shorten
 from datamint_core._request_paths import check_request_paths, path_dirs_from_env, resolve_path_dirs
-from datamint_core.errors import RequestDeadlineExceeded, http_answer
+from datamint_core.errors import RequestDeadlineExceeded, ResourceError, http_answer
 from datamint_core.model import BaseDatamintModel
+from datamint_core.wire import wire_entries
 
 _logger = logging.getLogger(__name__)
 
@@ -165,28 +164,10 @@ def _refuse_request_paths(model_input: Any) -> None:
 
 
 def _raw_records(model_input: Any) -> list[Any]:
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(model_input, pandas.DataFrame):
-        if "path" not in model_input.columns:
-            return []
-        records = model_input.to_dict(orient="records")
-    elif isinstance(model_input, dict):
-        records = model_input.get("resources", [model_input])
-        if isinstance(records, dict):  # {"resources": {...}}: one resource
-            records = [records]
-    elif isinstance(model_input, (list, tuple)):
-        records = list(model_input)
-    elif isinstance(model_input, np.ndarray) and model_input.dtype == object:
-        records = model_input.ravel().tolist()
-    else:
+    """The input's entries as ``predict`` reads them (:func:`datamint_core.wire.wire_entries`:
+    MLflow's numpy-wrapped values and a DataFrame's NaN cells made plain); none for an input
+    ``predict`` refuses anyway, with its own message."""
+    try:
+        return wire_entries(model_input)
+    except ResourceError:
         return []
-    return [_plain_record(r) for r in records if isinstance(r, dict)]
-
-
-def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
-    path = record.get("path")
-    if isinstance(path, np.ndarray):  # MLflow's `inputs` wraps values in numpy arrays
-        path = path.item() if path.ndim == 0 else path.tolist()
-    if isinstance(path, float) and path != path:  # NaN: a DataFrame row without a path
-        path = None
-    return {**record, "path": path}

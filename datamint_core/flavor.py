@@ -533,7 +533,6 @@ def _invalid_to_mlflow(parse: Any, value: Any) -> Any:
 
 
 def _this_module() -> Any:
-
     return sys.modules[__name__]
 
 

@@ -78,7 +78,6 @@ the model is answered with the status and code its class declares
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import uuid
@@ -88,7 +87,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from datamint_core._messages import shorten
-from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array, load_npz
+from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array
 from datamint_core._request_paths import check_request_paths
 from datamint_core.annotations import Annotation, json_form
 from datamint_core.errors import (
@@ -99,7 +98,7 @@ from datamint_core.errors import (
     http_answer,
 )
 from datamint_core.resources import BaseResource
-from datamint_core.wire import as_resources
+from datamint_core.wire import as_resources, record_with_file
 
 #: Envelope keys that hold the resources, ours first.
 INPUT_KEYS = ("resources", "inputs", "instances", "dataframe_records", "dataframe_split")
@@ -361,7 +360,7 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
     if len(files) == 1 and _is_array_part(files[0]):
         return {**record, "pixel_data": _read_npy_part(first, name, position)}
     decoded, filename = _decode_files(files, record.get("kind"), position)
-    return _merged(record, decoded, filename)
+    return record_with_file(record, decoded, filename)
 
 
 def _with_channel_parts(
@@ -388,7 +387,7 @@ def _with_channel_parts(
         raise RequestError.answering(error, f"Input #{position}: ") from None
     if record.get("channel_names") is None:
         record = {**record, "channel_names": list(names)}
-    return _merged(record, decoded, None)
+    return record_with_file(record, decoded)
 
 
 def _decode_files(files: list[Any], kind: str | None, position: int) -> tuple[Any, str | None]:
@@ -402,29 +401,6 @@ def _decode_files(files: list[Any], kind: str | None, position: int) -> tuple[An
         raise RequestError.answering(error, f"Input #{position}: ") from None
     except ImportError as error:
         raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", f"Input #{position}: {error}") from None
-
-
-def _merged(record: Mapping[str, Any], decoded: Any, filename: str | None) -> dict[str, Any]:
-    """The record with what the file says filling in what the record leaves out."""
-    found: dict[str, Any] = {
-        "kind": decoded.kind,
-        "filename": filename,
-        "mimetype": decoded.mimetype,
-        "modality": decoded.modality,
-        "channel_names": list(decoded.channel_names) if decoded.channel_names else None,
-    }
-    if decoded.spacing is not None and decoded.kind != "video":
-        found["spacing"] = list(decoded.spacing)
-    if decoded.affine is not None and decoded.kind == "volume":
-        found["affine"] = decoded.affine
-    merged = {key: value for key, value in found.items() if value is not None}
-    merged.update({key: value for key, value in record.items() if value is not None})
-    given = record.get("metadata")
-    merged["metadata"] = {**decoded.metadata, **given} if isinstance(given, Mapping) else given
-    if merged["metadata"] is None:
-        merged["metadata"] = decoded.metadata
-    merged["pixel_data"] = decoded.pixels
-    return merged
 
 
 def _is_array_part(upload: Any) -> bool:
@@ -480,30 +456,3 @@ def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:
             body.append((b"," if start else b"") + text[1:-1].encode())
         body.append(b"]")
     return b"".join(body)
-
-
-def arrays_to_records(path_or_stream: str | BinaryIO, content_type: str) -> list[dict[str, Any]]:
-    """Resource JSON forms for a local ``.npy`` (one array) or ``.npz`` (one per array) file.
-
-    The kind of each resource follows its dimensions (2: image, 3: volume, 4: video); an
-    ``.npz`` array's name becomes the resource's ``id``.
-    """
-    source = path_or_stream if isinstance(path_or_stream, str) else None
-    where = repr(source) if source is not None else f"the {content_type} input"
-    with open(source, "rb") if source is not None else _seekable(path_or_stream) as file:
-        if content_type == "npy":
-            if file.read(2) == b"PK":
-                raise ResourceError("The npy input holds an .npz archive; give content type npz.")
-            file.seek(0)
-            return [{"pixel_data": load_array(file, where, ".npy")}]
-        if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
-            raise ResourceError("The npz input holds a single .npy array; give content type npy.")
-        file.seek(0)
-        return [
-            {"id": name, "pixel_data": array}
-            for name, array in load_npz(file, where).items()
-        ]
-
-
-def _seekable(stream: BinaryIO) -> BinaryIO:
-    return stream if stream.seekable() else io.BytesIO(stream.read())
