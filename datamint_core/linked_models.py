@@ -45,12 +45,17 @@ from datamint_core._mlmodel import read_flavors
 from datamint_core.artifact_cache import (
     ArtifactCache,
     CacheEntry,
-    CacheError,
-    CacheNotWritableError,
-    CorruptedCacheEntryError,
     model_key,
     run_key,
     store_identity,
+)
+from datamint_core.errors import (
+    CacheError,
+    CacheNotWritableError,
+    CorruptedCacheEntryError,
+    LinkedModelError,
+    LinkedModelNotFoundError,
+    TrackingServerUnreachableError,
 )
 
 _logger = logging.getLogger(__name__)
@@ -75,18 +80,6 @@ _ACCEPTED = (
 )
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 _RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-zA-Z_-]+)/(?P<path>.+)$")
-
-
-class LinkedModelError(MlflowException):
-    """A linked model cannot be found or loaded."""
-
-
-class LinkedModelNotFoundError(LinkedModelError, LookupError):
-    """The registry (or the offline cache) does not have the linked model."""
-
-
-class TrackingServerUnreachableError(LinkedModelError, ConnectionError):
-    """The tracking server could not be reached to resolve or download a linked model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -614,7 +607,7 @@ def _registry_errors(key: str, uri: str, name: str) -> Iterator[None]:
         try:
             yield
         except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST" or isinstance(error, LinkedModelError):
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             raise LinkedModelNotFoundError(
                 f"{_subject(key)} ({uri!r}) does not exist on {_registry()}: {error.message}"

@@ -36,14 +36,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from datamint_core._limits import (
-    MAX_DIMENSIONS,
-    InputTooLargeError,
-    check_deadline,
-    check_decoded_size,
-)
+from datamint_core._limits import MAX_DIMENSIONS, check_deadline, check_decoded_size
 from datamint_core._npy import NPY_MAGIC, check_pixel_dtype, decode_npy_base64, load_array, load_npz
-from datamint_core.errors import ResourceError
+from datamint_core.errors import InputTooLargeError, ResourceError
 from datamint_core.resources import (
     DESCRIPTOR_KEYS,
     RESOURCE_KINDS,
