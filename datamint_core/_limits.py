@@ -38,6 +38,7 @@ from typing import Any
 
 from datamint_core._env import read_env
 from datamint_core._numbers import COUNT, SECONDS, SIZE, NumberKind, parse
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded
 
 MAX_DECODED_BYTES_ENV = "DATAMINT_SERVE_MAX_DECODED_BYTES"
 MAX_SLICES_ENV = "DATAMINT_SERVE_MAX_SLICES"
@@ -45,15 +46,6 @@ DEFAULT_MAX_DECODED_BYTES = 1024**3
 DEFAULT_MAX_SLICES = 4096
 #: More dimensions than any resource has; a header declaring more is not pixel data.
 MAX_DIMENSIONS = 8
-
-
-class InputTooLargeError(ValueError):
-    """An input over one of the limits: too many decoded bytes, slices or frames (HTTP 413)."""
-
-
-class RequestDeadlineExceeded(TimeoutError):
-    """The request's deadline passed; the work stopped at a slice, frame or resource boundary
-    (HTTP 504)."""
 
 
 @dataclasses.dataclass

@@ -520,7 +520,8 @@ def _validate(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     sample = None
     if args.input is not None:
-        from datamint_core.serving.payload import arrays_to_records, parse_json_envelope
+        from datamint_core.serving.payload import parse_json_envelope
+        from datamint_core.wire import arrays_to_records
 
         content_type = _content_type(args.input, None)
         if content_type == "json":

@@ -16,8 +16,9 @@ from mlflow.pyfunc import PythonModel
 from datamint_core import _env, _extensions
 from datamint_core.annotations import Annotation, AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.errors import InvalidRequestError
 from datamint_core.resources import BaseResource
-from datamint_core.routing import InvalidRequestError, PredictionRouter
+from datamint_core.routing import PredictionRouter
 from datamint_core.settings import ModelSettings
 from datamint_core.sliding_window import NumpyPatchArrays, PatchArrays
 from datamint_core.version import __version__

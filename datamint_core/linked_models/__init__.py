@@ -40,13 +40,13 @@ models through that hook, never by importing this package.
 """
 
 from datamint_core import _extensions
-from datamint_core.linked_models._bundling import BUNDLE_ARTIFACT, stage_bundle
-from datamint_core.linked_models._errors import (
-    OFFLINE_ENV,
+from datamint_core.errors import (
     LinkedModelError,
     LinkedModelNotFoundError,
     TrackingServerUnreachableError,
 )
+from datamint_core.linked_models._bundling import BUNDLE_ARTIFACT, stage_bundle
+from datamint_core.linked_models._errors import OFFLINE_ENV
 from datamint_core.linked_models._loading import (
     LINKED_MODELS_CONFIG_KEY,
     load_for_model,

@@ -1,4 +1,4 @@
-"""The errors of linked models, and MLflow's errors said as them.
+"""MLflow's errors said as the errors of linked models (:mod:`datamint_core.errors`).
 
 MLflow's errors are classified by what they are, never by their text: a missing registry
 object by its error code (``RESOURCE_DOES_NOT_EXIST``), an unreachable server by the type of
@@ -14,24 +14,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from datamint_core import _mlflow_internals
+from datamint_core.errors import (
+    LinkedModelError,
+    LinkedModelNotFoundError,
+    TrackingServerUnreachableError,
+)
 from datamint_core.linked_models._uris import subject, subject_lower
 
 OFFLINE_ENV = "DATAMINT_OFFLINE"
 
 #: ``MlflowException.error_code`` of a model, version or alias the registry does not have.
 NOT_FOUND_CODE = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
-
-
-class LinkedModelError(MlflowException):
-    """A linked model cannot be found or loaded."""
-
-
-class LinkedModelNotFoundError(LinkedModelError, LookupError):
-    """The registry (or the offline cache) does not have the linked model."""
-
-
-class TrackingServerUnreachableError(LinkedModelError, ConnectionError):
-    """The tracking server could not be reached to resolve or download a linked model."""
 
 
 @contextlib.contextmanager
@@ -42,8 +35,6 @@ def registry_errors(key: str, uri: str) -> Iterator[None]:
     with server_errors(key, uri):
         try:
             yield
-        except LinkedModelError:
-            raise
         except MlflowException as error:
             if error.error_code != NOT_FOUND_CODE:
                 raise

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from datamint_core._mlmodel import read_flavors
+from datamint_core.errors import LinkedModelError
 from datamint_core.linked_models._bundling import BUNDLE_ARTIFACT
-from datamint_core.linked_models._errors import LinkedModelError
 from datamint_core.linked_models._locating import hold_located
 from datamint_core.linked_models._pinning import pin
 from datamint_core.linked_models._reference import PYFUNC_FLAVOR, LinkedModel, LinkSettings

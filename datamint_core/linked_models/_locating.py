@@ -15,19 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from datamint_core import _env
-from datamint_core.artifact_cache import (
-    ArtifactCache,
-    CacheEntry,
+from datamint_core.artifact_cache import ArtifactCache, CacheEntry
+from datamint_core.errors import (
     CacheError,
     CacheNotWritableError,
     CorruptedCacheEntryError,
-)
-from datamint_core.linked_models._errors import (
-    OFFLINE_ENV,
     LinkedModelError,
     LinkedModelNotFoundError,
-    server_errors,
 )
+from datamint_core.linked_models._errors import OFFLINE_ENV, server_errors
 from datamint_core.linked_models._pinning import pin
 from datamint_core.linked_models._reference import LinkedModel, LinkSettings
 from datamint_core.linked_models._uris import TOP_LEVEL_KEY, is_pinnable, subject

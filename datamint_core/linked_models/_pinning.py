@@ -13,11 +13,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
 from datamint_core.artifact_cache import store_identity
+from datamint_core.errors import LinkedModelError, LinkedModelNotFoundError
 from datamint_core.linked_models._errors import (
     NOT_FOUND_CODE,
     OFFLINE_ENV,
-    LinkedModelError,
-    LinkedModelNotFoundError,
     registry_errors,
     registry_uri,
 )

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from datamint_core._env import read_env
 from datamint_core._files import write_atomically
 from datamint_core._numbers import SECONDS, parse
+from datamint_core.errors import PlatformConfigError
 
 DEFAULT_API_URL = "https://api.datamint.io"
 #: The port of the platform's MLflow tracking server when only the API URL is configured.
@@ -73,10 +74,6 @@ FILE_KEYS: dict[str, EnvVars] = {
     "projects_dir": EnvVars.DATAMINT_PROJECTS_DIR,
 }
 _DEFAULT_TIMEOUT_S = 10.0
-
-
-class PlatformConfigError(ValueError):
-    """A Datamint setting is missing or unsafe; the message names the setting and the fix."""
 
 
 def config_path() -> Path:

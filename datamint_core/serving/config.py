@@ -36,10 +36,10 @@ from datamint_core._limits import (
     MAX_SLICES_ENV,
 )
 from datamint_core._numbers import AMOUNT, COUNT, SECONDS, SIZE, NumberKind, parse, parse_size
+from datamint_core._request_paths import ALLOW_PATH_DIRS_ENV, path_dirs_from_env, resolve_path_dirs
 
 MAX_REQUEST_SIZE_ENV = "DATAMINT_SERVE_MAX_REQUEST_SIZE"
 REQUEST_TIMEOUT_ENV = "DATAMINT_SERVE_REQUEST_TIMEOUT"
-ALLOW_PATH_DIRS_ENV = "DATAMINT_SERVE_ALLOW_PATH_DIRS"
 #: The model a worker process loads when ``datamint serve`` runs several workers.
 MODEL_URI_ENV = "DATAMINT_SERVE_MODEL_URI"
 
@@ -110,13 +110,7 @@ class ServerConfig:
             value = getattr(self, name)
             if parse(kind, value, name) != value:  # a field holds the number, not its text
                 raise ValueError(f"{name}={value!r} is not valid; accepted: {kind.accepted}.")
-        for directory in self.allow_path_dirs:
-            if not os.path.isdir(directory):
-                raise ValueError(
-                    f"allow_path_dirs names {directory!r}, which is not an existing directory."
-                )
-        resolved = tuple(os.path.realpath(directory) for directory in self.allow_path_dirs)
-        object.__setattr__(self, "allow_path_dirs", resolved)
+        object.__setattr__(self, "allow_path_dirs", resolve_path_dirs(self.allow_path_dirs))
 
     @classmethod
     def resolve(
@@ -143,8 +137,7 @@ class ServerConfig:
             if raw is not None:
                 values[name] = parse(kind, raw, name if given is not None else env)
         if allow_path_dirs is None:
-            raw_dirs = read_env(ALLOW_PATH_DIRS_ENV, "")
-            allow_path_dirs = [d for d in raw_dirs.split(os.pathsep) if d]
+            allow_path_dirs = path_dirs_from_env()
         return cls(allow_path_dirs=tuple(allow_path_dirs), **values)
 
     def to_env(self) -> dict[str, str]:
