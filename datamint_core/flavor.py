@@ -442,7 +442,7 @@ class _DatamintPyfuncModel:
         params = dict(params or {})
         as_json = _wants_json(params.pop(RESULT_FORMAT_PARAM, None))
         _refuse_request_paths(model_input)
-        serving = _env.read_env_flag(_SERVING_ENV)
+        serving = _env.MLFLOW_IS_IN_SERVING_ENVIRONMENT.get()
         limits = applying(_scoring_limits()) if serving else contextlib.nullcontext()
         try:
             with limits:
@@ -526,7 +526,6 @@ class _ClientError(MlflowException):
 
 
 #: Set to "true" by MLflow's scoring server (``mlflow models serve``) in its process.
-_SERVING_ENV = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
 
 
 def _refuse_request_paths(model_input: Any) -> None:
