@@ -38,18 +38,10 @@ from typing import Any
 
 from datamint_core._env import DATAMINT_SERVE_MAX_DECODED_BYTES, DATAMINT_SERVE_MAX_SLICES
 from datamint_core._numbers import COUNT, SECONDS, SIZE, ValueKind, parse
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded
 
 #: More dimensions than any resource has; a header declaring more is not pixel data.
 MAX_DIMENSIONS = 8
-
-
-class InputTooLargeError(ValueError):
-    """An input over one of the limits: too many decoded bytes, slices or frames (HTTP 413)."""
-
-
-class RequestDeadlineExceeded(TimeoutError):
-    """The request's deadline passed; the work stopped at a slice, frame or resource boundary
-    (HTTP 504)."""
 
 
 @dataclasses.dataclass

@@ -423,8 +423,25 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
             factory=True,
             workers=args.workers,
             **options,
+            **_worker_healthcheck_option(uvicorn.run),
         )
     _exit_without_teardown()
+
+
+#: Seconds a worker may take to answer uvicorn's supervisor before it is killed and replaced.
+#: uvicorn's default (5 s) is shorter than a worker's start on a busy node: importing numpy,
+#: pandas and MLflow and loading the model holds the GIL in long stretches, the ping goes
+#: unanswered, and the supervisor kills and restarts workers in a loop that never serves.
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
+
+
+def _worker_healthcheck_option(run: Any) -> dict[str, int]:
+    """``timeout_worker_healthcheck`` for ``uvicorn.run`` where that uvicorn has it (0.30+)."""
+    import inspect
+
+    if "timeout_worker_healthcheck" in inspect.signature(run).parameters:
+        return {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_TIMEOUT_S}
+    return {}
 
 
 def _serve_mlserver(args: argparse.Namespace) -> int:
@@ -494,7 +511,8 @@ def _validate(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     sample = None
     if args.input is not None:
-        from datamint_core.serving.payload import arrays_to_records, parse_json_envelope
+        from datamint_core.serving.payload import parse_json_envelope
+        from datamint_core.wire import arrays_to_records
 
         content_type = _content_type(args.input, None)
         if content_type == "json":

@@ -71,8 +71,9 @@ def run_batch_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
         UsageError: INPUT cannot be listed as studies, or OUTPUT holds another job's results
             (exit 2: the command must change; rerunning it as is cannot succeed).
     """
-    from datamint_core.batch import BatchInputError, OutputMismatchError, run_batch
+    from datamint_core.batch import run_batch
     from datamint_core.cli import UsageError
+    from datamint_core.errors import BatchInputError, OutputMismatchError
 
     try:
         report = run_batch(

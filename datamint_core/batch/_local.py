@@ -31,6 +31,7 @@ from datamint_core._numbers import COUNT, parse
 from datamint_core.batch._progress import Progress
 from datamint_core.batch._rows import STATUS_FAILED, output_row_for_failure, predict_row
 from datamint_core.batch._store import commit_part, part_name
+from datamint_core.errors import ModelLoadError
 
 #: Rows sent to a worker in one task: amortises the inter-process hop, keeps memory small.
 CHUNK_ROWS = 4
@@ -45,10 +46,6 @@ THREAD_VARIABLES = (
 
 _worker_model: Any = None
 _worker_load_error: str | None = None
-
-
-class ModelLoadError(RuntimeError):
-    """A worker could not load the model; the job stops (no row can succeed)."""
 
 
 def available_cores() -> int:

@@ -56,12 +56,8 @@ from mlflow.entities import Metric
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 from datamint_core._extras import missing_extra
-from datamint_core.evaluation._cases import (
-    EvaluationInputError,
-    labels_from_file,
-    parse_labels,
-    project_cases,
-)
+from datamint_core.errors import EvaluationInputError
+from datamint_core.evaluation._cases import labels_from_file, parse_labels, project_cases
 from datamint_core.evaluation._score import (
     MODEL_TYPE,
     columns,

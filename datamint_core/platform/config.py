@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from datamint_core import _env
 from datamint_core._files import write_atomically
+from datamint_core.errors import PlatformConfigError
 
 DEFAULT_API_URL = "https://api.datamint.io"
 #: The port of the platform's MLflow tracking server when only the API URL is configured.
@@ -61,10 +62,6 @@ FILE_KEYS: dict[str, _env.EnvironmentVariable] = {
     "project_name": _env.DATAMINT_PROJECT_NAME,
     "projects_dir": _env.DATAMINT_PROJECTS_DIR,
 }
-
-
-class PlatformConfigError(ValueError):
-    """A Datamint setting is missing or unsafe; the message names the setting and the fix."""
 
 
 def config_path() -> Path:

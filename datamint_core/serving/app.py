@@ -42,6 +42,14 @@ Example::
 
     app = create_app("models:/liver-seg/3", ServerConfig(request_timeout=30))
     uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Why one module of some 750 lines: it is one request's path end to end, in two halves that
+share the read deadline and the early answer. The first is the app (endpoints, reading a body
+within the limits, answering every error as :mod:`datamint_core.errors` declares it); the
+second, from :func:`http_protocol` on, guards connections below the app (the read deadline, the
+descriptor bound, draining a refused body), with uvicorn's private protocol kept in
+:mod:`datamint_core.serving._uvicorn_internals`. The second half is the one to move out
+should the module grow.
 """
 
 from __future__ import annotations
@@ -71,17 +79,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datamint_core._env import DATAMINT_SERVE_MODEL_URI
 from datamint_core._limits import _ACTIVE as _ACTIVE_LIMITS
 from datamint_core._limits import (
-    InputTooLargeError,
-    RequestDeadlineExceeded,
     RequestLimits,
     applying,
     check_deadline,
     current_deadline,
 )
-from datamint_core._messages import model_failure_message, shorten
+from datamint_core._messages import shorten
+from datamint_core.errors import RequestDeadlineExceeded
 from datamint_core.model import BaseDatamintModel
-from datamint_core.resources import BaseResource, ResourceError
-from datamint_core.routing import InvalidRequestError, UnsupportedModeError
+from datamint_core.resources import BaseResource
 from datamint_core.serving._uvicorn_internals import READ_STARTED, guarded_h11_protocol
 from datamint_core.serving.config import ServerConfig
 from datamint_core.serving.payload import (
@@ -91,7 +97,6 @@ from datamint_core.serving.payload import (
     malformed,
     parse_json_envelope,
     predictions_to_json,
-    too_large_input,
 )
 from datamint_core.serving.viewer import PAGE_HEADERS, STATIC_FILES, static_file, with_preview
 
@@ -314,11 +319,11 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
             return _error(malformed("The client disconnected."))
         except (asyncio.TimeoutError, RequestDeadlineExceeded):
             return _error(
-                RequestError(
-                    504,
-                    "REQUEST_TIMEOUT",
-                    f"The request took longer than the server's timeout of "
-                    f"{config.request_timeout:g} s (--timeout).",
+                RequestError.answering(
+                    RequestDeadlineExceeded(
+                        f"The request took longer than the server's timeout of "
+                        f"{config.request_timeout:g} s (--timeout)."
+                    )
                 )
             )
         except Exception as error:  # a server bug: still a JSON answer, and keep serving
@@ -442,19 +447,13 @@ class _DiskSpooledParser(MultiPartParser):
 def _predict(served: ServedModel, resources: list[BaseResource], params: dict[str, Any]) -> bytes:
     try:
         return served.predict(resources, params)
-    except UnsupportedModeError as error:
-        raise RequestError(422, "UNSUPPORTED_MODE", str(error)) from None
-    except ResourceError as error:
-        raise RequestError(422, "INVALID_RESOURCE", str(error)) from None
-    except InvalidRequestError as error:
-        raise RequestError(422, "INVALID_PARAMETER_VALUE", str(error)) from None
-    except InputTooLargeError as error:
-        raise too_large_input(error) from None
     except RequestDeadlineExceeded:
         raise  # the client already has its 504; the model lock is free again
-    except Exception as error:  # the model's own failure, ResultShapeError included
-        _logger.exception("The model failed on a request")
-        raise RequestError(500, "MODEL_ERROR", model_failure_message(error)) from None
+    except Exception as error:  # answered with the status and code its class declares
+        refusal = RequestError.answering(error)
+        if refusal.status_code >= 500:  # the model's own failure, ResultShapeError included
+            _logger.exception("The model failed on a request")
+        raise refusal from None
 
 
 def _public_metadata(block: dict[str, Any]) -> dict[str, Any]:

@@ -79,11 +79,11 @@ class DatamintBackend(FlavorBackend):
         from datamint_core.flavor import load_model
         from datamint_core.serving.payload import (
             RequestError,
-            arrays_to_records,
             build_resources,
             parse_json_envelope,
             predictions_to_json,
         )
+        from datamint_core.wire import arrays_to_records
 
         if content_type not in CONTENT_TYPES:
             raise MlflowException(

@@ -16,6 +16,7 @@ from typing import Any
 from datamint_core import _env
 from datamint_core._env import EnvironmentVariable
 from datamint_core._numbers import parse, parse_size
+from datamint_core._request_paths import path_dirs_from_env, resolve_path_dirs
 
 #: ServerConfig field -> the environment variable that sets it (its kind and default).
 #: Parsing JSON holds the interpreter (no thread runs meanwhile, the event loop's health
@@ -81,13 +82,7 @@ class ServerConfig:
                 raise ValueError(
                     f"{name}={value!r} is not valid; accepted: {variable.kind.accepted}."
                 )
-        for directory in self.allow_path_dirs:
-            if not os.path.isdir(directory):
-                raise ValueError(
-                    f"allow_path_dirs names {directory!r}, which is not an existing directory."
-                )
-        resolved = tuple(os.path.realpath(directory) for directory in self.allow_path_dirs)
-        object.__setattr__(self, "allow_path_dirs", resolved)
+        object.__setattr__(self, "allow_path_dirs", resolve_path_dirs(self.allow_path_dirs))
 
     @classmethod
     def resolve(
@@ -114,7 +109,7 @@ class ServerConfig:
                 variable.get() if given is None else parse(variable.kind, given, name)
             )
         if allow_path_dirs is None:
-            allow_path_dirs = _env.DATAMINT_SERVE_ALLOW_PATH_DIRS.get() or ()
+            allow_path_dirs = path_dirs_from_env()
         return cls(allow_path_dirs=tuple(allow_path_dirs), **values)
 
     def to_env(self) -> dict[str, str]:
