@@ -174,8 +174,9 @@ def main() -> None:
             f"{found['peak'] / 2**20:.0f} MiB = {found['peak'] / volume_bytes:.2f}x the volume "
             f"(target <= 3x: {'met' if found['peak'] <= 3 * volume_bytes else 'NOT met'}), "
             f"growth over the idle server ({found['idle'] / 2**20:.0f} MiB) "
-            f"{(found['peak'] - found['idle']) / volume_bytes:.2f}x (the decoded volume is "
-            "int32, 2x the stored bytes: RescaleIntercept -1024 on int16); answer "
+            f"{(found['peak'] - found['idle']) / volume_bytes:.2f}x (the decoded volume: "
+            "int16 since its Hounsfield values fit 16 bits, int32 before; the model's mask "
+            "0.5x); answer "
             f"{found['answer_bytes'] / 2**10:.0f} KiB"
         )
 

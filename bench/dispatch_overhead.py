@@ -36,7 +36,7 @@ from _common import Summary, print_header, print_ratio, print_table
 from _models import BENIGN_FINDING, ConstantClassifier
 
 from datamint_core import ImageResource
-from datamint_core.resources import decode_npy_base64
+from datamint_core._npy import decode_npy_base64
 
 TARGET_OVERHEAD_US = 10.0
 

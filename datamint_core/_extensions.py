@@ -4,11 +4,15 @@
 class that needs torch brings its own device detection with it, and a numpy-only model never
 pays for importing torch. It also registers how many threads its operations may use, which
 a batch worker sets so that the workers share the machine's cores. The platform layer
-registers how predictions are logged to the Datamint platform.
+registers how predictions are logged to the Datamint platform; the package registers the
+file readers of :mod:`datamint_core.io` that a resource built from a file path reads with,
+and the MLflow integration layer (:mod:`datamint_core.linked_models`) how a model's
+linked models are checked and loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -70,3 +74,77 @@ def log_predictions(resources: Sequence[Any], results: Sequence[Sequence[Any]],
             "(or datamint_core.platform) before predicting, or leave log_predictions unset."
         )
     _prediction_logger(resources, results, model_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkedModelSupport:
+    """What a model needs to have linked models; the MLflow integration layer provides it.
+
+    Attributes:
+        check_uris: validates the ``{key: uri}`` mapping given to a model (``None`` is
+            ``{}``) and returns it as a dict.
+        load: ``load(uris, *, context, device, loaders)`` locates and loads ``{key: (uri,
+            flavor)}``, each with ``loaders[flavor](path, device)`` (``python_function`` is
+            built in); ``context`` is the ``load_context`` argument (the pinned records and
+            the bundle saved with the model) or ``None`` for a model built in this process.
+    """
+
+    check_uris: Callable[[Any], dict[str, str]]
+    load: Callable[..., dict[str, Any]]
+
+
+_linked_model_support: LinkedModelSupport | None = None
+
+
+def register_linked_model_support(support: LinkedModelSupport) -> None:
+    """Install how linked models are checked and loaded.
+
+    :mod:`datamint_core.linked_models` registers it when it is imported; ``import
+    datamint_core`` registers a stand-in that imports it on first use, so the model (domain
+    layer) never imports the integration layer and ``import datamint_core`` never imports
+    MLflow.
+    """
+    global _linked_model_support
+    _linked_model_support = support
+
+
+def linked_model_support() -> LinkedModelSupport:
+    """The registered linked-model support.
+
+    Raises:
+        RuntimeError: none is registered (``datamint_core`` was not imported).
+    """
+    if _linked_model_support is None:
+        raise RuntimeError(
+            "Linked models need the MLflow integration layer: import datamint_core (or "
+            "datamint_core.linked_models) before building or loading a model that links others."
+        )
+    return _linked_model_support
+
+
+_file_reader: Callable[[str, str | None], Any] | None = None
+
+
+def register_file_reader(reader: Callable[[str, str | None], Any]) -> None:
+    """Install the function that reads a resource's file other than ``.npy``/``.npz``.
+
+    ``reader(path, kind)`` returns what the file holds (:class:`datamint_core.io._decoded.
+    Decoded`: pixels, geometry, descriptors) as ``kind``. ``import datamint_core`` registers
+    the :mod:`datamint_core.io` readers, so a resource (domain layer) never imports them.
+    """
+    global _file_reader
+    _file_reader = reader
+
+
+def read_file(path: str, kind: str | None) -> Any:
+    """Read ``path`` through the registered file reader.
+
+    Raises:
+        RuntimeError: no reader is registered (``datamint_core`` was not fully imported).
+    """
+    if _file_reader is None:
+        raise RuntimeError(
+            f"Reading {path!r} needs the file readers of datamint_core.io, which "
+            "`import datamint_core` registers; import it before reading resources."
+        )
+    return _file_reader(path, kind)

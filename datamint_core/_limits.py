@@ -37,6 +37,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from datamint_core._env import read_env
+from datamint_core._numbers import COUNT, SECONDS, SIZE, NumberKind, parse
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded
 
 MAX_DECODED_BYTES_ENV = "DATAMINT_SERVE_MAX_DECODED_BYTES"
 MAX_SLICES_ENV = "DATAMINT_SERVE_MAX_SLICES"
@@ -44,17 +46,6 @@ DEFAULT_MAX_DECODED_BYTES = 1024**3
 DEFAULT_MAX_SLICES = 4096
 #: More dimensions than any resource has; a header declaring more is not pixel data.
 MAX_DIMENSIONS = 8
-
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-
-class InputTooLargeError(ValueError):
-    """An input over one of the limits: too many decoded bytes, slices or frames (HTTP 413)."""
-
-
-class RequestDeadlineExceeded(TimeoutError):
-    """The request's deadline passed; the work stopped at a slice, frame or resource boundary
-    (HTTP 504)."""
 
 
 @dataclasses.dataclass
@@ -81,11 +72,11 @@ class RequestLimits:
         Raises:
             ValueError: a variable that is not a positive number.
         """
+        decoded_bytes = read_env(MAX_DECODED_BYTES_ENV, str(DEFAULT_MAX_DECODED_BYTES))
+        slices = read_env(MAX_SLICES_ENV, str(DEFAULT_MAX_SLICES))
         return cls(
-            max_decoded_bytes=parse_size(
-                read_env(MAX_DECODED_BYTES_ENV, str(DEFAULT_MAX_DECODED_BYTES))
-            ),
-            max_slices=_positive_int(read_env(MAX_SLICES_ENV, str(DEFAULT_MAX_SLICES))),
+            max_decoded_bytes=int(parse(SIZE, decoded_bytes, MAX_DECODED_BYTES_ENV)),
+            max_slices=int(parse(COUNT, slices, MAX_SLICES_ENV)),
             deadline=deadline,
         )
 
@@ -129,16 +120,14 @@ def request_limits(
     Raises:
         ValueError: a limit that is not a positive number.
     """
-    if max_slices is not None and (type(max_slices) is not int or max_slices < 1):
-        raise ValueError(f"max_slices={max_slices!r} is not valid; accepted: a positive integer.")
-    if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-        raise ValueError(
-            f"timeout_s={timeout_s!r} is not valid; accepted: a positive number of seconds."
-        )
+    def read(kind: NumberKind, value: Any, name: str) -> Any:
+        return None if value is None else parse(kind, value, name)
+
+    timeout = read(SECONDS, timeout_s, "timeout_s")
     limits = RequestLimits(
-        max_decoded_bytes=parse_size(max_decoded_bytes) if max_decoded_bytes is not None else None,
-        max_slices=max_slices,
-        deadline=time.monotonic() + timeout_s if timeout_s is not None else None,
+        max_decoded_bytes=read(SIZE, max_decoded_bytes, "max_decoded_bytes"),
+        max_slices=read(COUNT, max_slices, "max_slices"),
+        deadline=time.monotonic() + timeout if timeout is not None else None,
     )
     with applying(limits):
         yield limits
@@ -232,39 +221,6 @@ def check_deadline() -> None:
         raise RequestDeadlineExceeded("The request's deadline passed.")
 
 
-def parse_size(size: int | str) -> int:
-    """Read a byte count: ``1048576``, ``512K``, ``100M`` or ``1G`` (powers of 1024).
-
-    Raises:
-        ValueError: anything else, or a count that is not positive.
-    """
-    if isinstance(size, int) and not isinstance(size, bool):
-        value = size
-    else:
-        text = str(size).strip().upper().removesuffix("B")
-        number, unit = (text[:-1], text[-1]) if text[-1:] in _SIZE_UNITS else (text, "")
-        try:
-            value = int(float(number) * _SIZE_UNITS[unit])
-        except (ValueError, OverflowError):
-            value = 0
-    if value <= 0:
-        raise ValueError(
-            f"Size {size!r} is not valid; accepted: a positive number of bytes, optionally "
-            "with a K, M or G suffix (512M)."
-        )
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{MAX_SLICES_ENV}={text!r} is not valid; accepted: a positive integer.")
-    return value
-
-
 __all__ = [
     "DEFAULT_MAX_DECODED_BYTES",
     "DEFAULT_MAX_SLICES",
@@ -280,6 +236,5 @@ __all__ = [
     "check_slice_count",
     "current_deadline",
     "limits_applied",
-    "parse_size",
     "request_limits",
 ]

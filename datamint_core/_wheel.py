@@ -22,12 +22,13 @@ import base64
 import functools
 import hashlib
 import os
-import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import BinaryIO
 
 from mlflow.exceptions import MlflowException
 
+from datamint_core._files import write_atomically
 from datamint_core.artifact_cache import default_cache_dir
 from datamint_core.version import __version__
 
@@ -142,16 +143,14 @@ def _write_wheel(wheel: Path, files: list[tuple[str, bytes]]) -> None:
     record_name = f"{DISTRIBUTION}-{__version__}.dist-info/RECORD"
     record = [f"{name},sha256={_urlsafe_sha256(data)},{len(data)}" for name, data in files]
     record.append(f"{record_name},,")
-    handle, temporary = tempfile.mkstemp(dir=wheel.parent, suffix=".incomplete")
-    try:
-        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
+
+    def write(raw: BinaryIO) -> None:
+        with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
             for name, data in files:
-                zf.writestr(name, data)
-            zf.writestr(record_name, "\n".join(record) + "\n")
-        os.replace(temporary, wheel)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+                archive.writestr(name, data)
+            archive.writestr(record_name, "\n".join(record) + "\n")
+
+    write_atomically(wheel, write)
 
 
 def _urlsafe_sha256(data: bytes) -> str:

@@ -157,6 +157,25 @@ def _points(name: str, value: Any) -> tuple[tuple[float, float], ...]:
     return tuple(points)
 
 
+def json_form(annotation: Annotation, *, rle_arrays: bool = False) -> dict[str, Any]:
+    """The JSON form of :meth:`Annotation.to_dict`.
+
+    Args:
+        rle_arrays: leave each mask's run lengths as one ``int64`` numpy array instead of a
+            list of ints, for a writer that serializes it in pieces (a volume mask can have
+            millions of runs).
+    """
+    data: dict[str, Any] = {"type": annotation.type.value}
+    for item in dataclasses.fields(annotation):
+        value = getattr(annotation, item.name)
+        if value is not None:
+            encode = item.metadata.get("to_json", _to_json)
+            if rle_arrays and encode is encode_mask_rle:
+                encode = _encode_mask_rle_array
+            data[item.name] = encode(value)
+    return data
+
+
 def _check_keys(
     data: Any, required: Sequence[str], optional: Sequence[str], what: str
 ) -> Mapping[str, Any]:
@@ -187,6 +206,21 @@ def encode_mask_rle(mask: np.ndarray) -> dict[str, Any]:
         alternate False, True, False, ... and the first run is False (it may be 0 long).
     """
     mask = np.asarray(mask, dtype=bool)
+    return {
+        "shape": [int(size) for size in mask.shape],
+        "rle": _run_lengths(mask).tolist(),
+        "order": "C",
+    }
+
+
+def _encode_mask_rle_array(mask: np.ndarray) -> dict[str, Any]:
+    """:func:`encode_mask_rle` with the run lengths left as one ``int64`` numpy array."""
+    mask = np.asarray(mask, dtype=bool)
+    return {"shape": [int(size) for size in mask.shape], "rle": _run_lengths(mask), "order": "C"}
+
+
+def _run_lengths(mask: np.ndarray) -> np.ndarray:
+    """The alternating False/True run lengths of a boolean mask's C-order flattening."""
     flat = mask.ravel(order="C")
     # The last index of every run but the final one, found a chunk at a time: a whole-mask
     # np.diff would hold a second mask-sized array (78 MB for a 300x512x512 mask).
@@ -196,10 +230,10 @@ def encode_mask_rle(mask: np.ndarray) -> dict[str, Any]:
         for chunk in (flat[start : start + _RLE_CHUNK + 1],)
     ]
     run_ends = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.intp)
-    counts = np.diff(run_ends, prepend=-1, append=flat.size - 1).tolist()
+    counts = np.diff(run_ends.astype(np.int64), prepend=-1, append=flat.size - 1)
     if flat.size and flat[0]:
-        counts.insert(0, 0)
-    return {"shape": [int(size) for size in mask.shape], "rle": counts, "order": "C"}
+        counts = np.concatenate((np.zeros(1, dtype=np.int64), counts))
+    return counts
 
 
 def decode_mask_rle(data: Mapping[str, Any]) -> np.ndarray:
@@ -309,12 +343,7 @@ class Annotation:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the Datamint JSON form: builtin types only, None-valued fields left out."""
-        data: dict[str, Any] = {"type": self.type.value}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if value is not None:
-                data[item.name] = item.metadata.get("to_json", _to_json)(value)
-        return data
+        return json_form(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Annotation:

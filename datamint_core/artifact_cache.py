@@ -58,6 +58,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from datamint_core import _env
+from datamint_core.errors import CacheError, CacheNotWritableError, CorruptedCacheEntryError
 
 _logger = logging.getLogger(__name__)
 
@@ -67,19 +68,6 @@ _CHUNK = 1 << 20
 #: Top-level directories that hold entries; only ``stores`` is served by the library.
 _STORES, _LEGACY_TOPS = "stores", ("models", "runs")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class CacheError(RuntimeError):
-    """The artifact cache cannot serve an entry."""
-
-
-class CorruptedCacheEntryError(CacheError, OSError):
-    """A cached entry no longer matches its manifest (a changed, missing or added file, a
-    symbolic link), or its manifest is unreadable or names a path outside the entry."""
-
-
-class CacheNotWritableError(CacheError, PermissionError):
-    """The cache directory cannot be written: a download, a removal or a lock needs it."""
 
 
 @dataclasses.dataclass(frozen=True)

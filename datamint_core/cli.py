@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from datamint_core._numbers import COUNT, PORT, argument_type
+
 PROG = "datamint"
 _INPUT_TYPES = {".json": "json", ".npy": "npy", ".npz": "npz"}
 # Medical image files, read by datamint_core.io (a directory is a DICOM series).
@@ -135,8 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     _model_argument(serve)
     serve.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
-    serve.add_argument("-p", "--port", type=int, default=8080, help="port (default: 8080)")
-    serve.add_argument("-w", "--workers", type=_positive_int, default=1, help="processes")
+    serve.add_argument(
+        "-p", "--port", type=argument_type(PORT), default=8080, help="port (default: 8080)"
+    )
+    serve.add_argument("-w", "--workers", type=argument_type(COUNT), default=1, help="processes")
     for flag, setting, help_text in _SERVE_LIMITS:
         serve.add_argument(flag, dest=setting, help=help_text)
     serve.add_argument(
@@ -153,8 +157,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve with MLServer and the datamint runtime (Open Inference Protocol V2 over "
         "REST on --port and gRPC on --grpc-port; needs the [mlserver] extra) instead",
     )
-    serve.add_argument("--grpc-port", type=int, help="with --enable-mlserver (default: 8081)")
-    serve.add_argument("--metrics-port", type=int, help="with --enable-mlserver (default: 8082)")
+    serve.add_argument(
+        "--grpc-port", type=argument_type(PORT), help="with --enable-mlserver (default: 8081)"
+    )
+    serve.add_argument(
+        "--metrics-port", type=argument_type(PORT), help="with --enable-mlserver (default: 8082)"
+    )
     serve.set_defaults(run=_serve)
 
     info = commands.add_parser(
@@ -264,13 +272,6 @@ def _mode_arguments(parser: argparse.ArgumentParser) -> None:
         help="prompts for an interactive model: a JSON file of points, boxes and scribbles "
         "per label (the `prompts` param; see datamint_core.prompts)",
     )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
 
 
 def _params(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -391,7 +392,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     import uvicorn
 
     from datamint_core.linked_models import held_model_dir
-    from datamint_core.serving.app import GuardedH11Protocol, fit_to_open_files
+    from datamint_core.serving.app import fit_to_open_files, http_protocol
     from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 
     config = ServerConfig.resolve(
@@ -399,7 +400,6 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
     )
     # As many connections as the descriptors allow, and a backlog that cannot exhaust them.
     limit_concurrency, backlog = fit_to_open_files(config.limit_concurrency)
-    GuardedH11Protocol.read_timeout = config.read_timeout
     # Through the artifact cache, once, before any worker starts: N workers load one copy,
     # held until the server exits, so that a cache clear elsewhere leaves it in place.
     model_dir = _SERVER_HOLDS.enter_context(held_model_dir(args.model_uri))
@@ -408,7 +408,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         "port": args.port,
         "access_log": args.access_log,
         "log_level": "info",
-        "http": GuardedH11Protocol,
+        "http": http_protocol(config.read_timeout),
         "limit_concurrency": limit_concurrency,
         "backlog": backlog,
         "timeout_keep_alive": config.keep_alive_timeout,
@@ -432,8 +432,25 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
             factory=True,
             workers=args.workers,
             **options,
+            **_worker_healthcheck_option(uvicorn.run),
         )
     _exit_without_teardown()
+
+
+#: Seconds a worker may take to answer uvicorn's supervisor before it is killed and replaced.
+#: uvicorn's default (5 s) is shorter than a worker's start on a busy node: importing numpy,
+#: pandas and MLflow and loading the model holds the GIL in long stretches, the ping goes
+#: unanswered, and the supervisor kills and restarts workers in a loop that never serves.
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
+
+
+def _worker_healthcheck_option(run: Any) -> dict[str, int]:
+    """``timeout_worker_healthcheck`` for ``uvicorn.run`` where that uvicorn has it (0.30+)."""
+    import inspect
+
+    if "timeout_worker_healthcheck" in inspect.signature(run).parameters:
+        return {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_TIMEOUT_S}
+    return {}
 
 
 def _serve_mlserver(args: argparse.Namespace) -> int:
@@ -503,7 +520,8 @@ def _validate(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     sample = None
     if args.input is not None:
-        from datamint_core.serving.payload import arrays_to_records, parse_json_envelope
+        from datamint_core.serving.payload import parse_json_envelope
+        from datamint_core.wire import arrays_to_records
 
         content_type = _content_type(args.input, None)
         if content_type == "json":

@@ -40,17 +40,22 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from datamint_core import _env
+from datamint_core import _env, _extensions
 from datamint_core._mlmodel import read_flavors
 from datamint_core.artifact_cache import (
     ArtifactCache,
     CacheEntry,
-    CacheError,
-    CacheNotWritableError,
-    CorruptedCacheEntryError,
     model_key,
     run_key,
     store_identity,
+)
+from datamint_core.errors import (
+    CacheError,
+    CacheNotWritableError,
+    CorruptedCacheEntryError,
+    LinkedModelError,
+    LinkedModelNotFoundError,
+    TrackingServerUnreachableError,
 )
 
 _logger = logging.getLogger(__name__)
@@ -75,18 +80,6 @@ _ACCEPTED = (
 )
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 _RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-zA-Z_-]+)/(?P<path>.+)$")
-
-
-class LinkedModelError(MlflowException):
-    """A linked model cannot be found or loaded."""
-
-
-class LinkedModelNotFoundError(LinkedModelError, LookupError):
-    """The registry (or the offline cache) does not have the linked model."""
-
-
-class TrackingServerUnreachableError(LinkedModelError, ConnectionError):
-    """The tracking server could not be reached to resolve or download a linked model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,6 +462,32 @@ def load_linked_models(
     return loaded
 
 
+def load_for_model(
+    uris: Mapping[str, tuple[str, str]],
+    *,
+    context: Any,
+    device: str,
+    loaders: Mapping[str, Callable[[Path, str | None], Any]],
+) -> dict[str, Any]:
+    """Load a model's linked models ``{key: (uri, flavor)}``: pinned as saved in
+    ``context.model_config`` (a key saved unpinned, or no ``context``, is pinned now), from
+    the bundle in ``context.artifacts`` when there is one."""
+    config = getattr(context, "model_config", None) or {}
+    records = config.get(LINKED_MODELS_CONFIG_KEY) if isinstance(config, dict) else None
+    pinned = {key: LinkedModel.from_dict(record) for key, record in (records or {}).items()}
+    links = {
+        key: pinned[key] if key in pinned else pin(key, uri, flavor=flavor)
+        for key, (uri, flavor) in uris.items()
+    }
+    bundle_dir = (getattr(context, "artifacts", None) or {}).get(BUNDLE_ARTIFACT)
+    return load_linked_models(links, device=device, bundle_dir=bundle_dir, loaders=loaders)
+
+
+#: What :class:`~datamint_core.model.BaseDatamintModel` calls, through the hook.
+MODEL_SUPPORT = _extensions.LinkedModelSupport(check_uris=check_linked_uris, load=load_for_model)
+_extensions.register_linked_model_support(MODEL_SUPPORT)
+
+
 def load_pyfunc_on_device(path: Path, device: str | None) -> Any:
     """``mlflow.pyfunc.load_model``, passing the device to models that accept one."""
     import mlflow
@@ -588,7 +607,7 @@ def _registry_errors(key: str, uri: str, name: str) -> Iterator[None]:
         try:
             yield
         except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST" or isinstance(error, LinkedModelError):
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             raise LinkedModelNotFoundError(
                 f"{_subject(key)} ({uri!r}) does not exist on {_registry()}: {error.message}"

@@ -58,6 +58,8 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._extras import missing_extra
+
 __all__ = [
     "METRIC_NAMES",
     "average_surface_distance",
@@ -375,10 +377,7 @@ def _require_scipy_spatial() -> Any:
     try:
         import scipy.spatial
     except ImportError:
-        raise ImportError(
-            "Surface distances (hd95, assd, nsd) need scipy, which is not installed: "
-            'pip install "datamint[metrics]"'
-        ) from None
+        raise missing_extra("Surface distances (hd95, assd, nsd) need scipy", "metrics") from None
     return scipy.spatial
 
 

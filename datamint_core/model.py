@@ -10,25 +10,19 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from mlflow.pyfunc import FLAVOR_NAME as PYFUNC_FLAVOR
 from mlflow.pyfunc import PythonModel
 
 from datamint_core import _env, _extensions
 from datamint_core.annotations import Annotation, AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
-from datamint_core.linked_models import (
-    BUNDLE_ARTIFACT,
-    LINKED_MODELS_CONFIG_KEY,
-    PYFUNC_FLAVOR,
-    LinkedModel,
-    check_linked_uris,
-    load_linked_models,
-    pin,
-)
-from datamint_core.resources import BaseResource, as_resources
-from datamint_core.routing import InvalidRequestError, PredictionRouter
+from datamint_core.errors import InvalidRequestError
+from datamint_core.resources import BaseResource
+from datamint_core.routing import PredictionRouter
 from datamint_core.settings import ModelSettings
 from datamint_core.sliding_window import NumpyPatchArrays, PatchArrays
 from datamint_core.version import __version__
+from datamint_core.wire import as_resources
 
 _logger = logging.getLogger(__name__)
 
@@ -88,7 +82,7 @@ class BaseDatamintModel(PythonModel):
         mlflow_models_uri: Mapping[str, str] | None = None,
     ) -> None:
         self._settings = ModelSettings.coerce(settings)
-        self._mlflow_models_uri = check_linked_uris(mlflow_models_uri)
+        self._mlflow_models_uri = _extensions.linked_model_support().check_uris(mlflow_models_uri)
 
     # -- what the model is ---------------------------------------------------------------
 
@@ -138,7 +132,7 @@ class BaseDatamintModel(PythonModel):
 
     def _linked_models_of_flavor(self, flavor: str) -> dict[str, Any]:
         if self._linked_models is None:
-            self._linked_models = self._load_linked_models({}, bundle_dir=None)
+            self._linked_models = self._load_linked_models(context=None)
         uris = self._linked_uris()
         return {k: m for k, m in self._linked_models.items() if uris[k][1] == flavor}
 
@@ -194,24 +188,16 @@ class BaseDatamintModel(PythonModel):
                 stacklevel=2,
             )
         if self._linked_uris():
-            pinned = {
-                key: LinkedModel.from_dict(record)
-                for key, record in (config.get(LINKED_MODELS_CONFIG_KEY) or {}).items()
-            }
-            bundle_dir = (getattr(context, "artifacts", None) or {}).get(BUNDLE_ARTIFACT)
-            self._linked_models = self._load_linked_models(pinned, bundle_dir)
+            self._linked_models = self._load_linked_models(context)
 
-    def _load_linked_models(
-        self, pinned: Mapping[str, LinkedModel], bundle_dir: str | None
-    ) -> dict[str, Any]:
-        links = {
-            key: pinned[key] if key in pinned else pin(key, uri, flavor=flavor)
-            for key, (uri, flavor) in self._linked_uris().items()
-        }
-        return load_linked_models(
-            links,
+    def _load_linked_models(self, context: Any) -> dict[str, Any]:
+        """Load the linked models through the hook the MLflow integration layer registers
+        (:mod:`datamint_core.linked_models`): from the pinned records and bundle saved with
+        the model when ``context`` is a load context, pinned now when it is ``None``."""
+        return _extensions.linked_model_support().load(
+            self._linked_uris(),
+            context=context,
             device=self.inference_device,
-            bundle_dir=bundle_dir,
             loaders=self._linked_model_loaders(),
         )
 

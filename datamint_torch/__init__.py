@@ -9,12 +9,12 @@
 Importing it without torch fails at once with the command that installs it.
 """
 
+from datamint_core._extras import missing_extra
+
 try:
     import torch
 except ImportError:
-    raise ImportError(
-        'datamint_torch needs PyTorch, which is not installed; run: pip install "datamint[torch]"'
-    ) from None
+    raise missing_extra("datamint_torch needs PyTorch", "torch") from None
 
 from datamint_core import _extensions
 from datamint_torch.device import detect_device, resolve_device

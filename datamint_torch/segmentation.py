@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional
 
 from datamint_core import AnnotationSpec, AnnotationType, SegmentationAnnotation, TaskType
+from datamint_core._extras import require
 from datamint_torch.model import DatamintModel
 
 #: MONAI's default UNet++ widths (five encoder levels, then the decoder's last).
@@ -49,14 +50,8 @@ class UNetPlusPlus2d(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, features: tuple[int, ...]) -> None:
         super().__init__()
-        try:
-            from monai.networks.nets import BasicUNetPlusPlus
-        except ImportError:
-            raise ImportError(
-                'The UNet++ network comes from MONAI, which is not installed; run: pip install '
-                '"datamint[train]"'
-            ) from None
-        self.unetpp = BasicUNetPlusPlus(
+        nets = require("monai.networks.nets", "The UNet++ network (MONAI's)")
+        self.unetpp = nets.BasicUNetPlusPlus(
             spatial_dims=2, in_channels=in_channels, out_channels=num_classes,
             features=features, deep_supervision=False,
         )

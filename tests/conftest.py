@@ -16,6 +16,32 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Set by scripts/test for the full environment, after the core environment has run the core
+#: suites: tests/core and tests/integration then run there only where marked ``both_envs``.
+CORE_SUITES_RAN_ENV = "DATAMINT_TEST_CORE_SUITES_RAN"
+_CORE_SUITES = ("tests/core/", "tests/integration/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the full environment, keep of the core suites only the tests marked ``both_envs``.
+
+    The core environment (no torch, no Lightning, mlflow-skinny) runs tests/core and
+    tests/integration whole; running them again beside torch took half of the full
+    environment's time and proved little more. What does depend on torch, Lightning or the
+    full mlflow being installed carries ``@pytest.mark.both_envs`` and runs in both.
+    """
+    if os.environ.get(CORE_SUITES_RAN_ENV) != "1":
+        return
+    kept, deselected = [], []
+    for item in items:
+        path = Path(str(item.path)).resolve().relative_to(REPO_ROOT).as_posix()
+        core_only = path.startswith(_CORE_SUITES) and not item.get_closest_marker("both_envs")
+        (deselected if core_only else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The whole run caches into a temporary directory, never the user's cache.

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from datamint_core._numbers import COUNT, argument_type
+
 #: Exit code when the job ran but at least one row failed (recorded in the output).
 EXIT_ROWS_FAILED = 3
 
@@ -46,17 +48,17 @@ def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -
     )
     batch.add_argument(
         "--workers",
-        type=_positive_int,
+        type=argument_type(COUNT),
         help="local processes, or N of local[N] for spark (default: CPU count)",
     )
     batch.add_argument(
         "--threads-per-worker",
-        type=_positive_int,
+        type=argument_type(COUNT),
         help="compute threads of each local worker (env DATAMINT_BATCH_THREADS_PER_WORKER; "
         "default: the CPU cores shared out among the workers)",
     )
     batch.add_argument(
-        "--rows-per-part", type=_positive_int, default=64, help="rows per Parquet part (64)"
+        "--rows-per-part", type=argument_type(COUNT), default=64, help="rows per Parquet part (64)"
     )
     batch.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     batch.set_defaults(run=run_batch_command)
@@ -69,8 +71,9 @@ def run_batch_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
         UsageError: INPUT cannot be listed as studies, or OUTPUT holds another job's results
             (exit 2: the command must change; rerunning it as is cannot succeed).
     """
-    from datamint_core.batch import BatchInputError, OutputMismatchError, run_batch
+    from datamint_core.batch import run_batch
     from datamint_core.cli import UsageError
+    from datamint_core.errors import BatchInputError, OutputMismatchError
 
     try:
         report = run_batch(
@@ -96,12 +99,3 @@ def run_batch_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
         return EXIT_ROWS_FAILED
     return 0
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value

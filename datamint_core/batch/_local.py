@@ -27,9 +27,11 @@ from typing import Any
 
 from datamint_core import _extensions
 from datamint_core._env import read_env
+from datamint_core._numbers import COUNT, parse
 from datamint_core.batch._progress import Progress
 from datamint_core.batch._rows import STATUS_FAILED, output_row_for_failure, predict_row
 from datamint_core.batch._store import commit_part, part_name
+from datamint_core.errors import ModelLoadError
 
 #: Rows sent to a worker in one task: amortises the inter-process hop, keeps memory small.
 CHUNK_ROWS = 4
@@ -47,10 +49,6 @@ _worker_model: Any = None
 _worker_load_error: str | None = None
 
 
-class ModelLoadError(RuntimeError):
-    """A worker could not load the model; the job stops (no row can succeed)."""
-
-
 def available_cores() -> int:
     """The CPU cores this process may run on."""
     try:
@@ -66,19 +64,12 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int:
     Raises:
         ValueError: a value that is not a positive integer.
     """
-    source, raw = "threads_per_worker", threads
-    if threads is None:
-        raw = read_env(THREADS_PER_WORKER_ENV)
-        if raw is None:
-            return max(1, available_cores() // workers)
-        source = THREADS_PER_WORKER_ENV
-        try:
-            threads = int(raw)
-        except ValueError:
-            threads = 0
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{source}={raw!r} is not valid; accepted: a positive integer.")
-    return threads
+    if threads is not None:
+        return int(parse(COUNT, threads, "threads_per_worker"))
+    raw = read_env(THREADS_PER_WORKER_ENV)
+    if raw is None:
+        return max(1, available_cores() // workers)
+    return int(parse(COUNT, raw, THREADS_PER_WORKER_ENV))
 
 
 def run_local(

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._files import write_atomically
 from datamint_core.annotations import Annotation, SegmentationAnnotation, encode_mask_rle
-from datamint_core.batch._files import write_atomically
 from datamint_core.batch._inputs import load_resource
 
 STATUS_OK = "ok"

@@ -31,8 +31,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from datamint_core.batch._files import INCOMPLETE_SUFFIX, write_atomically
+from datamint_core._extras import require
+from datamint_core._files import INCOMPLETE_SUFFIX, write_atomically
 from datamint_core.batch._rows import MASK_DIR, OUTPUT_COLUMNS, STATUS_OK
+from datamint_core.errors import OutputMismatchError
 
 JOB_FILE = "_datamint_batch.json"
 #: Where the Spark engine stages its input rows (one directory per run).
@@ -41,20 +43,10 @@ PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 
 
-class OutputMismatchError(ValueError):
-    """The output directory holds results of another model or other params."""
-
-
 def require_pyarrow() -> Any:
     """Import pyarrow, or say which extra brings it."""
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise ImportError(
-            'Batch output is written as Parquet, which needs pyarrow: pip install "datamint[batch]"'
-        ) from None
-    return pyarrow
+    require("pyarrow.parquet", "Batch output (Parquet)")
+    return require("pyarrow", "Batch output (Parquet)")
 
 
 def output_schema() -> Any:
@@ -90,7 +82,7 @@ def prepare_output(output_dir: str | os.PathLike[str], job: Mapping[str, Any]) -
             )
     else:
         text = json.dumps(dict(job), indent=2, sort_keys=True).encode()
-        write_atomically(job_file, lambda file: file.write(text))
+        write_atomically(job_file, text)
     incomplete = f".*{INCOMPLETE_SUFFIX}"
     for stale in [*output.glob(incomplete), *output.glob(f"{MASK_DIR}/{incomplete}")]:
         stale.unlink(missing_ok=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
-from datamint_core.batch._cli import EXIT_ROWS_FAILED, _positive_int
+from datamint_core._numbers import COUNT, MILLIMETRES, argument_type
+from datamint_core.batch._cli import EXIT_ROWS_FAILED
 
 
 def add_evaluate_command(commands: Any, mode_arguments: Any) -> None:
@@ -49,21 +49,20 @@ def add_evaluate_command(commands: Any, mode_arguments: Any) -> None:
         help="with --project: the batch engine that predicts (local: a process pool)",
     )
     evaluate.add_argument(
-        "--tolerance-mm", type=_tolerance, default=1.0,
+        "--tolerance-mm", type=argument_type(MILLIMETRES), default=1.0,
         help="the normalized surface Dice's tolerance in mm (default 1)",
     )
     evaluate.add_argument(
-        "--workers", type=_positive_int, help="processes scoring cases (default: CPU count)"
+        "--workers", type=argument_type(COUNT), help="processes scoring cases (default: CPU count)"
     )
     evaluate.set_defaults(run=run_evaluate_command)
 
 
 def run_evaluate_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
     """Run the evaluation the arguments describe; print the report; return the exit code."""
-    from datamint_core.batch import BatchInputError, OutputMismatchError
     from datamint_core.cli import UsageError
+    from datamint_core.errors import BatchInputError, EvaluationInputError, OutputMismatchError
     from datamint_core.evaluation import (
-        EvaluationInputError,
         evaluate_predictions,
         evaluate_project,
         labels_from_file,
@@ -130,13 +129,3 @@ def _label_pairs(items: list[str]) -> dict[str, str]:
             raise UsageError(f"--label {item!r} is not VALUE=NAME (e.g. --label 1=liver).")
         pairs[value.strip()] = name.strip()
     return pairs
-
-
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance in mm (a number, 0 or more)")
-    return value

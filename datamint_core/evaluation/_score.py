@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._files import write_atomically
 from datamint_core.annotations import Annotation, SegmentationAnnotation
 from datamint_core.metrics import METRIC_NAMES, case_mean, segmentation_metrics, summarize_metrics
 
@@ -193,6 +194,4 @@ def _json_safe(value: Any) -> Any:
 
 
 def _write_text(path: str | os.PathLike[str], text: str) -> None:
-    from datamint_core.batch._files import write_atomically
-
-    write_atomically(path, lambda file: file.write(text.encode("utf-8")))
+    write_atomically(path, text)

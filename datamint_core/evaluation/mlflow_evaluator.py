@@ -55,12 +55,9 @@ import numpy as np
 from mlflow.entities import Metric
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
-from datamint_core.evaluation._cases import (
-    EvaluationInputError,
-    labels_from_file,
-    parse_labels,
-    project_cases,
-)
+from datamint_core._extras import missing_extra
+from datamint_core.errors import EvaluationInputError
+from datamint_core.evaluation._cases import labels_from_file, parse_labels, project_cases
 from datamint_core.evaluation._score import (
     MODEL_TYPE,
     columns,
@@ -69,7 +66,7 @@ from datamint_core.evaluation._score import (
     score_case,
     summary,
 )
-from datamint_core.resources import as_resources
+from datamint_core.wire import as_resources
 
 _logger = logging.getLogger(__name__)
 
@@ -376,7 +373,7 @@ def _draw_worst(worst: list, labels: Mapping[int, str], path: Path) -> None:
     try:
         from PIL import Image
     except ImportError:
-        _logger.warning('No worst-cases picture: it needs Pillow (pip install "datamint[images]")')
+        _logger.warning("No worst-cases picture: %s", missing_extra("it needs Pillow", "images"))
         return
     from datamint_core.annotations import SegmentationAnnotation
     from datamint_core.io.writers import write_overlay_png

@@ -6,8 +6,11 @@ and read straight into one preallocated, contiguous volume: uncompressed pixel d
 from the file into the volume's memory with no intermediate copy; compressed transfer
 syntaxes (JPEG, JPEG 2000, JPEG-LS, RLE) go through pydicom's decoders (pylibjpeg), one
 frame at a time. RescaleSlope/RescaleIntercept are applied: the volume keeps the stored
-integer type when no rescale is needed, becomes ``int16``/``int32`` when an integer rescale
-fits, and ``float32`` otherwise. Geometry follows :mod:`datamint_core.io.geometry` (RAS).
+integer type when no rescale is needed; an integer rescale gives a signed integer of the
+stored width (``int16`` for 16-bit data) when every rescaled value the file holds fits it,
+else the narrowest of ``int16``/``int32`` that holds the whole declared range
+(BitsStored, PixelRepresentation); a fractional rescale gives ``float32``. Geometry follows
+:mod:`datamint_core.io.geometry` (RAS).
 """
 
 from __future__ import annotations
@@ -16,18 +19,18 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from datamint_core._limits import RequestDeadlineExceeded, check_deadline
+from datamint_core._extras import install_command, require
+from datamint_core._limits import check_deadline
+from datamint_core.errors import RequestDeadlineExceeded, ResourceError
 from datamint_core.io._checks import check_held, file_name, reason
 from datamint_core.io._decoded import Decoded, check_decoded_size
-from datamint_core.io._extras import require
 from datamint_core.io.geometry import WORLD_FRAME, affine_problem, dicom_affine, slice_normal
-from datamint_core.resources import ResourceError
 
 _logger = logging.getLogger(__name__)
 
@@ -852,60 +855,145 @@ def _read_volume(
 ) -> np.ndarray:
     """Read frames into one preallocated volume, slot ``k`` from ``headers[k]``.
 
-    The whole volume is charged to the decode budget once, before it is allocated; the
-    request's deadline is checked before every slice or frame. A compressed multi-frame
+    The volume's type is :func:`_output_dtype`'s, except that an integer rescale keeps the
+    stored width (``int16`` for 16-bit data) when every rescaled value the frames hold fits
+    it: the stored values are read first, and rescaled in place once they are known to fit
+    (a CT's -1024 intercept on 16-bit data would otherwise double the volume's bytes).
+    The declared type is charged to the decode budget once, before anything is allocated;
+    the request's deadline is checked before every slice or frame. A compressed multi-frame
     file is decoded one frame at a time, straight into its slot.
     """
     first = headers[0].dataset
-    rows, columns = int(first.Rows), int(first.Columns)
+    shape = (len(headers), int(first.Rows), int(first.Columns))
     out_dtype = _output_dtype(first, rescales)
-    check_decoded_size(
-        (len(headers), rows, columns), out_dtype.itemsize, file_name(headers[0].path)
-    )
-    volume = np.empty((len(headers), rows, columns), dtype=out_dtype)
+    check_decoded_size(shape, out_dtype.itemsize, file_name(headers[0].path))
     stored = _stored_dtype(first)
+    if out_dtype.kind == "i" and out_dtype.itemsize > stored.itemsize:
+        narrow = _read_narrow(headers, rescales, frame_indices, shape, stored)
+        if narrow is not None:
+            return narrow
+    volume = np.empty(shape, dtype=out_dtype)
     # Reading into the volume itself works when its type has the stored bytes' meaning.
     direct = out_dtype == stored or (
         out_dtype == np.int16 and stored == np.uint16 and int(first.get("BitsStored", 16)) <= 15
     )
-    scratch = None if direct else np.empty((rows, columns), dtype=stored)
+    scratch = None if direct else np.empty(shape[1:], dtype=stored)
 
     def target_of(slot: int) -> np.ndarray:
         target = volume[slot].view(stored) if direct else scratch
         assert target is not None
         return target
 
-    def store(slot: int, pixels: np.ndarray | None, header: _Header) -> None:
-        """Put a slot's stored values in place (``None``: read there already), rescaled."""
-        target = target_of(slot)
-        if pixels is not None:
-            if pixels.shape != target.shape:
-                raise ResourceError(
-                    f"The pixel data of {file_name(header.path)} decodes to frames of "
-                    f"{pixels.shape}, not the declared Rows x Columns {target.shape}."
-                )
-            target[...] = pixels
+    def rescale(slot: int) -> bool:
         slope, intercept = rescales[slot]
         if direct and (slope, intercept) == (1.0, 0.0):
-            return
+            return True
         source = volume[slot] if direct else scratch
         np.multiply(source, slope, out=volume[slot], dtype=out_dtype, casting="unsafe")
         if intercept:
             np.add(volume[slot], intercept, out=volume[slot], dtype=out_dtype, casting="unsafe")
+        return True
 
+    _read_frames(headers, frame_indices, stored, target_of, rescale)
+    return volume
+
+
+def _read_narrow(
+    headers: Sequence[_Header],
+    rescales: Sequence[tuple[float, float]],
+    frame_indices: Sequence[int] | None,
+    shape: tuple[int, int, int],
+    stored: np.dtype,
+) -> np.ndarray | None:
+    """The volume in a signed type of the stored width, when every rescaled value fits it.
+
+    Reads the stored values into the volume, stopping at the first frame whose rescaled
+    values do not fit (``None``: the caller reads again into the wider type, so memory never
+    holds both); then rescales in place, one slot at a time.
+    """
+    narrow = np.dtype(f"i{stored.itemsize}")
+    volume = np.empty(shape, dtype=narrow)
+    as_stored = volume.view(stored)
+
+    def fits(slot: int) -> bool:
+        values = as_stored[slot]
+        low, high = _rescaled_range(float(values.min()), float(values.max()), rescales[slot])
+        return _holds(narrow, low, high)
+
+    if not _read_frames(headers, frame_indices, stored, as_stored.__getitem__, fits):
+        return None
+    for slot, rescale in enumerate(rescales):
+        _rescale_wrapping(volume[slot], rescale)
+    return volume
+
+
+def _rescale_wrapping(values: np.ndarray, rescale: tuple[float, float]) -> None:
+    """Rescale integers in place, in their own (signed) type, by an integer rescale whose
+    results are known to fit that type.
+
+    The arithmetic wraps around (modulo 2**bits), which is exact for products and sums: a
+    result that fits the type is the true one, whatever the intermediate values were, and
+    the stored bits (unsigned ones included) are the stored value modulo 2**bits.
+    """
+    slope, intercept = (np.array(int(value)).astype(values.dtype) for value in rescale)
+    if slope != 1:
+        np.multiply(values, slope, out=values)
+    if intercept:
+        np.add(values, intercept, out=values)
+
+
+def _rescaled_range(low: float, high: float, rescale: tuple[float, float]) -> tuple[float, float]:
+    """The smallest and largest of ``low`` and ``high`` once rescaled (a slope may be < 0)."""
+    slope, intercept = rescale
+    ends = (low * slope + intercept, high * slope + intercept)
+    return min(ends), max(ends)
+
+
+def _holds(dtype: np.dtype, low: float, high: float) -> bool:
+    """Whether the integer type ``dtype`` holds every integer from ``low`` to ``high``."""
+    info = np.iinfo(dtype)
+    return info.min <= low and high <= info.max
+
+
+def _read_frames(
+    headers: Sequence[_Header],
+    frame_indices: Sequence[int] | None,
+    stored: np.dtype,
+    target_of: Callable[[int], np.ndarray],
+    done: Callable[[int], bool],
+) -> bool:
+    """Read each slot's stored values into ``target_of(slot)``, then call ``done(slot)``.
+
+    Returns:
+        ``False`` as soon as ``done`` does (the frames after it are not read), else ``True``.
+    """
     if frame_indices is not None and not _reads_natively(headers[0], stored):
         slot_of = {frame: slot for slot, frame in enumerate(frame_indices)}
         for frame, pixels in enumerate(_iter_frames(headers[0], len(frame_indices))):
-            store(slot_of[frame], pixels, headers[0])
-        return volume
+            slot = slot_of[frame]
+            _put(target_of(slot), pixels, headers[0])
+            if not done(slot):
+                return False
+        return True
     for slot, header in enumerate(headers):
         check_deadline()
         frame = 0 if frame_indices is None else frame_indices[slot]
-        if _read_native_frame(header, frame, target_of(slot)):
-            store(slot, None, header)
-        else:
-            store(slot, _frames_array(header, charge_budget=False), header)  # charged above
-    return volume
+        target = target_of(slot)
+        if not _read_native_frame(header, frame, target):
+            _put(target, _frames_array(header, charge_budget=False), header)  # charged above
+        if not done(slot):
+            return False
+    return True
+
+
+def _put(target: np.ndarray, pixels: np.ndarray, header: _Header) -> None:
+    """Put one decoded frame's stored values in its slot."""
+    if pixels.shape != target.shape:
+        raise ResourceError(
+            f"The pixel data of {file_name(header.path)} decodes to frames of "
+            f"{pixels.shape}, not the declared Rows x Columns {target.shape}."
+        )
+    target[...] = pixels
 
 
 def _reads_natively(header: _Header, stored: np.dtype) -> bool:
@@ -976,7 +1064,7 @@ def _iter_frames(header: _Header, frames: int) -> Iterator[np.ndarray]:
         raise ResourceError(
             f"Cannot decode the pixel data of {file_name(header.path)} (transfer syntax "
             f"{name}): {reason(error, header.path)}. Compressed DICOM needs the decoders of "
-            'the dicom extra: pip install "datamint[dicom]".'
+            f"the dicom extra: {install_command('dicom')}."
         ) from None
     if frames_seen != frames:
         raise ResourceError(
@@ -1030,6 +1118,13 @@ def _rescaled(
     slope, intercept = rescales[0]
     if (slope, intercept) == (1.0, 0.0):
         return pixels, pixels.dtype
+    if out_dtype.kind == "i" and out_dtype.itemsize > pixels.dtype.itemsize and pixels.size:
+        narrow = np.dtype(f"i{pixels.dtype.itemsize}")  # as a volume's: see _read_narrow
+        low, high = _rescaled_range(float(pixels.min()), float(pixels.max()), rescales[0])
+        if _holds(narrow, low, high):
+            result = pixels.astype(narrow)  # the stored bits, wrapped: see _rescale_wrapping
+            _rescale_wrapping(result, rescales[0])
+            return result, narrow
     result = np.multiply(pixels, slope, dtype=out_dtype, casting="unsafe")
     if intercept:
         np.add(result, intercept, out=result, dtype=out_dtype, casting="unsafe")

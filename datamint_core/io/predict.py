@@ -10,8 +10,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from datamint_core._files import write_atomically
 from datamint_core.annotations import Annotation
-from datamint_core.resources import BaseResource, ImageResource, ResourceError, VolumeResource
+from datamint_core.errors import ResourceError
+from datamint_core.resources import BaseResource, ImageResource, VolumeResource
 
 
 def output_format(path: str | None) -> str:
@@ -84,7 +86,7 @@ def predict_file(
             sys.stdout.write(body.decode() + "\n")
             sys.stdout.flush()
         else:
-            writers.write_bytes(output_path, body)
+            write_atomically(output_path, body)
             report(wrote(output_path, describe_predictions([annotations])))
     elif suffix == ".dcm":
         writers.write_dicom_seg(annotations, output_path, source=dicom_source)

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from datamint_core._extras import require
+from datamint_core._files import atomic_path
 from datamint_core.annotations import (
     Annotation,
     AnnotationScope,
     BoxAnnotation,
     SegmentationAnnotation,
 )
-from datamint_core.io._extras import require
+from datamint_core.errors import ResourceError
 from datamint_core.io.geometry import dhw_to_nifti
-from datamint_core.resources import BaseResource, ImageResource, ResourceError, VolumeResource
+from datamint_core.resources import BaseResource, ImageResource, VolumeResource
 
 #: Label colours (RGB), one per label in order; chosen to stay apart on gray images.
 PALETTE = (
@@ -147,7 +147,7 @@ def write_nifti(
         nibabel.nifti1.Nifti1Extension("comment", json.dumps(legend).encode())
     )
     suffix = ".nii.gz" if os.fspath(path).lower().endswith(".gz") else ".nii"
-    with _atomic(path, suffix) as temporary:
+    with atomic_path(path, format_suffix=suffix) as temporary:
         nibabel.save(image, temporary)
     return os.fspath(path)
 
@@ -246,7 +246,7 @@ def write_dicom_seg(
         device_serial_number="0",
         omit_empty_frames=False,
     )
-    with _atomic(path, ".dcm") as temporary:
+    with atomic_path(path, format_suffix=".dcm") as temporary:
         segmentation.save_as(temporary)
     return os.fspath(path)
 
@@ -322,7 +322,7 @@ def write_overlay_png(
     canvas = Image.new("RGB", (image.width, image.height + legend.height))
     canvas.paste(image, (0, 0))
     canvas.paste(legend, (0, image.height))
-    with _atomic(path, ".png") as temporary:
+    with atomic_path(path, format_suffix=".png") as temporary:
         canvas.save(temporary, format="PNG", optimize=True)
     return os.fspath(path)
 
@@ -397,34 +397,3 @@ def window_to_uint8(pixels: np.ndarray, metadata: Mapping[str, Any]) -> np.ndarr
         high = low + 1
     scaled = np.nan_to_num((values - low) / (high - low), nan=0.0)
     return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
-
-
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically; return the path."""
-    with _atomic(path, os.path.splitext(os.fspath(path))[1]) as temporary:
-        with open(temporary, "wb") as file:
-            file.write(data)
-    return os.fspath(path)
-
-
-@contextmanager
-def _atomic(path: str | os.PathLike[str], suffix: str) -> Iterator[str]:
-    """A temporary file name beside ``path``, renamed onto it when the block succeeds."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".datamint-", suffix=suffix, dir=directory)
-    os.close(handle)
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; the target is not
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

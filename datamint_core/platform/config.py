@@ -25,12 +25,14 @@ import enum
 import ipaddress
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from datamint_core._env import read_env
+from datamint_core._files import write_atomically
+from datamint_core._numbers import SECONDS, parse
+from datamint_core.errors import PlatformConfigError
 
 DEFAULT_API_URL = "https://api.datamint.io"
 #: The port of the platform's MLflow tracking server when only the API URL is configured.
@@ -72,10 +74,6 @@ FILE_KEYS: dict[str, EnvVars] = {
     "projects_dir": EnvVars.DATAMINT_PROJECTS_DIR,
 }
 _DEFAULT_TIMEOUT_S = 10.0
-
-
-class PlatformConfigError(ValueError):
-    """A Datamint setting is missing or unsafe; the message names the setting and the fix."""
 
 
 def config_path() -> Path:
@@ -136,17 +134,7 @@ def write_config_file(values: dict[str, str | None], path: Path | None = None) -
         else:
             current[key] = value.strip()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temporary = tempfile.mkstemp(prefix=".config-", suffix=".incomplete",
-                                             dir=path.parent)
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(current, file, indent=2, sort_keys=True)
-            file.write("\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomically(path, json.dumps(current, indent=2, sort_keys=True) + "\n", mode=0o600)
     return path
 
 
@@ -322,11 +310,11 @@ def load_settings() -> PlatformSettings:
     values["mlflow_url"] = values["mlflow_url"].strip().rstrip("/")
     raw_timeout = read_env(EnvVars.DATAMINT_PLATFORM_TIMEOUT.value)
     try:
-        timeout = float(raw_timeout) if raw_timeout else _DEFAULT_TIMEOUT_S
-        if timeout <= 0:
-            raise ValueError
-    except ValueError:
-        raise PlatformConfigError(
-            f"DATAMINT_PLATFORM_TIMEOUT={raw_timeout!r} is not a positive number of seconds."
-        ) from None
+        timeout = (
+            float(parse(SECONDS, raw_timeout, EnvVars.DATAMINT_PLATFORM_TIMEOUT.value))
+            if raw_timeout
+            else _DEFAULT_TIMEOUT_S
+        )
+    except ValueError as error:
+        raise PlatformConfigError(str(error)) from None
     return PlatformSettings(sources=sources, timeout_s=timeout, **values)

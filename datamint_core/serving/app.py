@@ -33,7 +33,7 @@ request in flight is closed to make room, so idle or half-open sockets cannot lo
 ``/ping``. ``accept()`` failing for lack of descriptors is logged at most once per
 :data:`ACCEPT_ERROR_LOG_INTERVAL_S`.
 
-Slow clients: :class:`GuardedH11Protocol` (the server's HTTP protocol) gives a client
+Slow clients: :func:`http_protocol` (the server's HTTP protocol) gives a client
 ``read_timeout`` seconds from its first byte to send the request head, and
 :func:`guard_reads` (an ASGI wrapper) the rest of that time for the body; a slower client
 gets a 408 and its connection is closed. A client that goes away mid-upload is a DEBUG line.
@@ -42,6 +42,14 @@ Example::
 
     app = create_app("models:/liver-seg/3", ServerConfig(request_timeout=30))
     uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Why one module of some 750 lines: it is one request's path end to end, in two halves that
+share the read deadline and the early answer. The first is the app (endpoints, reading a body
+within the limits, answering every error as :mod:`datamint_core.errors` declares it); the
+second, from :func:`http_protocol` on, guards connections below the app (the read deadline, the
+descriptor bound, draining a refused body), with uvicorn's private protocol kept in
+:mod:`datamint_core.serving._uvicorn_internals`. The second half is the one to move out
+should the module grow.
 """
 
 from __future__ import annotations
@@ -49,7 +57,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import contextvars
 import logging
 import math
 import os
@@ -61,7 +68,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import h11
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.datastructures import Headers, UploadFile
@@ -70,22 +76,20 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from datamint_core._limits import _ACTIVE as _ACTIVE_LIMITS
 from datamint_core._limits import (
-    InputTooLargeError,
-    RequestDeadlineExceeded,
     RequestLimits,
     applying,
     check_deadline,
     current_deadline,
 )
-from datamint_core._messages import model_failure_message, shorten
+from datamint_core._messages import shorten
+from datamint_core.errors import RequestDeadlineExceeded
 from datamint_core.model import BaseDatamintModel
-from datamint_core.resources import BaseResource, ResourceError
-from datamint_core.routing import InvalidRequestError, UnsupportedModeError
+from datamint_core.resources import BaseResource
 from datamint_core.serving._threads import RequestThreads
+from datamint_core.serving._uvicorn_internals import READ_STARTED, guarded_h11_protocol
 from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
 from datamint_core.serving.payload import (
     REQUEST_PART,
@@ -94,7 +98,6 @@ from datamint_core.serving.payload import (
     malformed,
     parse_json_envelope,
     predictions_to_json,
-    too_large_input,
 )
 from datamint_core.serving.viewer import PAGE_HEADERS, STATIC_FILES, static_file, with_preview
 
@@ -317,11 +320,11 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
             return _error_body(malformed("The client disconnected."))
         except (asyncio.TimeoutError, RequestDeadlineExceeded):
             return _error_body(
-                RequestError(
-                    504,
-                    "REQUEST_TIMEOUT",
-                    f"The request took longer than the server's timeout of "
-                    f"{config.request_timeout:g} s (--timeout).",
+                RequestError.answering(
+                    RequestDeadlineExceeded(
+                        f"The request took longer than the server's timeout of "
+                        f"{config.request_timeout:g} s (--timeout)."
+                    )
                 )
             )
         except Exception as error:  # a server bug: still a JSON answer, and keep serving
@@ -384,7 +387,6 @@ class _PredictionEndpoint:
 def create_app_from_env() -> ASGIApp:
     """App factory for worker processes: the model URI and config come from the environment."""
     config = ServerConfig.resolve()
-    GuardedH11Protocol.read_timeout = config.read_timeout
     return create_app(os.environ[MODEL_URI_ENV], config)
 
 
@@ -495,19 +497,13 @@ class _DiskSpooledParser(MultiPartParser):
 def _predict(served: ServedModel, resources: list[BaseResource], params: dict[str, Any]) -> bytes:
     try:
         return served.predict(resources, params)
-    except UnsupportedModeError as error:
-        raise RequestError(422, "UNSUPPORTED_MODE", str(error)) from None
-    except ResourceError as error:
-        raise RequestError(422, "INVALID_RESOURCE", str(error)) from None
-    except InvalidRequestError as error:
-        raise RequestError(422, "INVALID_PARAMETER_VALUE", str(error)) from None
-    except InputTooLargeError as error:
-        raise too_large_input(error) from None
     except RequestDeadlineExceeded:
         raise  # the client already has its 504; the model lock is free again
-    except Exception as error:  # the model's own failure, ResultShapeError included
-        _logger.exception("The model failed on a request")
-        raise RequestError(500, "MODEL_ERROR", model_failure_message(error)) from None
+    except Exception as error:  # answered with the status and code its class declares
+        refusal = RequestError.answering(error)
+        if refusal.status_code >= 500:  # the model's own failure, ResultShapeError included
+            _logger.exception("The model failed on a request")
+        raise refusal from None
 
 
 def _public_metadata(block: dict[str, Any]) -> dict[str, Any]:
@@ -555,11 +551,8 @@ async def _read_json_body(receive: Receive, config: ServerConfig) -> bytes:
     """The whole JSON body; a 413 as soon as it is over the size limit or holds more than
     ``max_json_values`` values (counted as it arrives, never parsed)."""
     chunks: list[bytes] = []
-    received = separators = 0
-    async for chunk in _body_chunks(receive):
-        received += len(chunk)
-        if received > config.max_request_size:
-            raise _too_large(config)
+    separators = 0
+    async for chunk in _capped_stream(receive, config):
         separators += chunk.count(b",")
         _check_json_values(separators + 1, config)
         chunks.append(chunk)
@@ -622,11 +615,11 @@ def _json(data: Any) -> bytes:
 
 # -- slow clients ---------------------------------------------------------------------------
 
-#: When the first byte of the request being read arrived (``time.monotonic()``); set by
-#: :class:`GuardedH11Protocol` and inherited by the request's task.
-_READ_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "datamint_read_started", default=None
-)
+def http_protocol(read_timeout: float) -> Callable[..., asyncio.Protocol]:
+    """The server's HTTP protocol, for ``uvicorn.run(http=...)``: a client has ``read_timeout``
+    seconds from its first byte to send the request head (else a 408 and a closed connection;
+    :func:`guard_reads` keeps the rest of that time for the body)."""
+    return guarded_h11_protocol(read_timeout, _timeout_response(read_timeout))
 
 
 def _timeout_response(read_timeout: float) -> bytes:
@@ -644,82 +637,6 @@ def _read_timeout_error(read_timeout: float) -> RequestError:
         f"The request was not received whole within the server's read timeout of "
         f"{read_timeout:g} s (--read-timeout); send it faster, or send less.",
     )
-
-
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with a deadline on reading each request's head.
-
-    The clock starts when a connection opens, and again at the first byte of each following
-    request; a client that has not sent a complete head by ``read_timeout`` gets a 408
-    (nothing, if it sent nothing) and is disconnected, with one DEBUG line. The body's share
-    of the same deadline is kept by :func:`guard_reads`.
-
-    At most ``limit_concurrency - 1`` connections stay open (uvicorn answers 503 to requests
-    at ``limit_concurrency``): a new one past that closes the oldest connection with no
-    request in flight (idle, half-open, or still sending its head), or, when every
-    connection has a request in flight, is closed itself at once.
-    """
-
-    #: Seconds a client has to send a whole request; ``datamint serve`` sets it.
-    read_timeout: float = 30.0
-
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._read_timer: asyncio.TimerHandle | None = None
-        self._read_started = time.monotonic()
-        self._received_any = False
-        if self.limit_concurrency is not None and not self._make_room(self.limit_concurrency - 1):
-            _logger.debug("Every connection has a request in flight: closing a new one at once.")
-            transport.close()
-            return
-        self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
-
-    def _make_room(self, most: int) -> bool:
-        """Keep at most ``most`` connections open, this one included, by closing the oldest
-        ones with no request in flight; False when that is not enough."""
-        open_ones = [c for c in self.connections if not c.transport.is_closing()]
-        excess = len(open_ones) - max(most, 1)
-        if excess <= 0:
-            return True
-        idle = sorted(
-            (c for c in open_ones if c is not self and c._has_no_request()),
-            key=lambda c: getattr(c, "_read_started", 0.0),
-        )
-        for connection in idle[:excess]:
-            _logger.debug("At the connection limit: closing the oldest idle connection.")
-            connection.transport.close()
-        return len(idle) >= excess
-
-    def _has_no_request(self) -> bool:
-        return self.conn.their_state is h11.IDLE and (
-            self.cycle is None or self.cycle.response_complete
-        )
-
-    def data_received(self, data: bytes) -> None:
-        if self._read_timer is None and self.conn.their_state is h11.IDLE:
-            self._read_started = time.monotonic()  # the next request on a kept-alive connection
-            self._read_timer = self.loop.call_later(self.read_timeout, self._read_timed_out)
-        self._received_any = True
-        _READ_STARTED.set(self._read_started)
-        super().data_received(data)
-        if self._read_timer is not None and self.conn.their_state is not h11.IDLE:
-            self._read_timer.cancel()  # the head is in; guard_reads keeps the body's deadline
-            self._read_timer = None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if getattr(self, "_read_timer", None) is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
-        super().connection_lost(exc)
-
-    def _read_timed_out(self) -> None:
-        self._read_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-            return
-        _logger.debug("A client did not send its request head within %g s.", self.read_timeout)
-        if self._received_any:
-            self.transport.write(_timeout_response(self.read_timeout))
-        self.transport.close()
 
 
 def _declared_length(scope: Scope) -> int:
@@ -852,7 +769,7 @@ def guard_reads(app: ASGIApp, read_timeout: float) -> ASGIApp:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await app(scope, receive, send)
             return
-        started = _READ_STARTED.get()
+        started = READ_STARTED.get()
         deadline = (started if started is not None else time.monotonic()) + read_timeout
         body_done = False
 

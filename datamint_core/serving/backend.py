@@ -27,6 +27,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.flavor_backend import FlavorBackend
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from datamint_core._extras import missing_extra
+from datamint_core._files import write_atomically
 from datamint_core.serving.dockerfile import write_dockerfile
 
 _logger = logging.getLogger(__name__)
@@ -77,11 +79,11 @@ class DatamintBackend(FlavorBackend):
         from datamint_core.flavor import load_model
         from datamint_core.serving.payload import (
             RequestError,
-            arrays_to_records,
             build_resources,
             parse_json_envelope,
             predictions_to_json,
         )
+        from datamint_core.wire import arrays_to_records
 
         if content_type not in CONTENT_TYPES:
             raise MlflowException(
@@ -106,7 +108,7 @@ class DatamintBackend(FlavorBackend):
             sys.stdout.write(body.decode() + "\n")
             sys.stdout.flush()
         else:
-            Path(output_path).write_bytes(body)
+            write_atomically(output_path, body)
 
     def serve(
         self,
@@ -291,13 +293,8 @@ class DatamintBackend(FlavorBackend):
         if package in _EXTRA_MODULES:
             module, extra = _EXTRA_MODULES[package]
             if importlib.util.find_spec(module) is None:
-                _logger.warning(
-                    "Cannot score %s here: it needs %s, which is not installed. "
-                    'Install it: pip install "datamint[%s]"',
-                    model_class,
-                    module,
-                    extra,
-                )
+                missing = missing_extra(f"it needs {module}", extra)
+                _logger.warning("Cannot score %s here: %s", model_class, missing)
                 return False
         return True
 
@@ -327,8 +324,7 @@ def mlserver_command(
         found = shutil.which("mlserver")
         if found is None or importlib.util.find_spec("mlserver") is None:
             raise MlflowException(
-                "enable_mlserver=True needs MLServer, which is not installed here. Install it: "
-                'pip install "datamint[mlserver]"',
+                str(missing_extra("enable_mlserver=True needs MLServer", "mlserver")),
                 INVALID_PARAMETER_VALUE,
             )
         executable = Path(found)

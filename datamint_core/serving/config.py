@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from datamint_core._env import read_env
@@ -34,12 +34,12 @@ from datamint_core._limits import (
     DEFAULT_MAX_SLICES,
     MAX_DECODED_BYTES_ENV,
     MAX_SLICES_ENV,
-    parse_size,
 )
+from datamint_core._numbers import AMOUNT, COUNT, SECONDS, SIZE, NumberKind, parse, parse_size
+from datamint_core._request_paths import ALLOW_PATH_DIRS_ENV, path_dirs_from_env, resolve_path_dirs
 
 MAX_REQUEST_SIZE_ENV = "DATAMINT_SERVE_MAX_REQUEST_SIZE"
 REQUEST_TIMEOUT_ENV = "DATAMINT_SERVE_REQUEST_TIMEOUT"
-ALLOW_PATH_DIRS_ENV = "DATAMINT_SERVE_ALLOW_PATH_DIRS"
 #: The model a worker process loads when ``datamint serve`` runs several workers.
 MODEL_URI_ENV = "DATAMINT_SERVE_MODEL_URI"
 
@@ -51,36 +51,19 @@ DEFAULT_MAX_REQUEST_SIZE = 512 * 1024**2
 DEFAULT_MAX_JSON_VALUES = 1024**2
 DEFAULT_REQUEST_TIMEOUT = 60.0
 
-_SECONDS = "a positive number of seconds"
-
-
-def _seconds(text: str | float) -> float:
-    value = float(text)
-    if not value > 0:  # NaN too
-        raise ValueError
-    return value
-
-
-def _count(text: str | int) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
-
-
-#: field -> (environment variable, parser, what is accepted)
-_SETTINGS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
-    "max_request_size": (MAX_REQUEST_SIZE_ENV, parse_size, "a byte count such as 512M"),
-    "request_timeout": (REQUEST_TIMEOUT_ENV, _seconds, _SECONDS),
-    "max_decoded_bytes": (MAX_DECODED_BYTES_ENV, parse_size, "a byte count such as 1G"),
-    "max_slices": (MAX_SLICES_ENV, _count, "a positive integer"),
-    "max_json_values": ("DATAMINT_SERVE_MAX_JSON_VALUES", parse_size, "a count such as 1M"),
-    "read_timeout": ("DATAMINT_SERVE_READ_TIMEOUT", _seconds, _SECONDS),
-    "limit_concurrency": ("DATAMINT_SERVE_LIMIT_CONCURRENCY", _count, "a positive integer"),
-    "keep_alive_timeout": ("DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT", _seconds, _SECONDS),
-    "graceful_timeout": ("DATAMINT_SERVE_GRACEFUL_TIMEOUT", _seconds, _SECONDS),
-    "max_header_size": ("DATAMINT_SERVE_MAX_HEADER_SIZE", parse_size, "a byte count such as 64K"),
-    "max_parts": ("DATAMINT_SERVE_MAX_PARTS", _count, "a positive integer"),
+#: field -> (environment variable, kind of number)
+_SETTINGS: dict[str, tuple[str, NumberKind]] = {
+    "max_request_size": (MAX_REQUEST_SIZE_ENV, SIZE),
+    "request_timeout": (REQUEST_TIMEOUT_ENV, SECONDS),
+    "max_decoded_bytes": (MAX_DECODED_BYTES_ENV, SIZE),
+    "max_slices": (MAX_SLICES_ENV, COUNT),
+    "max_json_values": ("DATAMINT_SERVE_MAX_JSON_VALUES", AMOUNT),
+    "read_timeout": ("DATAMINT_SERVE_READ_TIMEOUT", SECONDS),
+    "limit_concurrency": ("DATAMINT_SERVE_LIMIT_CONCURRENCY", COUNT),
+    "keep_alive_timeout": ("DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT", SECONDS),
+    "graceful_timeout": ("DATAMINT_SERVE_GRACEFUL_TIMEOUT", SECONDS),
+    "max_header_size": ("DATAMINT_SERVE_MAX_HEADER_SIZE", SIZE),
+    "max_parts": ("DATAMINT_SERVE_MAX_PARTS", COUNT),
 }
 
 
@@ -123,23 +106,11 @@ class ServerConfig:
     max_parts: int = 4096
 
     def __post_init__(self) -> None:
-        for name, (_, parse, accepted) in _SETTINGS.items():
+        for name, (_, kind) in _SETTINGS.items():
             value = getattr(self, name)
-            try:
-                parsed = parse(value)
-                if isinstance(value, bool) or parsed != value:
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{name}={value!r} is not valid; accepted: {accepted}."
-                ) from None
-        for directory in self.allow_path_dirs:
-            if not os.path.isdir(directory):
-                raise ValueError(
-                    f"allow_path_dirs names {directory!r}, which is not an existing directory."
-                )
-        resolved = tuple(os.path.realpath(directory) for directory in self.allow_path_dirs)
-        object.__setattr__(self, "allow_path_dirs", resolved)
+            if parse(kind, value, name) != value:  # a field holds the number, not its text
+                raise ValueError(f"{name}={value!r} is not valid; accepted: {kind.accepted}.")
+        object.__setattr__(self, "allow_path_dirs", resolve_path_dirs(self.allow_path_dirs))
 
     @classmethod
     def resolve(
@@ -160,24 +131,18 @@ class ServerConfig:
         if unknown:
             raise TypeError(f"Unknown server setting(s) {unknown}; known: {sorted(_SETTINGS)}.")
         values: dict[str, Any] = {}
-        for name, (env, parse, accepted) in _SETTINGS.items():
+        for name, (env, kind) in _SETTINGS.items():
             given = settings.get(name)
             raw = given if given is not None else read_env(env)
-            if raw is None:
-                continue
-            try:
-                values[name] = parse(raw)
-            except (TypeError, ValueError):
-                source = name if given is not None else env
-                raise ValueError(f"{source}={raw!r} is not valid; accepted: {accepted}.") from None
+            if raw is not None:
+                values[name] = parse(kind, raw, name if given is not None else env)
         if allow_path_dirs is None:
-            raw_dirs = read_env(ALLOW_PATH_DIRS_ENV, "")
-            allow_path_dirs = [d for d in raw_dirs.split(os.pathsep) if d]
+            allow_path_dirs = path_dirs_from_env()
         return cls(allow_path_dirs=tuple(allow_path_dirs), **values)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that rebuild this config in a worker process."""
-        env = {env: str(getattr(self, name)) for name, (env, _, _) in _SETTINGS.items()}
+        env = {env: str(getattr(self, name)) for name, (env, _) in _SETTINGS.items()}
         env[ALLOW_PATH_DIRS_ENV] = os.pathsep.join(self.allow_path_dirs)
         return env
 

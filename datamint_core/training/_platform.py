@@ -14,7 +14,6 @@ A segmentation annotation's file is a NIfTI volume mask, or a PNG mask of one sl
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from datamint_core._files import write_atomically
+from datamint_core.errors import ProjectDataError
 from datamint_core.platform.client import PlatformClient
 from datamint_core.platform.projects import Project, resolve_project
-from datamint_core.training._layout import ProjectDataError
 
 
 @dataclass(frozen=True)
@@ -85,16 +85,7 @@ def fetch(client: PlatformClient, api_path: str, target: Path) -> Path:
     data = client.download(api_path)
     if data is None:
         raise ProjectDataError(f"The Datamint platform has no file at {api_path} (HTTP 404).")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=".", suffix=".incomplete", dir=target.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return target
+    return write_atomically(target, data)
 
 
 def _safe_name(name: str, fallback: str) -> str:

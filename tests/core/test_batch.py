@@ -18,15 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import datamint_core.batch
-from datamint_core import ImageResource, VolumeResource, load_model, save_model
-from datamint_core.batch import (
-    MANIFEST_COLUMNS,
+from datamint_core import (
     BatchInputError,
+    ImageResource,
     OutputMismatchError,
-    read_annotations,
-    read_results,
-    run_batch,
+    VolumeResource,
+    load_model,
+    save_model,
 )
+from datamint_core.batch import MANIFEST_COLUMNS, read_annotations, read_results, run_batch
 from datamint_core.batch._inputs import iter_inputs
 from datamint_core.batch._rows import mask_file_name
 from datamint_core.cli import main
@@ -311,7 +311,8 @@ def test_the_batch_package_exports_exactly_this_and_adds_no_heavy_import(run_pyt
 
 def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_studies_by_id():
     # What Spark and Arrow hand to predict: metadata as a string column, lists as studies_by_id.
-    from datamint_core.resources import ResourceError, as_resources
+    from datamint_core import ResourceError
+    from datamint_core.wire import as_resources
 
     volume = np.zeros((2, 3, 3), dtype=np.float32)
     frame = pd.DataFrame(
@@ -333,6 +334,37 @@ def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_studies_by_id(
     assert np.array_equal(resource.affine, np.eye(4))
     with pytest.raises(ResourceError, match="metadata '{oops' is not valid JSON; in a table"):
         as_resources(frame.assign(metadata="{oops"))
+
+
+def test_a_batch_row_as_arrow_hands_it_over_reads_by_the_same_wire_rules(tmp_path):
+    # A staged row (Spark/Arrow: lists as arrays, missing cells NaN) and its plain form read
+    # alike, with the row's fields over the file's and the table's messages for bad cells.
+    from datamint_core import ResourceError
+    from datamint_core.batch._inputs import load_resource
+
+    np.save(tmp_path / "ct.npy", np.arange(2 * 3 * 3, dtype=np.int16).reshape(2, 3, 3))
+    plain = {
+        "id": "ct-1", "path": str(tmp_path / "ct.npy"), "kind": None, "spacing": [2.5, 0.7, 0.7],
+        "affine": np.eye(4).tolist(), "modality": "CT", "filename": None, "mimetype": None,
+        "metadata": '{"StudyDescription": "CT ABDOMEN"}', "channels": None, "prompts": None,
+    }
+    arrow = {
+        **plain, "kind": float("nan"), "spacing": np.array([2.5, 0.7, 0.7]),
+        "affine": np.array([np.eye(4)[i] for i in range(4)], dtype=object),
+    }
+
+    resource = load_resource(arrow)
+
+    assert resource == load_resource(plain)
+    assert isinstance(resource, VolumeResource) and resource.filename == "ct.npy"
+    assert resource.spacing == (2.5, 0.7, 0.7) and resource.modality == "CT"
+    assert resource.metadata == {"StudyDescription": "CT ABDOMEN"}
+    with pytest.raises(ResourceError, match="metadata '{oops' is not valid JSON; in a table"):
+        load_resource({**plain, "metadata": "{oops"})
+    with pytest.raises(ResourceError, match="'affine' describes volumes; resource 'ct-1'"):
+        load_resource({**plain, "kind": "video"})
+    with pytest.raises(ResourceError, match=r"Unknown kind 'scan'; accepted kinds: \["):
+        load_resource({**plain, "kind": "scan"})
 
 
 json_values = st.recursive(

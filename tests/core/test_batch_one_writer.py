@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamint_core import save_model
-from datamint_core.batch import OutputInUseError, read_results, run_batch
+from datamint_core import OutputInUseError, save_model
+from datamint_core.batch import read_results, run_batch
 from datamint_core.batch._lock import LOCK_FILE, hold_output
 from datamint_core.cli import main
 from tests.conftest import REPO_ROOT
@@ -220,6 +220,6 @@ def test_a_batch_usage_error_exits_2_with_one_datamint_error_line(cohort, tmp_pa
     with pytest.raises(SystemExit) as exit_code:
         main([*base, "-i", str(small), "--rows-per-part", "0"])
     assert exit_code.value.code == 2
-    assert "error: argument --rows-per-part: '0' is not a positive integer" in (
+    assert "error: argument --rows-per-part: '0' is not valid; accepted: a positive integer." in (
         capsys.readouterr().err
     )

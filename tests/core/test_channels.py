@@ -25,7 +25,7 @@ from datamint_core import (
 from datamint_core.io import AFFINE_TOLERANCE_MM, read, read_case, read_nifti
 from datamint_core.io.geometry import dhw_to_nifti
 from datamint_core.model import BaseDatamintModel
-from datamint_core.resources import resource_from_dict
+from datamint_core.wire import resource_from_dict
 from tests.core.channel_models import (
     CASE_AFFINE,
     MODALITIES,
@@ -358,7 +358,7 @@ def test_a_manifest_with_one_path_column_per_channel_batches_each_case_as_in_pro
 
 
 def test_a_manifest_mixing_path_and_channel_columns_or_missing_a_channel_is_refused(tmp_path):
-    from datamint_core.batch import BatchInputError
+    from datamint_core import BatchInputError
     from datamint_core.batch._inputs import iter_inputs
 
     both = tmp_path / "both.jsonl"

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamint_core import save_model
+from datamint_core import EvaluationInputError, save_model
 from datamint_core.cli import main
 from datamint_core.evaluation import (
-    EvaluationInputError,
     case_key,
     evaluate_predictions,
     evaluate_project,
@@ -37,6 +36,9 @@ from tests.core.evaluation_models import (
     make_project,
     make_two_channel_project,
 )
+
+# Its outcome depends on what the environment holds (torch, Lightning, the full mlflow).
+pytestmark = pytest.mark.both_envs
 
 
 @pytest.fixture(scope="module")

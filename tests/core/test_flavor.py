@@ -150,6 +150,7 @@ def test_an_unknown_task_type_is_refused_with_the_valid_ones(tmp_path):
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
+@pytest.mark.both_envs  # torch installed beside it must not leak into the pins
 def test_requirements_are_the_bundled_wheel_and_pinned_packages_without_torch(tmp_path):
     save_model(ThresholdSegmenter(), tmp_path / "m", extra_pip_requirements=["scipy>=1.10"])
     requirements = (tmp_path / "m" / "requirements.txt").read_text().split()

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from datamint_core import ImageResource, ResourceError, VideoResource, VolumeResource
 from datamint_core.io import detect_format, read, read_dicom, read_image, read_nifti
@@ -98,8 +101,8 @@ def test_a_ct_file_reads_as_an_image_with_spacing_rescaled_values_and_json_metad
     assert image.pixels.shape == (128, 128)
     assert image.spacing == pytest.approx((0.661468, 0.661468))
     assert image.modality == "CT"
-    # Intercept -1024 on 16-bit signed values does not fit int16: the reader widens.
-    assert image.pixels.dtype == np.int32
+    # Intercept -1024 on 16-bit signed values: the values this file holds still fit int16.
+    assert image.pixels.dtype == np.int16
     expected = dataset.pixel_array.astype(np.int32) * int(dataset.RescaleSlope) + int(
         dataset.RescaleIntercept
     )
@@ -301,8 +304,114 @@ def test_a_slice_of_a_volume_carries_the_in_plane_spacing():
     assert volume.get_slice(1, "sagittal").spacing == (2.5, 0.8)
 
 
+def _rescaled_series(
+    directory: Path, stored: np.ndarray, bits_stored: int, rescales: list[tuple[int, int]]
+) -> Path:
+    """A series of ``stored`` (int16 or uint16) slices, slice ``k`` with ``rescales[k]``."""
+    source = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    directory.mkdir(parents=True)
+    series_uid = pydicom.uid.generate_uid()
+    for index, (pixels, (slope, intercept)) in enumerate(zip(stored, rescales, strict=True)):
+        dataset = source.copy()
+        dataset.Rows, dataset.Columns = pixels.shape
+        dataset.BitsStored, dataset.HighBit = bits_stored, bits_stored - 1
+        dataset.PixelRepresentation = int(stored.dtype.kind == "i")
+        dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+        dataset.SeriesInstanceUID = series_uid
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.ImagePositionPatient = [0.0, 0.0, 2.0 * index]
+        dataset.PixelData = pixels.tobytes()
+        dataset.save_as(directory / f"S{index:03d}.dcm", enforce_file_format=True)
+    return directory
+
+
+@st.composite
+def _stored_series(draw: st.DrawFn) -> tuple[np.ndarray, int, list[tuple[int, int]]]:
+    signed = draw(st.booleans())
+    bits_stored = draw(st.sampled_from([12, 16]))
+    low, high = (
+        (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1)
+        if signed
+        else (
+            0,
+            2**bits_stored - 1,
+        )
+    )
+    dtype = np.int16 if signed else np.uint16
+    # Values near the stored range's ends and near zero, where int16 does and does not fit.
+    value = st.one_of(
+        st.integers(low, high),
+        st.integers(max(low, -2000), min(high, 4000)),
+        st.sampled_from([low, high, 0]),
+    )
+    slices = draw(st.integers(1, 3))
+    stored = draw(arrays(dtype, (slices, 3, 4), elements=value))
+    rescale = st.tuples(
+        st.sampled_from([1, 1, 2, -1, 3]), st.sampled_from([0, -1024, 1024, -32768, 32767])
+    )
+    rescales = draw(st.lists(rescale, min_size=slices, max_size=slices))
+    if draw(st.booleans()):
+        rescales = [rescales[0]] * slices
+    return stored, bits_stored, rescales
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=_stored_series())
+def test_an_integer_rescale_keeps_16_bits_exactly_when_every_rescaled_value_fits_them(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[np.ndarray, int, list[tuple[int, int]]]
+):
+    stored, bits_stored, rescales = case
+    directory = _rescaled_series(
+        Path(tmp_path_factory.mktemp("rescaled")) / "series", stored, bits_stored, rescales
+    )
+    volume = read(directory, kind="volume")
+    slopes = np.array([slope for slope, _ in rescales], dtype=np.int64)[:, None, None]
+    intercepts = np.array([intercept for _, intercept in rescales], dtype=np.int64)[:, None, None]
+    expected = stored.astype(np.int64) * slopes + intercepts
+    np.testing.assert_array_equal(volume.pixels.astype(np.int64), expected)
+    identity = all(rescale == (1, 0) for rescale in rescales)
+    fits = -(2**15) <= expected.min() and expected.max() < 2**15
+    if identity:
+        assert volume.pixels.dtype == stored.dtype
+    elif fits:
+        assert volume.pixels.dtype == np.int16
+    else:
+        assert volume.pixels.dtype in (np.int32, np.float32)
+    # pydicom's own rescale of each file agrees (SimpleITK refuses some of these ranges:
+    # "Pixel type larger than output type"; it is compared on a real CT range below).
+    from pydicom.pixels import apply_rescale
+
+    for index, pixels in enumerate(volume.pixels):
+        dataset = pydicom.dcmread(directory / f"S{index:03d}.dcm")
+        np.testing.assert_array_equal(pixels, apply_rescale(dataset.pixel_array, dataset))
+
+
+def _sitk_series(directory: Path):
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(directory)))
+    return reader.Execute()
+
+
+def test_a_ct_series_whose_hounsfield_values_fit_16_bits_is_read_as_int16_like_simpleitks_values(
+    tmp_path: Path,
+):
+    truth = write_series(tmp_path / "ct", 6, size=48, seed=2)
+    volume = read(tmp_path / "ct")
+    assert volume.pixels.dtype == np.int16  # int16 stored, intercept -1024, values that fit
+    assert volume.pixels.flags.owndata
+    np.testing.assert_array_equal(volume.pixels, truth.astype(np.int32) - 1024)
+    np.testing.assert_array_equal(
+        volume.pixels, sitk.GetArrayFromImage(_sitk_series(tmp_path / "ct"))
+    )
+
+
 def test_a_series_is_read_into_one_contiguous_volume_without_a_second_copy(tmp_path: Path):
-    write_series(tmp_path, 24, size=128)
+    write_series(tmp_path, 24, size=256)  # an int16 volume: its bytes outweigh 24 headers
     tracemalloc.start()
     try:
         volume = read(tmp_path)
@@ -427,7 +536,8 @@ def test_descriptor_and_geometry_fields_can_be_set_after_construction():
 def test_a_small_file_declaring_a_huge_volume_is_refused_before_its_pixels_are_read(
     tmp_path: Path,
 ):
-    from datamint_core._limits import InputTooLargeError, request_limits
+    from datamint_core import InputTooLargeError
+    from datamint_core._limits import request_limits
 
     # A NIfTI header declaring 2048^3 float64 voxels (64 GiB), with almost no data behind it.
     header = nibabel.Nifti1Header()

@@ -28,11 +28,17 @@ LAYERS: dict[str, int] = {
     # domain: the standard library and numpy only
     "_env": DOMAIN,
     "_extensions": DOMAIN,
+    "_extras": DOMAIN,  # the one "needs the extra" ImportError
+    "_files": DOMAIN,  # the one atomic file write
     "_limits": DOMAIN,
+    "_numbers": DOMAIN,  # the one parser of numbers users type
     "_messages": DOMAIN,
+    "_npy": DOMAIN,  # the safe .npy/.npz decoder
+    "_request_paths": DOMAIN,  # which local files a request may name
     "annotations": DOMAIN,
     "dataset": DOMAIN,
     "enums": DOMAIN,
+    "errors": DOMAIN,  # every error a user can catch, with its HTTP status and code
     "input_example": DOMAIN,  # the blank resource saved with a model that is given none
     "metrics": DOMAIN,
     "model": DOMAIN,
@@ -42,9 +48,11 @@ LAYERS: dict[str, int] = {
     "settings": DOMAIN,
     "sliding_window": DOMAIN,
     "version": DOMAIN,
+    "wire": DOMAIN,  # dicts, table cells and arrays in; resources out
     # MLflow integration: domain, mlflow-skinny, optional readers
     "_loader": INTEGRATION,
     "_mlmodel": INTEGRATION,
+    "_pyfunc": INTEGRATION,  # what mlflow.pyfunc.load_model returns, and its predict
     "_requirements": INTEGRATION,
     "_wheel": INTEGRATION,
     "artifact_cache": INTEGRATION,
@@ -60,23 +68,13 @@ LAYERS: dict[str, int] = {
     "evaluation.*": APPLICATIONS,
     "platform.*": APPLICATIONS,
     "serving.*": APPLICATIONS,
+    "serving._uvicorn_internals": APPLICATIONS,  # the adapter over uvicorn's H11Protocol
     "training.*": APPLICATIONS,
 }
 
 #: Upward imports that exist today, each to be replaced by a hook registered from above.
 #: The list only shrinks: a pair that no longer exists fails the test, so remove it here.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    # The prediction gateway loads linked models (wants a loader hook from the integration
-    # layer, as the platform registers its prediction logger in datamint_core._extensions).
-    ("model", "linked_models"),
-    # The flavor refuses local paths in a request as the server does, through the server's
-    # config and path check.
-    ("flavor", "serving.config"),
-    ("flavor", "serving.payload"),
-    # A local file path in a resource is read by the io readers, which import resources
-    # back (a cycle): the wire form / reader split of issue 17 item 2 removes it.
-    ("resources", "io._read"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 PACKAGE_ROOT = Path(datamint_core.__file__).parent
 

@@ -17,13 +17,13 @@ from datamint_core import (
     BaseDatamintModel,
     CategoryAnnotation,
     ImageResource,
+    PlatformConfigError,
     log_model,
     save_model,
 )
 from datamint_core.cli import main
 from datamint_core.platform import (
     EnvVars,
-    PlatformConfigError,
     ensure_mlflow_configured,
     load_settings,
     setup_mlflow_environment,
@@ -333,7 +333,7 @@ def test_setup_returns_false_and_logs_why_for_plain_http_off_machine_and_never_s
     [
         ("DATAMINT_API_URL", "ftp://platform.example.org", "is not a URL the Datamint platform"),
         ("DATAMINT_MLFLOW_URL", "https://user:pw@mlflow.example.org", "plain base URL"),
-        ("DATAMINT_PLATFORM_TIMEOUT", "soon", "is not a positive number of seconds"),
+        ("DATAMINT_PLATFORM_TIMEOUT", "soon", "'soon' is not valid; accepted: a positive number"),
     ],
 )
 def test_setup_returns_false_for_a_malformed_setting_and_logs_which(

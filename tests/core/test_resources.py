@@ -12,12 +12,8 @@ import pandas as pd
 import pytest
 
 from datamint_core import ImageResource, ResourceError, VideoResource, VolumeResource
-from datamint_core.resources import (
-    as_resources,
-    decode_npy_base64,
-    encode_npy_base64,
-    resource_from_dict,
-)
+from datamint_core._npy import decode_npy_base64, encode_npy_base64
+from datamint_core.wire import as_resources, resource_from_dict
 
 ACCEPTED_KINDS = "['image', 'video', 'volume']"
 
@@ -889,6 +885,34 @@ def test_as_resources_reads_a_numpy_object_array_of_dicts() -> None:
     records[:] = [r.to_dict() for r in resources]
 
     assert as_resources(records) == resources
+
+
+def test_an_array_in_process_is_passed_as_the_array_itself_never_copied() -> None:
+    volume = ct_volume()
+    record = {"id": "ct-1", "kind": "volume", "spacing": [2.0, 1.0, 1.0], "pixel_data": volume}
+
+    (received,) = as_resources([record])
+    (from_a_frame,) = as_resources(pd.DataFrame([record]))
+
+    assert received.pixels is volume
+    assert from_a_frame.pixels is volume
+    assert type(as_resources({"pixel_data": volume[0]})[0]) is ImageResource  # kind from ndim
+
+
+def test_an_array_in_process_of_a_dtype_that_is_not_pixels_is_refused() -> None:
+    with pytest.raises(ResourceError, match=r"Resource 'x': the pixel array has dtype <U1"):
+        as_resources({"id": "x", "kind": "image", "pixel_data": np.array([["a"]])})
+
+
+def test_the_list_encoding_takes_nested_lists_only_and_says_how_to_pass_an_array() -> None:
+    with pytest.raises(
+        ResourceError,
+        match=re.escape(
+            "list pixel data must be nested lists of numbers; got ndarray (in process, give a "
+            "numpy array itself as 'pixel_data')."
+        ),
+    ):
+        resource_from_dict({"kind": "image", "pixel_data": list_pixels(np.zeros((2, 2)))})
 
 
 def test_as_resources_rejects_a_bare_numeric_array_saying_how_to_wrap_it() -> None:

@@ -100,6 +100,7 @@ def test_a_numpy_model_can_be_scored_here(model_path):
     assert DatamintBackend(config).can_score_model() is True
 
 
+@pytest.mark.both_envs
 def test_a_torch_model_can_be_scored_only_where_torch_is_installed(caplog):
     backend = DatamintBackend({"model_class": "datamint_torch.model.DatamintModel"})
     torch_installed = importlib.util.find_spec("torch") is not None
@@ -136,6 +137,22 @@ def test_backend_predict_reads_an_npz_with_one_resource_per_array(model_path, tm
     predictions = json.loads(output.read_text())["predictions"]
     assert len(predictions) == 2
     assert [p[0]["identifier"] for p in predictions] == ["bright", "bright"]
+    assert not list(tmp_path.glob(".*.incomplete"))
+
+
+def test_backend_predict_writes_its_output_atomically_into_a_new_directory(model_path, tmp_path):
+    np.save(tmp_path / "image.npy", np.ones((8, 8), np.float32))
+    output = tmp_path / "results" / "out.json"
+    output.parent.mkdir()
+    output.write_text("the previous answer")
+
+    with pytest.raises(MlflowException):
+        DatamintBackend({}).predict(str(model_path), str(tmp_path / "image.npy"), str(output), "x")
+    assert output.read_text() == "the previous answer"
+
+    DatamintBackend({}).predict(str(model_path), str(tmp_path / "image.npy"), str(output), "npy")
+    assert output.read_text().startswith('{"predictions"')
+    assert [p.name for p in output.parent.iterdir()] == ["out.json"]
 
 
 def test_backend_predict_refuses_an_unknown_content_type(model_path):
@@ -236,7 +253,8 @@ class _SlicedClassifier(MeanClassifier):
     ended_by_deadline: list[bool] = []
 
     def predict_default(self, model_input, **kwargs):
-        from datamint_core._limits import RequestDeadlineExceeded, check_deadline
+        from datamint_core import RequestDeadlineExceeded
+        from datamint_core._limits import check_deadline
 
         try:
             for _ in range(200):
@@ -252,8 +270,8 @@ class _SlicedClassifier(MeanClassifier):
 def test_a_batched_request_past_its_deadline_stops_the_model_at_the_next_slice():
     import asyncio
 
-    from datamint_core import ImageResource, ModelSettings
-    from datamint_core._limits import RequestDeadlineExceeded, RequestLimits, applying
+    from datamint_core import ImageResource, ModelSettings, RequestDeadlineExceeded
+    from datamint_core._limits import RequestLimits, applying
     from datamint_core.serving.app import ServedModel
 
     _SlicedClassifier.ended_by_deadline.clear()
@@ -275,3 +293,62 @@ def test_a_batched_request_past_its_deadline_stops_the_model_at_the_next_slice()
         asyncio.run_coroutine_threadsafe(served.batcher.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def _longest_stall(work) -> tuple[float, object]:
+    """Run ``work()`` while another thread ticks every millisecond; return the longest gap
+    between its ticks (how long ``work`` kept it off the GIL) and ``work``'s result."""
+    ticks: list[float] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.05)
+    try:
+        result = work()
+    finally:
+        done.set()
+        ticker.join()
+    return float(np.diff(ticks).max()), result
+
+
+def test_an_answer_with_millions_of_mask_runs_is_written_without_holding_other_threads_off():
+    import json
+
+    from datamint_core import AnnotationScope, SegmentationAnnotation
+    from datamint_core.serving.payload import predictions_to_json
+
+    mask = np.random.default_rng(0).random((64, 256, 256)) > 0.5  # about 2 million runs
+    result = [[SegmentationAnnotation("noise", mask, scope=AnnotationScope.VOLUME)]]
+    forms = {"predictions": [[annotation.to_dict() for annotation in result[0]]]}
+    # One json.dumps call of the same runs: other threads (a server's event loop) wait it out.
+    whole_stall, expected = _longest_stall(lambda: json.dumps(forms, separators=(",", ":")))
+    stall, body = _longest_stall(lambda: predictions_to_json(result))
+    assert body == expected.encode()
+    assert len(forms["predictions"][0][0]["mask"]["rle"]) > 1_500_000
+    assert stall < whole_stall / 4, (stall, whole_stall)
+
+
+def test_serve_workers_get_a_supervisor_healthcheck_long_enough_for_a_busy_node():
+    # uvicorn kills a worker that leaves its supervisor's ping unanswered for 5 s by default:
+    # on a loaded node a worker importing MLflow and loading its model misses that and is
+    # replaced in a loop that never serves (seen in CI at load 19 on 2 cores).
+    import uvicorn
+
+    from datamint_core.cli import WORKER_HEALTHCHECK_TIMEOUT_S, _worker_healthcheck_option
+
+    option = _worker_healthcheck_option(uvicorn.run)
+    assert option == {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_TIMEOUT_S}
+    assert WORKER_HEALTHCHECK_TIMEOUT_S >= 30
+    config = uvicorn.Config("datamint_core.serving.app:create_app_from_env", **option)
+    assert config.timeout_worker_healthcheck == WORKER_HEALTHCHECK_TIMEOUT_S
+
+    def older_run(app, *, host="127.0.0.1", port=8000, workers=None):  # uvicorn before 0.30
+        pass
+
+    assert _worker_healthcheck_option(older_run) == {}

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datamint_core.platform.projects import ProjectNotFoundError
-from datamint_core.training import ImageDataset, ProjectDataError
+from datamint_core import ProjectDataError, ProjectNotFoundError
+from datamint_core.training import ImageDataset
 from tests.training_projects import (
     LABELS,
     SPACING,
@@ -91,7 +91,7 @@ def test_an_nnunet_project_stacks_its_channel_files_last(tmp_path):
 
 
 def test_a_multi_channel_case_becomes_a_volume_resource_that_keeps_its_channel_names(tmp_path):
-    from datamint_core.resources import resource_from_dict
+    from datamint_core.wire import resource_from_dict
 
     root = write_nnunet_project(tmp_path / "Dataset002_Prostate", cases=1, channels=2)
     case = ImageDataset(root).load("case_000")

@@ -141,6 +141,7 @@ def test_validate_exits_1_when_the_sample_cannot_be_served(model_path, tmp_path,
     assert "needs the parameter(s) ['slice_index']" in capsys.readouterr().out
 
 
+@pytest.mark.both_envs  # torch installed beside it must not leak into the pins
 def test_generate_dockerfile_writes_a_torch_free_image_for_a_numpy_model(model_path, tmp_path):
     output = tmp_path / "image"
 

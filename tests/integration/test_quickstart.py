@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Its outcome depends on what the environment holds (torch, Lightning, the full mlflow).
+pytestmark = pytest.mark.both_envs
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HAS_LIGHTNING = importlib.util.find_spec("lightning") is not None
 

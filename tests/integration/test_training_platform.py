@@ -22,6 +22,9 @@ from tests.integration.test_platform import datamint_env
 from tests.seed_example import CHECKS, SEED_EXAMPLE, result_of
 from tests.training_projects import LABELS, nifti_affine, phantom_case
 
+# Its outcome depends on what the environment holds (torch, Lightning, the full mlflow).
+pytestmark = pytest.mark.both_envs
+
 # The training half needs Lightning (and torch), which the core environment does not hold.
 needs_lightning = pytest.mark.skipif(
     importlib.util.find_spec("lightning") is None,
@@ -103,7 +106,8 @@ def test_a_platform_project_is_listed_without_downloading_and_read_once_per_case
 
 
 def test_a_platform_project_without_segmentations_is_refused_naming_it(platform_settings):
-    from datamint_core.training import ImageDataset, ProjectDataError
+    from datamint_core import ProjectDataError
+    from datamint_core.training import ImageDataset
 
     with pytest.raises(ProjectDataError, match="'Not annotated' has 1 resource"):
         ImageDataset(project="Not annotated")
@@ -148,6 +152,7 @@ def test_a_bare_mlflow_logger_logs_into_the_platform_when_lightning_was_imported
 import json
 from lightning.pytorch.loggers import MLFlowLogger
 import datamint_lightning, mlflow
+
 logger = MLFlowLogger(experiment_name="logger-follows-platform")
 logger.log_metrics({"loss": 0.25}, step=0)
 logger.finalize("success")
