@@ -77,6 +77,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datamint_core._env import DATAMINT_SERVE_MODEL_URI
 from datamint_core._limits import _ACTIVE as _ACTIVE_LIMITS
 from datamint_core._limits import (
     RequestLimits,
@@ -90,7 +91,7 @@ from datamint_core.model import BaseDatamintModel
 from datamint_core.resources import BaseResource
 from datamint_core.serving._threads import RequestThreads
 from datamint_core.serving._uvicorn_internals import READ_STARTED, guarded_h11_protocol
-from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
+from datamint_core.serving.config import ServerConfig
 from datamint_core.serving.payload import (
     REQUEST_PART,
     RequestError,
@@ -387,7 +388,7 @@ class _PredictionEndpoint:
 def create_app_from_env() -> ASGIApp:
     """App factory for worker processes: the model URI and config come from the environment."""
     config = ServerConfig.resolve()
-    return create_app(os.environ[MODEL_URI_ENV], config)
+    return create_app(os.environ[DATAMINT_SERVE_MODEL_URI], config)
 
 
 async def _read_request(
