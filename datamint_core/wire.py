@@ -36,14 +36,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from datamint_core._limits import (
-    MAX_DIMENSIONS,
-    InputTooLargeError,
-    check_deadline,
-    check_decoded_size,
-)
+from datamint_core._limits import MAX_DIMENSIONS, check_deadline, check_decoded_size
 from datamint_core._npy import NPY_MAGIC, check_pixel_dtype, decode_npy_base64, load_array, load_npz
-from datamint_core.errors import ResourceError
+from datamint_core.errors import InputTooLargeError, ResourceError
 from datamint_core.resources import (
     DESCRIPTOR_KEYS,
     RESOURCE_KINDS,
@@ -142,7 +137,7 @@ def plain_record(record: Mapping[str, Any], *, table: bool = False) -> dict[str,
     """
     plain = {}
     for key, value in record.items():
-        if table and _is_missing(value):
+        if table and is_missing(value):
             continue
         if key == "pixel_data" and isinstance(value, np.ndarray) and value.dtype != object:
             plain[key] = value
@@ -404,6 +399,10 @@ def _metadata_cell(value: str) -> Any:
         ) from None
 
 
-def _is_missing(value: Any) -> bool:
-    # DataFrames pad records with NaN/None where other rows have a column this one lacks.
-    return value is None or (isinstance(value, float) and value != value)
+def is_missing(value: Any) -> bool:
+    """Whether a table cell holds nothing: ``None`` or NaN (a Python or numpy float).
+
+    DataFrames pad a record with NaN or ``None`` where other rows have a column it lacks;
+    Arrow and Spark hand missing cells over as ``None``.
+    """
+    return value is None or (isinstance(value, (float, np.floating)) and bool(value != value))

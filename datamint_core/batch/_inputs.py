@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from datamint_core.errors import BatchInputError
 from datamint_core.resources import BaseResource
 from datamint_core.wire import plain_record, record_with_file, resource_from_dict
 
@@ -49,10 +50,6 @@ _RECORD_COLUMNS = (
 #: Prefix of a manifest's per-channel path columns (``path:t1``, ``path:flair``).
 CHANNEL_PATH_PREFIX = "path:"
 _MANIFEST_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-class BatchInputError(ValueError):
-    """The batch input cannot be listed: missing, an unknown table format, bad columns."""
 
 
 def iter_inputs(source: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

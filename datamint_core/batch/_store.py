@@ -34,16 +34,13 @@ from typing import Any
 from datamint_core._extras import require
 from datamint_core._files import INCOMPLETE_SUFFIX, write_atomically
 from datamint_core.batch._rows import MASK_DIR, OUTPUT_COLUMNS, STATUS_OK
+from datamint_core.errors import OutputMismatchError
 
 JOB_FILE = "_datamint_batch.json"
 #: Where the Spark engine stages its input rows (one directory per run).
 STAGING_PREFIX = "_pending-"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
-
-
-class OutputMismatchError(ValueError):
-    """The output directory holds results of another model or other params."""
 
 
 def require_pyarrow() -> Any:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded
 from datamint_core._npy import read_array_file
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded, ResourceError
 from datamint_core.io._checks import file_name, reason
 from datamint_core.io._decoded import Decoded
-from datamint_core.resources import RESOURCE_KINDS, BaseResource, ResourceError
+from datamint_core.resources import RESOURCE_KINDS, BaseResource
 from datamint_core.wire import record_with_file, resource_from_dict
 
 #: Formats :func:`read` knows, as :func:`detect_format` names them.

@@ -32,14 +32,10 @@ from typing import Any
 import numpy as np
 
 from datamint_core._limits import check_decoded_size
+from datamint_core.errors import ResourceError
 from datamint_core.io._decoded import Decoded
 from datamint_core.io.geometry import WORLD_FRAME, spacing_of
-from datamint_core.resources import (
-    BaseResource,
-    ResourceError,
-    VolumeResource,
-    _checked_channel_names,
-)
+from datamint_core.resources import BaseResource, VolumeResource, _checked_channel_names
 from datamint_core.wire import record_with_file, resource_from_dict
 
 #: Largest difference (mm) between two channels' affine entries that still counts as one grid.

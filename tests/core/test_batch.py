@@ -18,15 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import datamint_core.batch
-from datamint_core import ImageResource, VolumeResource, load_model, save_model
-from datamint_core.batch import (
-    MANIFEST_COLUMNS,
+from datamint_core import (
     BatchInputError,
+    ImageResource,
     OutputMismatchError,
-    read_annotations,
-    read_results,
-    run_batch,
+    VolumeResource,
+    load_model,
+    save_model,
 )
+from datamint_core.batch import MANIFEST_COLUMNS, read_annotations, read_results, run_batch
 from datamint_core.batch._inputs import iter_inputs
 from datamint_core.batch._rows import mask_file_name
 from datamint_core.cli import main

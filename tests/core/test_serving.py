@@ -253,7 +253,8 @@ class _SlicedClassifier(MeanClassifier):
     ended_by_deadline: list[bool] = []
 
     def predict_default(self, model_input, **kwargs):
-        from datamint_core._limits import RequestDeadlineExceeded, check_deadline
+        from datamint_core import RequestDeadlineExceeded
+        from datamint_core._limits import check_deadline
 
         try:
             for _ in range(200):
@@ -269,8 +270,8 @@ class _SlicedClassifier(MeanClassifier):
 def test_a_batched_request_past_its_deadline_stops_the_model_at_the_next_slice():
     import asyncio
 
-    from datamint_core import ImageResource, ModelSettings
-    from datamint_core._limits import RequestDeadlineExceeded, RequestLimits, applying
+    from datamint_core import ImageResource, ModelSettings, RequestDeadlineExceeded
+    from datamint_core._limits import RequestLimits, applying
     from datamint_core.serving.app import ServedModel
 
     _SlicedClassifier.ended_by_deadline.clear()

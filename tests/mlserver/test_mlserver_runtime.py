@@ -172,9 +172,9 @@ def test_the_server_slice_limit_applies_to_v2_requests(served):
 
 
 def test_tensor_data_nested_hundreds_deep_is_a_400_saying_to_send_a_flat_list():
-    from mlserver.errors import MLServerError
     from mlserver.types import RequestInput
 
+    from datamint_core import MalformedRequestError
     from datamint_core.serving.mlserver_runtime import _resource
 
     data: object = 0.0
@@ -182,10 +182,10 @@ def test_tensor_data_nested_hundreds_deep_is_a_400_saying_to_send_a_flat_list():
         data = [data]
     request_input = RequestInput(name="ct", shape=[1], datatype="FP32", data=data)
 
-    with pytest.raises(MLServerError) as refused:
+    with pytest.raises(MalformedRequestError) as refused:
         _resource(request_input)
 
-    assert refused.value.status_code == 400
+    assert refused.value.http_status == 400
     assert "send a flat list of values" in str(refused.value)
 
 
