@@ -60,10 +60,6 @@ from datamint_core.errors import (
 
 _logger = logging.getLogger(__name__)
 
-OFFLINE_ENV = "DATAMINT_OFFLINE"
-ALWAYS_PULL_ENV = "DATAMINT_ALWAYS_PULL_ARTIFACTS"
-PULL_OFFLINE_ENV = "DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE"
-
 PYFUNC_FLAVOR = "python_function"
 
 #: Name under which bundled linked models travel as an MLflow pyfunc artifact.
@@ -95,9 +91,9 @@ class LinkSettings:
     def from_env(cls, **overrides: Any) -> LinkSettings:
         """Read ``DATAMINT_OFFLINE`` & co.; explicit (non-None) ``overrides`` win."""
         values = {
-            "offline_mode": _env.read_env_flag(OFFLINE_ENV),
-            "always_pull_artifacts": _env.read_env_flag(ALWAYS_PULL_ENV),
-            "pull_artifacts_in_offline_mode": _env.read_env_flag(PULL_OFFLINE_ENV),
+            "offline_mode": _env.DATAMINT_OFFLINE.get(),
+            "always_pull_artifacts": _env.DATAMINT_ALWAYS_PULL_ARTIFACTS.get(),
+            "pull_artifacts_in_offline_mode": _env.DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE.get(),
             "cache_dir": None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -232,7 +228,7 @@ def pin(
             raise LinkedModelError(
                 f"{_subject(key)} ({uri!r}) needs the registry to resolve "
                 f"{'alias ' + repr(alias) if alias else repr(version)}, but offline mode is on "
-                f"({OFFLINE_ENV}). Pin a version (models:/{name}/<n>) or save the parent online."
+                f"(DATAMINT_OFFLINE). Pin a version (models:/{name}/<n>) or save the parent online."
             )
         return LinkedModel(
             key, uri, f"models:/{name}/{version}", name=name, version=version, flavor=flavor
@@ -355,7 +351,7 @@ def _cache_errors(
             raise
         missing = (
             f"{_subject(linked.key)} ({linked.resolved_uri}) is not in the artifact cache "
-            f"at {cache.root} for the store {store}, and offline mode ({OFFLINE_ENV}) forbids "
+            f"at {cache.root} for the store {store}, and offline mode (DATAMINT_OFFLINE) forbids "
             "downloading it."
         )
         others = cache.elsewhere(key)
@@ -626,7 +622,7 @@ def _server_errors(key: str, uri: str) -> Iterator[None]:
         raise TrackingServerUnreachableError(
             f"Cannot reach the tracking server at {_registry()} for {_subject_lower(key)} "
             f"({uri!r}): {type(error).__name__}. Start the server, or run offline "
-            f"({OFFLINE_ENV}=true) with the model in the artifact cache, or save the parent "
+            f"(DATAMINT_OFFLINE=true) with the model in the artifact cache, or save the parent "
             "with bundle_linked_models=True."
         ) from error
 

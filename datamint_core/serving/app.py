@@ -76,6 +76,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datamint_core._env import DATAMINT_SERVE_MODEL_URI
 from datamint_core._limits import _ACTIVE as _ACTIVE_LIMITS
 from datamint_core._limits import (
     RequestLimits,
@@ -88,7 +89,7 @@ from datamint_core.errors import RequestDeadlineExceeded
 from datamint_core.model import BaseDatamintModel
 from datamint_core.resources import BaseResource
 from datamint_core.serving._uvicorn_internals import READ_STARTED, guarded_h11_protocol
-from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
+from datamint_core.serving.config import ServerConfig
 from datamint_core.serving.payload import (
     REQUEST_PART,
     RequestError,
@@ -340,7 +341,7 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
 def create_app_from_env() -> ASGIApp:
     """App factory for worker processes: the model URI and config come from the environment."""
     config = ServerConfig.resolve()
-    return create_app(os.environ[MODEL_URI_ENV], config)
+    return create_app(os.environ[DATAMINT_SERVE_MODEL_URI], config)
 
 
 async def _read_request(
