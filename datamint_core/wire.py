@@ -129,7 +129,7 @@ def plain_record(record: Mapping[str, Any], *, table: bool = False) -> dict[str,
     """
     plain = {}
     for key, value in record.items():
-        if table and _is_missing(value):
+        if table and is_missing(value):
             continue
         if key == "pixel_data" and isinstance(value, np.ndarray) and value.dtype != object:
             plain[key] = value
@@ -391,6 +391,10 @@ def _metadata_cell(value: str) -> Any:
         ) from None
 
 
-def _is_missing(value: Any) -> bool:
-    # DataFrames pad records with NaN/None where other rows have a column this one lacks.
-    return value is None or (isinstance(value, float) and value != value)
+def is_missing(value: Any) -> bool:
+    """Whether a table cell holds nothing: ``None`` or NaN (a Python or numpy float).
+
+    DataFrames pad a record with NaN or ``None`` where other rows have a column it lacks;
+    Arrow and Spark hand missing cells over as ``None``.
+    """
+    return value is None or (isinstance(value, (float, np.floating)) and bool(value != value))
