@@ -43,7 +43,7 @@ Example::
     app = create_app("models:/liver-seg/3", ServerConfig(request_timeout=30))
     uvicorn.run(app, host="127.0.0.1", port=8080)
 
-Why one module of some 750 lines: it is one request's path end to end, in two halves that
+Why one module of some 800 lines: it is one request's path end to end, in two halves that
 share the read deadline and the early answer. The first is the app (endpoints, reading a body
 within the limits, answering every error as :mod:`datamint_core.errors` declares it); the
 second, from :func:`http_protocol` on, guards connections below the app (the read deadline, the
