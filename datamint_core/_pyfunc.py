@@ -65,7 +65,7 @@ class _DatamintPyfuncModel:
         """
         params = dict(params or {})
         as_json = _wants_json(params.pop(RESULT_FORMAT_PARAM, None))
-        serving = _env.read_env_flag(_SERVING_ENV)
+        serving = _env.MLFLOW_IS_IN_SERVING_ENVIRONMENT.get()
         limits = applying(_scoring_limits()) if serving else contextlib.nullcontext()
         try:
             _refuse_request_paths(model_input)
@@ -146,10 +146,6 @@ class _ClientError(MlflowException):
         if current is not None and value != current and value.endswith(current):
             return  # a caller prefixing our message with the input: keep ours
         self.__dict__["_bounded_message"] = shorten(value)
-
-
-#: Set to "true" by MLflow's scoring server (``mlflow models serve``) in its process.
-_SERVING_ENV = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
 
 
 def _refuse_request_paths(model_input: Any) -> None:

@@ -12,17 +12,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from datamint_core._env import read_env
+from datamint_core._env import DATAMINT_SERVE_ALLOW_PATH_DIRS
 from datamint_core.errors import MalformedRequestError, PathNotAllowedError, ResourceError
 from datamint_core.wire import check_path_field
-
-ALLOW_PATH_DIRS_ENV = "DATAMINT_SERVE_ALLOW_PATH_DIRS"
 
 
 def path_dirs_from_env() -> tuple[str, ...]:
     """The directories ``DATAMINT_SERVE_ALLOW_PATH_DIRS`` names (``os.pathsep``-separated),
     as given."""
-    return tuple(d for d in read_env(ALLOW_PATH_DIRS_ENV, "").split(os.pathsep) if d)
+    return DATAMINT_SERVE_ALLOW_PATH_DIRS.get() or ()
 
 
 def resolve_path_dirs(directories: Sequence[str]) -> tuple[str, ...]:

@@ -105,10 +105,7 @@ def get_default_pip_requirements(
         from_code: the model is saved from code, so loading it needs no cloudpickle.
     """
     own = model._pip_requirements() if model is not None else [f"datamint=={__version__}"]
-    packages = ["mlflow-skinny", "numpy", "pandas"] + ([] if from_code else ["cloudpickle"])
-    return _requirements.with_bundled_datamint(own) + [
-        _requirements.pinned(package) for package in packages
-    ]
+    return _requirements.with_bundled_datamint(own) + _requirements.base_requirements(from_code)
 
 
 def save_model(

@@ -115,7 +115,7 @@ class BaseDatamintModel(PythonModel):
         """
         if self._inference_device is not None:
             return self._inference_device
-        return _env.read_env(_env.DEFAULT_PREDICTION_DEVICE) or _extensions.detect_device()
+        return _env.MLFLOW_DEFAULT_PREDICTION_DEVICE.get() or _extensions.detect_device()
 
     @property
     def mlflow_models_uri(self) -> dict[str, str]:

@@ -26,7 +26,7 @@ from itertools import islice
 from typing import Any
 
 from datamint_core import _extensions
-from datamint_core._env import read_env
+from datamint_core._env import DATAMINT_BATCH_THREADS_PER_WORKER
 from datamint_core._numbers import COUNT, parse
 from datamint_core.batch._progress import Progress
 from datamint_core.batch._rows import STATUS_FAILED, output_row_for_failure, predict_row
@@ -35,7 +35,6 @@ from datamint_core.errors import ModelLoadError
 
 #: Rows sent to a worker in one task: amortises the inter-process hop, keeps memory small.
 CHUNK_ROWS = 4
-THREADS_PER_WORKER_ENV = "DATAMINT_BATCH_THREADS_PER_WORKER"
 #: The variables the usual compute libraries (OpenMP, MKL, OpenBLAS, ...) read at start.
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -66,10 +65,8 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int:
     """
     if threads is not None:
         return int(parse(COUNT, threads, "threads_per_worker"))
-    raw = read_env(THREADS_PER_WORKER_ENV)
-    if raw is None:
-        return max(1, available_cores() // workers)
-    return int(parse(COUNT, raw, THREADS_PER_WORKER_ENV))
+    from_env = DATAMINT_BATCH_THREADS_PER_WORKER.get()
+    return max(1, available_cores() // workers) if from_env is None else from_env
 
 
 def run_local(

@@ -46,7 +46,6 @@ from datamint_core.errors import (
     TrackingServerUnreachableError,
 )
 from datamint_core.linked_models._bundling import BUNDLE_ARTIFACT, stage_bundle
-from datamint_core.linked_models._errors import OFFLINE_ENV
 from datamint_core.linked_models._loading import (
     LINKED_MODELS_CONFIG_KEY,
     load_for_model,
@@ -56,8 +55,6 @@ from datamint_core.linked_models._loading import (
 from datamint_core.linked_models._locating import held_model_dir, hold_located
 from datamint_core.linked_models._pinning import pin
 from datamint_core.linked_models._reference import (
-    ALWAYS_PULL_ENV,
-    PULL_OFFLINE_ENV,
     PYFUNC_FLAVOR,
     LinkedModel,
     LinkSettings,
@@ -69,12 +66,9 @@ MODEL_SUPPORT = _extensions.LinkedModelSupport(check_uris=check_linked_uris, loa
 _extensions.register_linked_model_support(MODEL_SUPPORT)
 
 __all__ = [
-    "ALWAYS_PULL_ENV",
     "BUNDLE_ARTIFACT",
     "LINKED_MODELS_CONFIG_KEY",
     "MODEL_SUPPORT",
-    "OFFLINE_ENV",
-    "PULL_OFFLINE_ENV",
     "PYFUNC_FLAVOR",
     "TOP_LEVEL_KEY",
     "LinkSettings",

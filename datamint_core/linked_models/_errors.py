@@ -21,8 +21,6 @@ from datamint_core.errors import (
 )
 from datamint_core.linked_models._uris import subject, subject_lower
 
-OFFLINE_ENV = "DATAMINT_OFFLINE"
-
 #: ``MlflowException.error_code`` of a model, version or alias the registry does not have.
 NOT_FOUND_CODE = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 
@@ -57,7 +55,7 @@ def server_errors(key: str, uri: str) -> Iterator[None]:
         raise TrackingServerUnreachableError(
             f"Cannot reach the tracking server at {registry_uri()} for {subject_lower(key)} "
             f"({uri!r}): {type(error).__name__}. Start the server, or run offline "
-            f"({OFFLINE_ENV}=true) with the model in the artifact cache, or save the parent "
+            f"(DATAMINT_OFFLINE=true) with the model in the artifact cache, or save the parent "
             "with bundle_linked_models=True."
         ) from error
 

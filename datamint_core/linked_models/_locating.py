@@ -23,7 +23,7 @@ from datamint_core.errors import (
     LinkedModelError,
     LinkedModelNotFoundError,
 )
-from datamint_core.linked_models._errors import OFFLINE_ENV, server_errors
+from datamint_core.linked_models._errors import server_errors
 from datamint_core.linked_models._pinning import pin
 from datamint_core.linked_models._reference import LinkedModel, LinkSettings
 from datamint_core.linked_models._uris import TOP_LEVEL_KEY, is_pinnable, subject
@@ -146,7 +146,7 @@ def _cache_errors(
             raise
         missing = (
             f"{subject(linked.key)} ({linked.resolved_uri}) is not in the artifact cache "
-            f"at {cache.root} for the store {store}, and offline mode ({OFFLINE_ENV}) forbids "
+            f"at {cache.root} for the store {store}, and offline mode (DATAMINT_OFFLINE) forbids "
             "downloading it."
         )
         others = cache.elsewhere(key)

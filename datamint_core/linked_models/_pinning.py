@@ -16,7 +16,6 @@ from datamint_core.artifact_cache import store_identity
 from datamint_core.errors import LinkedModelError, LinkedModelNotFoundError
 from datamint_core.linked_models._errors import (
     NOT_FOUND_CODE,
-    OFFLINE_ENV,
     registry_errors,
     registry_uri,
 )
@@ -59,7 +58,7 @@ def pin(
             raise LinkedModelError(
                 f"{subject(key)} ({uri!r}) needs the registry to resolve "
                 f"{'alias ' + repr(alias) if alias else repr(version)}, but offline mode is on "
-                f"({OFFLINE_ENV}). Pin a version (models:/{name}/<n>) or save the parent online."
+                f"(DATAMINT_OFFLINE). Pin a version (models:/{name}/<n>) or save the parent online."
             )
         return LinkedModel(
             key, uri, f"models:/{name}/{version}", name=name, version=version, flavor=flavor

@@ -10,13 +10,10 @@ from typing import Any
 
 from datamint_core import _env
 from datamint_core.artifact_cache import model_key, run_key, store_identity
-from datamint_core.linked_models._errors import OFFLINE_ENV, registry_uri
+from datamint_core.linked_models._errors import registry_uri
 from datamint_core.linked_models._uris import check_key
 
 _logger = logging.getLogger(__name__)
-
-ALWAYS_PULL_ENV = "DATAMINT_ALWAYS_PULL_ARTIFACTS"
-PULL_OFFLINE_ENV = "DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE"
 
 PYFUNC_FLAVOR = "python_function"
 
@@ -34,9 +31,9 @@ class LinkSettings:
     def from_env(cls, **overrides: Any) -> LinkSettings:
         """Read ``DATAMINT_OFFLINE`` & co.; explicit (non-None) ``overrides`` win."""
         values = {
-            "offline_mode": _env.read_env_flag(OFFLINE_ENV),
-            "always_pull_artifacts": _env.read_env_flag(ALWAYS_PULL_ENV),
-            "pull_artifacts_in_offline_mode": _env.read_env_flag(PULL_OFFLINE_ENV),
+            "offline_mode": _env.DATAMINT_OFFLINE.get(),
+            "always_pull_artifacts": _env.DATAMINT_ALWAYS_PULL_ARTIFACTS.get(),
+            "pull_artifacts_in_offline_mode": _env.DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE.get(),
             "cache_dir": None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
