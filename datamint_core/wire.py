@@ -95,7 +95,7 @@ def wire_entries(model_input: Any) -> list[Any]:
     if isinstance(model_input, Mapping):
         if set(model_input) == {"resources"}:
             return wire_entries(model_input["resources"])
-        return [plain_record(model_input)]
+        return _plain_entries([model_input], table=False)
     if isinstance(model_input, np.ndarray):
         if model_input.dtype != object:
             raise ResourceError(
@@ -104,15 +104,23 @@ def wire_entries(model_input: Any) -> list[Any]:
             )
         model_input = model_input.ravel().tolist()
     elif _is_dataframe(model_input):
-        return [
-            plain_record(record, table=True) for record in model_input.to_dict(orient="records")
-        ]
+        return _plain_entries(model_input.to_dict(orient="records"), table=True)
     if not isinstance(model_input, (list, tuple)):
         raise ResourceError(
             f"Cannot predict on input of type {type(model_input).__name__}; accepted: resource "
             "objects, resource dicts, a list of them, or a pandas DataFrame of resource records."
         )
-    return [plain_record(item) if isinstance(item, Mapping) else item for item in model_input]
+    return _plain_entries(model_input, table=False)
+
+
+def _plain_entries(entries: Any, *, table: bool) -> list[Any]:
+    plain = []
+    for position, entry in enumerate(entries):
+        try:
+            plain.append(plain_record(entry, table=table) if isinstance(entry, Mapping) else entry)
+        except ResourceError as error:
+            raise ResourceError(f"Input #{position}: {error}") from None
+    return plain
 
 
 def plain_record(record: Mapping[str, Any], *, table: bool = False) -> dict[str, Any]:
