@@ -16,8 +16,9 @@ import pytest
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc import dataplane_pb2_grpc as pb_grpc
 
-from datamint_core import ImageResource, load_model, save_model
+from datamint_core import ImageResource, errors, load_model, save_model
 from tests.core.sample_models import ThresholdSegmenter
+from tests.integration.serving_models import ProbeSegmenter
 from tests.mlserver.conftest import start_mlserver
 
 PIXELS = np.linspace(0, 1, 6 * 7, dtype=np.float32).reshape(6, 7)
@@ -28,7 +29,7 @@ SPACING = [0.5, 0.7]
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlserver")
     model_path = root / "segmenter"
-    save_model(ThresholdSegmenter(0.4), model_path)
+    save_model(ProbeSegmenter(0.4), model_path)  # a ThresholdSegmenter that can be made to fail
     server = start_mlserver(model_path, root / "mlserver.log")
     yield server, model_path
     server.stop()
@@ -112,6 +113,21 @@ def test_request_parameters_are_the_prediction_params(served):
     status, answer = server.infer({**_rest_body(), "parameters": {"mode": "no-such-mode"}})
     assert status == 422, answer
     assert "no-such-mode" in answer["error"]
+
+
+@pytest.mark.parametrize("error", errors.public_errors(), ids=lambda error: error.__name__)
+def test_every_public_error_is_the_v2_status_datamint_serve_answers_it_with(served, error):
+    server, _ = served
+    parameters = {"mode": "image", "raise_error": error.__name__}
+
+    status, answer = server.infer({**_rest_body(), "parameters": parameters})
+
+    assert status == error.http_status, answer
+    raised = f"the probe model raised {error.__name__}"
+    if status < 500:
+        assert answer["error"] == raised
+    else:
+        assert answer["error"] == f"The model failed: {error.__name__}: {raised}"
 
 
 @pytest.mark.parametrize(
