@@ -138,6 +138,12 @@ def test_every_public_error_is_the_v2_status_datamint_serve_answers_it_with(serv
         (lambda body: body["inputs"][0]["parameters"].update(kind="spectrum"), 400, "'kind'"),
         (lambda body: body["inputs"][0]["parameters"].update(colour="red"), 400, "accepted"),
         (lambda body: body["inputs"][0]["parameters"].update(spacing=[1, 2, 3]), 422, "spacing"),
+        # Built by the wire form, as a JSON request's resource: the same refusal and status.
+        (
+            lambda body: body["inputs"][0]["parameters"].update(affine=np.eye(4).tolist()),
+            422,
+            "'affine' describes volumes; resource 'ct-1' is of kind 'image'",
+        ),
         (lambda body: body["inputs"][0].update(shape=[2**20, 2**20]), 413, "limit"),
         (lambda body: body.update(inputs=[]), 400, "no inputs"),
     ],
