@@ -1,14 +1,14 @@
 """The wire form: what a caller or a client sends, turned into resources.
 
 :func:`as_resources` is the one way in, for every path a resource travels: ``predict``
-(in process and in the pyfunc wrapper), the server's payload decoder, and the batch and
-Spark rows. It takes resources, resource records (dicts), a list of them, ``{"resources":
-[...]}``, a pandas DataFrame of records or a numpy object array of them; table cells are
-made plain first (:func:`plain_record`), and each record is built by
-:func:`resource_from_dict`. A file already read (a multipart part, a batch row's study,
-:func:`datamint_core.io.read`) becomes a record by :func:`record_with_file`; a local
-``.npy``/``.npz`` given whole (``datamint predict``, ``validate``) by
-:func:`arrays_to_records`.
+(in process and in the pyfunc wrapper), the server's payload decoder, the MLServer
+runtime's V2 inputs, and the batch and Spark rows. It takes resources, resource records
+(dicts), a list of them, ``{"resources": [...]}``, a pandas DataFrame of records or a numpy
+object array of them; table cells are made plain first (:func:`plain_record`), and each
+record is built by :func:`resource_from_dict`. A file already read (a multipart part, a
+batch row's study, :func:`datamint_core.io.read`) becomes a record by
+:func:`record_with_file`; a local ``.npy``/``.npz`` given whole (``datamint predict``,
+``validate``) by :func:`arrays_to_records`.
 
 JSON form of one resource (:func:`resource_from_dict`; what ``to_dict`` writes)::
 
