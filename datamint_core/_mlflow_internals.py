@@ -186,6 +186,19 @@ def http_status_of(error: Exception) -> int:
     return error.get_http_status_code() if isinstance(error, MlflowException) else 500
 
 
+def in_mlflow_scoring_server() -> bool:
+    """Whether this process is MLflow's scoring server (``mlflow models serve``).
+
+    Reads MLflow's private variable ``mlflow.environment_variables.
+    _MLFLOW_IS_IN_SERVING_ENVIRONMENT``, which ``mlflow.pyfunc.scoring_server.init`` sets to
+    ``true`` in its process. datamint relies on it being set before the first request, so that
+    the pyfunc wrapper applies the server limits to requests and to nothing else.
+    """
+    from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
+
+    return bool(_MLFLOW_IS_IN_SERVING_ENVIRONMENT.get())
+
+
 def is_unreachable_server_error(error: BaseException) -> bool:
     """Whether ``error``, raised by an MLflow client call, means the server did not answer.
 

@@ -213,6 +213,22 @@ def test_a_dataset_input_logs_as_mlflow_log_input_does(sqlite_tracking_uri: str)
     assert ("mlflow.data.context", "training") in logged(ours)[0][5]
 
 
+def test_mlflow_scoring_server_says_so_in_its_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    pytest.importorskip("fastapi", reason="MLflow's scoring server needs fastapi")
+    from mlflow.pyfunc import scoring_server
+
+    monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)  # restored after
+    mlflow.pyfunc.save_model(tmp_path / "model", python_model=Doubler())
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    assert _mlflow_internals.in_mlflow_scoring_server() is False
+
+    scoring_server.init(model)  # what `mlflow models serve` builds its app with
+
+    assert _mlflow_internals.in_mlflow_scoring_server() is True
+
+
 @pytest.fixture
 def fast_failing_http(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -350,6 +366,12 @@ def test_the_adapter_is_the_only_product_module_naming_mlflow_private_functions(
                     private = [a.name for a in node.names if a.name.startswith("_")]
                     if private or "._" in node.module:
                         offenders.append(f"{path.name}: from {node.module} import {private}")
+                elif (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and node.value.startswith("_MLFLOW_")
+                ):
+                    offenders.append(f"{path.name}: MLflow's private variable {node.value}")
                 elif isinstance(node, ast.Attribute) and node.attr in (
                     "_tracking_client",
                     "_to_mlflow_entity",
