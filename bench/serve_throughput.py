@@ -1,5 +1,6 @@
 """Scoring-server throughput, latency, payload size and cold start: ``datamint serve`` vs
-``mlflow models serve --env-manager local``, on the same trivial model with the same client.
+``mlflow models serve --env-manager local`` and vs the stack's ceiling, a bare FastAPI app on
+uvicorn (``bench/_bare_app.py``), on the same trivial model with the same client.
 
 Measures, with one saved ``ConstantClassifier`` (``bench/_models.py``: one constant
 annotation per image, no computation), each server started as its own process on 127.0.0.1
@@ -8,21 +9,28 @@ not unless ``--access-log``):
 
 - cold start: seconds from launching the command to the first ``GET /ping`` answered 200,
   interleaved, ``--cold-starts`` times each;
-- small requests: requests/s and p50/p99 latency of ``POST /invocations`` with one 8x8 image
-  as ``{"dataframe_records": [...], "params": {"mode": "image"}}`` (a body both servers
-  accept), from ``--clients`` threads each holding one keep-alive ``http.client`` connection,
-  for ``--seconds`` per round, ``--rounds`` rounds interleaved;
+- small requests: requests/s, p50/p99 latency and the server's CPU time per request
+  (its processes' user + system time over the round, divided by the requests answered) of
+  ``POST /invocations`` with one 8x8 image as
+  ``{"dataframe_records": [...], "params": {"mode": "image"}}`` (a body all three accept),
+  from ``--clients`` keep-alive connections, for ``--seconds`` per round, ``--rounds``
+  rounds interleaved. The client is ``wrk`` where it is installed (``--client wrk``: a C
+  client that leaves the server most of a core), else threads each holding one
+  ``http.client`` connection (``--client python``; no latencies from wrk). On a machine
+  shared with other work, requests/s swing with the load; CPU per request does much less,
+  and its ratio is printed beside;
 - a 256x256x64 float32 volume (``{"mode": "volume"}``): the body size of each encoding (base64
   ``.npy`` in JSON, multipart with a raw ``.npy`` part, nested JSON lists) and the latency of
   each server on the encodings it accepts, ``--volume-repeats`` times each.
 
-Targets (from the issue): throughput >= mlflow's, cold start <= mlflow's, volume payload
->= 10x smaller than nested JSON lists. The script reports whether each is met and never
-fails on a number. Everything is bounded (at most ``--clients`` threads, only 127.0.0.1).
+Targets (from the issues): throughput >= mlflow's and >= 75% of the bare FastAPI app's,
+cold start <= mlflow's, volume payload >= 10x smaller than nested JSON lists. The script
+reports whether each is met and never fails on a number. Everything is bounded (at most
+``--clients`` connections, only 127.0.0.1).
 
 Run from the repository root (about two minutes on a 2-core machine)::
 
-    .venv/core/bin/python bench/serve_throughput.py [--seconds 4 --rounds 3 --clients 4]
+    .venv/core/bin/python bench/serve_throughput.py [--seconds 4 --rounds 5 --clients 4]
 """
 
 from __future__ import annotations
@@ -32,8 +40,11 @@ import http.client
 import io
 import json
 import os
+import re
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +87,12 @@ def _commands(model_path: Path, port: int) -> dict[str, list[str]]:
             str(bin_dir / "mlflow"), "models", "serve", "-m", str(model_path),
             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
         ],
+        # The ceiling: uvicorn's defaults but the access log (datamint serve logs no request
+        # by default either).
+        "bare FastAPI app": [
+            sys.executable, "-m", "uvicorn", "_bare_app:create", "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+        ],
     }  # fmt: skip
 
 
@@ -85,7 +102,7 @@ class _Server:
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             _commands(model_path, self.port)[name],
-            env=_env(),
+            env={**_env(), "BENCH_MODEL_PATH": str(model_path)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -101,6 +118,21 @@ class _Server:
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError("server did not answer /ping in time")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server's processes (its session) so far."""
+        total = 0.0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[3]) == self.process.pid:  # the session the server leads
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -149,6 +181,28 @@ def _load(port: int, body: bytes, clients: int, seconds: float) -> tuple[float, 
     return len(latencies) / (time.perf_counter() - began), latencies, failures[0]
 
 
+def _load_wrk(port: int, body: bytes, clients: int, seconds: float) -> tuple[float, int, int]:
+    """``wrk`` with ``clients`` connections posting ``body`` for ``seconds``:
+    (req/s, requests, non-2xx answers)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+        )
+    try:
+        output = subprocess.run(
+            ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "-s", script.name,
+             f"http://127.0.0.1:{port}/invocations"],
+            capture_output=True, text=True, check=True, timeout=seconds + 60,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(script.name)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return rate, requests, int(failed.group(1)) if failed else 0
+
+
 def _volume_bodies(volume: np.ndarray) -> dict[str, tuple[bytes, str]]:
     resource = VolumeResource(volume, id="ct-1")
     params = {"mode": "volume"}
@@ -195,30 +249,41 @@ def _timed_posts(port: int, body: bytes, content_type: str, repeats: int) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per throughput round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=4, help="at most 16")
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--volume-repeats", type=int, default=3)
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="the load generator (default: wrk where installed)",
+    )
     args = parser.parse_args()
     clients = max(1, min(args.clients, 16))
-    names = ("datamint serve", "mlflow models serve")
+    ours, mlflow_serve, bare = "datamint serve", "mlflow models serve", "bare FastAPI app"
+    names = (ours, mlflow_serve, bare)
 
-    print_header("Scoring servers: datamint serve vs mlflow models serve --env-manager local")
+    print_header(
+        "Scoring servers: datamint serve vs mlflow models serve --env-manager local "
+        "vs a bare FastAPI app"
+    )
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min)")
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "constant-classifier"
         save_model(ConstantClassifier(), model_path)
 
-        cold: dict[str, list[float]] = {name: [] for name in names}
+        cold: dict[str, list[float]] = {name: [] for name in (ours, mlflow_serve)}
         for _ in range(args.cold_starts):
-            for name in names:
+            for name in cold:
                 server = _Server(name, model_path)
                 try:
                     cold[name].append(server.wait_ready())
                 finally:
                     server.stop()
         print("== cold start: launch to first 200 on /ping ==")
-        print_table([(name, Summary.of(cold[name])) for name in names], "s")
-        print_ratio("cold start, ours / mlflow", cold[names[0]], cold[names[1]], target=1.0)
+        print_table([(name, Summary.of(cold[name])) for name in cold], "s")
+        print_ratio("cold start, ours / mlflow", cold[ours], cold[mlflow_serve], target=1.0)
         print()
 
         image = ImageResource(np.random.default_rng(0).random((8, 8)).astype(np.float32))
@@ -226,39 +291,63 @@ def main() -> None:
             {"dataframe_records": [image.to_dict()], "params": {"mode": "image"}}
         ).encode()
         rates: dict[str, list[float]] = {name: [] for name in names}
+        cpu_us: dict[str, list[float]] = {name: [] for name in names}
         latencies: dict[str, list[float]] = {name: [] for name in names}
         failures = dict.fromkeys(names, 0)
         servers = {name: _Server(name, model_path) for name in names}
+
+        def load(server: _Server, seconds: float) -> tuple[float, int, int, list[float]]:
+            if args.client == "wrk":
+                return (*_load_wrk(server.port, small, clients, seconds), [])
+            rate, taken, failed = _load(server.port, small, clients, seconds)
+            return rate, len(taken), failed, taken
+
         try:
             for server in servers.values():
                 server.wait_ready()
             for server in servers.values():  # warm-up
-                _load(server.port, small, clients, 0.5)
+                load(server, 1)
             for _ in range(args.rounds):
                 for name, server in servers.items():
-                    rate, taken, failed = _load(server.port, small, clients, args.seconds)
+                    cpu_before = server.cpu_seconds()
+                    rate, answered, failed, taken = load(server, args.seconds)
+                    cpu_us[name].append((server.cpu_seconds() - cpu_before) / answered * 1e6)
                     rates[name].append(rate)
                     latencies[name].extend(taken)
                     failures[name] += failed
             print(
-                f"== small requests: one 8x8 image, {clients} keep-alive clients, "
-                f"{args.rounds} x {args.seconds:g} s each =="
+                f"== small requests: one 8x8 image, {clients} keep-alive connections ({args.client}"
+                f"), {args.rounds} x {args.seconds:g} s each, interleaved =="
             )
+            print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
             print_table([(name, Summary.of(rates[name])) for name in names], "requests/s", 1)
+            print_table(
+                [(name, Summary.of(cpu_us[name])) for name in names], "server CPU us/req", 1
+            )
             for name in names:
-                ms = Summary.of([t * 1000 for t in latencies[name]])
-                p99 = percentile([t * 1000 for t in latencies[name]], 99)
-                print(
-                    f"{name:<20} latency p50 {ms.median:7.2f} ms, p99 {p99:7.2f} ms, "
-                    f"{len(latencies[name])} requests, {failures[name]} failed"
-                )
+                if latencies[name]:
+                    ms = [t * 1000 for t in latencies[name]]
+                    print(
+                        f"{name:<20} latency p50 {Summary.of(ms).median:7.2f} ms, "
+                        f"p99 {percentile(ms, 99):7.2f} ms"
+                    )
+                print(f"{name:<20} {failures[name]} requests failed")
             throughput = print_ratio(
                 "throughput, mlflow / ours (lower is better for us)",
-                rates[names[1]],
-                rates[names[0]],
+                rates[mlflow_serve],
+                rates[ours],
                 target=1.0,
             )
             print(f"  ours is {1 / throughput:.2f}x mlflow's requests/s")
+            print_ratio("share of the ceiling: ours / bare FastAPI app, requests/s",
+                        rates[ours], rates[bare], target=None)  # fmt: skip
+            share = statistics.median(rates[ours]) / statistics.median(rates[bare])
+            cpu_share = statistics.median(cpu_us[bare]) / statistics.median(cpu_us[ours])
+            for label, value in (("requests/s", share), ("CPU per request", cpu_share)):
+                print(
+                    f"  target ours >= 75% of the bare app ({label}): "
+                    f"{'MET' if value >= 0.75 else 'NOT MET'} ({value:.0%})"
+                )
             print()
 
             volume = np.random.default_rng(1).random(VOLUME_SHAPE).astype(np.float32)
@@ -278,10 +367,10 @@ def main() -> None:
             )
             rows = []
             accepted = {
-                "datamint serve": list(bodies),
-                "mlflow models serve": ["npy_base64 JSON", "nested JSON lists"],
+                ours: list(bodies),
+                mlflow_serve: ["npy_base64 JSON", "nested JSON lists"],
             }
-            for name in names:
+            for name in accepted:
                 for encoding in accepted[name]:
                     body, content_type = bodies[encoding]
                     timings = _timed_posts(

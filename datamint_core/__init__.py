@@ -13,7 +13,7 @@ import.
 from typing import TYPE_CHECKING, Any
 
 from datamint_core import _extensions
-from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded, request_limits
+from datamint_core._limits import request_limits
 from datamint_core.annotations import (
     Annotation,
     AnnotationScope,
@@ -27,13 +27,38 @@ from datamint_core.annotations import (
     SegmentationAnnotation,
     TextAnnotation,
 )
-from datamint_core.artifact_cache import (
-    ArtifactCache,
+from datamint_core.artifact_cache import ArtifactCache
+from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.errors import (
+    BatchInputError,
     CacheError,
     CacheNotWritableError,
     CorruptedCacheEntryError,
+    DatamintError,
+    EvaluationInputError,
+    InputTooLargeError,
+    InvalidRequestError,
+    LinkedModelError,
+    LinkedModelNotFoundError,
+    MalformedRequestError,
+    ModelLoadError,
+    OutputInUseError,
+    OutputMismatchError,
+    PatchResultError,
+    PathNotAllowedError,
+    PlatformAuthError,
+    PlatformConfigError,
+    PlatformRequestError,
+    PlatformUnreachableError,
+    ProjectDataError,
+    ProjectNotFoundError,
+    PromptError,
+    RequestDeadlineExceeded,
+    ResourceError,
+    ResultShapeError,
+    TrackingServerUnreachableError,
+    UnsupportedModeError,
 )
-from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.platform import (
     EnvVars,
     ensure_mlflow_configured,
@@ -46,62 +71,39 @@ from datamint_core.prompts import (
     FewShotExample,
     LabelPrompts,
     Point,
-    PromptError,
     Prompts,
     Scribble,
 )
 from datamint_core.resources import (
     BaseResource,
     ImageResource,
-    ResourceError,
     VideoResource,
     VolumeResource,
 )
-from datamint_core.routing import (
-    InvalidRequestError,
-    ModeSpec,
-    PredictionRouter,
-    ResultShapeError,
-    UnsupportedModeError,
-    prediction_mode,
-)
+from datamint_core.routing import ModeSpec, PredictionRouter, prediction_mode
 from datamint_core.settings import ModelSettings
-from datamint_core.sliding_window import PatchResultError
 from datamint_core.version import __version__
 
 if TYPE_CHECKING:
     from datamint_core.dataset import DatamintDatasetSource, DatamintMLflowDataset
-    from datamint_core.evaluation import EvaluationInputError
     from datamint_core.flavor import FLAVOR_NAME, load_model, log_model, save_model
-    from datamint_core.linked_models import (
-        LinkedModelError,
-        LinkedModelNotFoundError,
-        LinkSettings,
-        TrackingServerUnreachableError,
-    )
+    from datamint_core.linked_models import LinkSettings
     from datamint_core.model import BaseDatamintModel, WrappedModel
-    from datamint_core.platform.projects import ProjectNotFoundError
-    from datamint_core.training import ImageDataset, ProjectDataError
+    from datamint_core.training import ImageDataset
     from datamint_core.validation import ValidationReport, validate_model
 
 #: Public names imported on first use, and the module each comes from.
 _LAZY = {
     "DatamintDatasetSource": "datamint_core.dataset",
     "DatamintMLflowDataset": "datamint_core.dataset",
-    "EvaluationInputError": "datamint_core.evaluation",
     "FLAVOR_NAME": "datamint_core.flavor",
     "load_model": "datamint_core.flavor",
     "log_model": "datamint_core.flavor",
     "save_model": "datamint_core.flavor",
-    "LinkedModelError": "datamint_core.linked_models",
-    "LinkedModelNotFoundError": "datamint_core.linked_models",
     "LinkSettings": "datamint_core.linked_models",
-    "TrackingServerUnreachableError": "datamint_core.linked_models",
     "BaseDatamintModel": "datamint_core.model",
     "WrappedModel": "datamint_core.model",
-    "ProjectNotFoundError": "datamint_core.platform.projects",
     "ImageDataset": "datamint_core.training",
-    "ProjectDataError": "datamint_core.training",
     "ValidationReport": "datamint_core.validation",
     "validate_model": "datamint_core.validation",
 }
@@ -149,6 +151,7 @@ __all__ = [
     "ArtifactCache",
     "BaseDatamintModel",
     "BaseResource",
+    "BatchInputError",
     "Box",
     "BoxAnnotation",
     "CacheError",
@@ -156,6 +159,7 @@ __all__ = [
     "CategoryAnnotation",
     "CorruptedCacheEntryError",
     "DatamintDatasetSource",
+    "DatamintError",
     "DatamintMLflowDataset",
     "EnvVars",
     "EvaluationInputError",
@@ -169,10 +173,19 @@ __all__ = [
     "LinkSettings",
     "LinkedModelError",
     "LinkedModelNotFoundError",
+    "MalformedRequestError",
     "ModeSpec",
+    "ModelLoadError",
     "ModelSettings",
     "NumericAnnotation",
+    "OutputInUseError",
+    "OutputMismatchError",
     "PatchResultError",
+    "PathNotAllowedError",
+    "PlatformAuthError",
+    "PlatformConfigError",
+    "PlatformRequestError",
+    "PlatformUnreachableError",
     "Point",
     "PointAnnotation",
     "PredictionMode",

@@ -36,24 +36,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from datamint_core._env import read_env
-from datamint_core._numbers import COUNT, SECONDS, SIZE, NumberKind, parse
+from datamint_core._env import DATAMINT_SERVE_MAX_DECODED_BYTES, DATAMINT_SERVE_MAX_SLICES
+from datamint_core._numbers import COUNT, SECONDS, SIZE, ValueKind, parse
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded
 
-MAX_DECODED_BYTES_ENV = "DATAMINT_SERVE_MAX_DECODED_BYTES"
-MAX_SLICES_ENV = "DATAMINT_SERVE_MAX_SLICES"
-DEFAULT_MAX_DECODED_BYTES = 1024**3
-DEFAULT_MAX_SLICES = 4096
 #: More dimensions than any resource has; a header declaring more is not pixel data.
 MAX_DIMENSIONS = 8
-
-
-class InputTooLargeError(ValueError):
-    """An input over one of the limits: too many decoded bytes, slices or frames (HTTP 413)."""
-
-
-class RequestDeadlineExceeded(TimeoutError):
-    """The request's deadline passed; the work stopped at a slice, frame or resource boundary
-    (HTTP 504)."""
 
 
 @dataclasses.dataclass
@@ -68,8 +56,8 @@ class RequestLimits:
         deadline: ``time.monotonic()`` value after which work stops; ``None``: no deadline.
     """
 
-    max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES
-    max_slices: int | None = DEFAULT_MAX_SLICES
+    max_decoded_bytes: int | None = DATAMINT_SERVE_MAX_DECODED_BYTES.default
+    max_slices: int | None = DATAMINT_SERVE_MAX_SLICES.default
     deadline: float | None = None
     decoded_bytes: int = 0
 
@@ -80,11 +68,9 @@ class RequestLimits:
         Raises:
             ValueError: a variable that is not a positive number.
         """
-        decoded_bytes = read_env(MAX_DECODED_BYTES_ENV, str(DEFAULT_MAX_DECODED_BYTES))
-        slices = read_env(MAX_SLICES_ENV, str(DEFAULT_MAX_SLICES))
         return cls(
-            max_decoded_bytes=int(parse(SIZE, decoded_bytes, MAX_DECODED_BYTES_ENV)),
-            max_slices=int(parse(COUNT, slices, MAX_SLICES_ENV)),
+            max_decoded_bytes=DATAMINT_SERVE_MAX_DECODED_BYTES.get(),
+            max_slices=DATAMINT_SERVE_MAX_SLICES.get(),
             deadline=deadline,
         )
 
@@ -128,7 +114,7 @@ def request_limits(
     Raises:
         ValueError: a limit that is not a positive number.
     """
-    def read(kind: NumberKind, value: Any, name: str) -> Any:
+    def read(kind: ValueKind, value: Any, name: str) -> Any:
         return None if value is None else parse(kind, value, name)
 
     timeout = read(SECONDS, timeout_s, "timeout_s")
@@ -185,8 +171,8 @@ def check_decoded_size(shape: Sequence[Any], itemsize: int, where: str) -> int:
         raise InputTooLargeError(
             f"{where} would decode to {nbytes} bytes (shape {tuple(shape)}, {itemsize} bytes "
             f"per value){already}, over the limit of {limits.max_decoded_bytes} decoded bytes "
-            f"per request (--max-decoded-bytes, {MAX_DECODED_BYTES_ENV}); send smaller or "
-            "fewer arrays."
+            f"per request (--max-decoded-bytes, {DATAMINT_SERVE_MAX_DECODED_BYTES}); send "
+            "smaller or fewer arrays."
         )
     limits.decoded_bytes += nbytes
     return nbytes
@@ -204,7 +190,7 @@ def check_slice_count(count: int, what: str) -> None:
     if limit is not None and count > limit:
         raise InputTooLargeError(
             f"The request would run {count} {what}, over the limit of {limit} per request "
-            f"(--max-slices, {MAX_SLICES_ENV}); send fewer or smaller inputs."
+            f"(--max-slices, {DATAMINT_SERVE_MAX_SLICES}); send fewer or smaller inputs."
         )
 
 
@@ -230,10 +216,6 @@ def check_deadline() -> None:
 
 
 __all__ = [
-    "DEFAULT_MAX_DECODED_BYTES",
-    "DEFAULT_MAX_SLICES",
-    "MAX_DECODED_BYTES_ENV",
-    "MAX_SLICES_ENV",
     "InputTooLargeError",
     "RequestDeadlineExceeded",
     "RequestLimits",

@@ -21,13 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from datamint_core._limits import (
-    InputTooLargeError,
-    active_limits,
-    check_decoded_size,
-    limits_applied,
-)
-from datamint_core.errors import ResourceError
+from datamint_core._limits import active_limits, check_decoded_size, limits_applied
+from datamint_core.errors import InputTooLargeError, ResourceError
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"

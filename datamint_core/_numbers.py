@@ -1,7 +1,7 @@
 """The one parser of numbers that users type: command-line flags, environment variables,
 settings.
 
-Each kind of number is a :class:`NumberKind` that says what it accepts; a bad value is a
+Each kind of number is a :class:`ValueKind` that says what it accepts; a bad value is a
 ``ValueError`` naming the setting, the value and what is accepted, never a traceback::
 
     >>> parse(SIZE, "512MiB", "--max-request-size")
@@ -32,6 +32,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _WITH_UNIT = re.compile(
@@ -41,14 +42,15 @@ _WITH_UNIT = re.compile(
 
 
 @dataclasses.dataclass(frozen=True)
-class NumberKind:
-    """One kind of number: how a value is read, and what is accepted (for the message)."""
+class ValueKind:
+    """One kind of value (a number here; text, a flag or a path list in ``_env``): how a value
+    is read, and what is accepted (for the message)."""
 
-    read: Callable[[object], int | float]  # the value, or ValueError/TypeError/OverflowError
+    read: Callable[[Any], Any]  # the value, or ValueError/TypeError/OverflowError
     accepted: str
 
 
-def parse(kind: NumberKind, value: object, name: str) -> int | float:
+def parse(kind: ValueKind, value: object, name: str) -> Any:
     """Read ``value`` (a string, or an int/float given in code) as ``kind``.
 
     Args:
@@ -63,11 +65,11 @@ def parse(kind: NumberKind, value: object, name: str) -> int | float:
         raise ValueError(f"{name}={value!r} is not valid; accepted: {kind.accepted}.") from None
 
 
-def argument_type(kind: NumberKind) -> Callable[[str], int | float]:
+def argument_type(kind: ValueKind) -> Callable[[str], Any]:
     """An argparse ``type=`` for ``kind``: a bad flag value is a usage error (exit 2) saying
     ``argument --flag: '0' is not valid; accepted: a positive integer.``"""
 
-    def read(text: str) -> int | float:
+    def read(text: str) -> Any:
         try:
             return kind.read(text)
         except (TypeError, ValueError, OverflowError):
@@ -141,18 +143,18 @@ def _millimetres(value: object) -> float:
     return number
 
 
-COUNT = NumberKind(_count, "a positive integer")
-AMOUNT = NumberKind(
+COUNT = ValueKind(_count, "a positive integer")
+AMOUNT = ValueKind(
     _with_unit, "a positive integer, optionally with a K, M, G or T suffix (powers of 1024: 1M)"
 )
-SIZE = NumberKind(
+SIZE = ValueKind(
     _with_unit,
     "a byte count (a positive integer), optionally with a K, M, G or T suffix (powers of 1024: "
     "512M, 512MiB, 2GB)",
 )
-SECONDS = NumberKind(_seconds, "a positive number of seconds")
-MILLIMETRES = NumberKind(_millimetres, "a number of millimetres, 0 or more")
-PORT = NumberKind(_port, "a TCP port number from 0 to 65535")
+SECONDS = ValueKind(_seconds, "a positive number of seconds")
+MILLIMETRES = ValueKind(_millimetres, "a number of millimetres, 0 or more")
+PORT = ValueKind(_port, "a TCP port number from 0 to 65535")
 
 
 def parse_size(size: int | str, name: str = "Size") -> int:
@@ -173,7 +175,7 @@ __all__ = [
     "PORT",
     "SECONDS",
     "SIZE",
-    "NumberKind",
+    "ValueKind",
     "argument_type",
     "parse",
     "parse_size",

@@ -58,28 +58,15 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from datamint_core import _env
+from datamint_core.errors import CacheError, CacheNotWritableError, CorruptedCacheEntryError
 
 _logger = logging.getLogger(__name__)
 
-CACHE_DIR_ENV = "DATAMINT_CACHE_DIR"
 MANIFEST_NAME = ".datamint-cache.json"
 _CHUNK = 1 << 20
 #: Top-level directories that hold entries; only ``stores`` is served by the library.
 _STORES, _LEGACY_TOPS = "stores", ("models", "runs")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class CacheError(RuntimeError):
-    """The artifact cache cannot serve an entry."""
-
-
-class CorruptedCacheEntryError(CacheError, OSError):
-    """A cached entry no longer matches its manifest (a changed, missing or added file, a
-    symbolic link), or its manifest is unreadable or names a path outside the entry."""
-
-
-class CacheNotWritableError(CacheError, PermissionError):
-    """The cache directory cannot be written: a download, a removal or a lock needs it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +142,10 @@ def run_key(store_uri: str, run_id: str, artifact_path: str) -> tuple[str, ...]:
 
 def default_cache_dir() -> Path:
     """``DATAMINT_CACHE_DIR``, else ``$XDG_CACHE_HOME/datamint``, else ``~/.cache/datamint``."""
-    configured = _env.read_env(CACHE_DIR_ENV)
+    configured = _env.DATAMINT_CACHE_DIR.get()
     if configured:
         return Path(configured).expanduser()
-    base = _env.read_env("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = _env.XDG_CACHE_HOME.get() or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "datamint"
 
 
@@ -578,7 +565,7 @@ class ArtifactCache:
                 raise
             raise CacheNotWritableError(
                 f"Cannot {action}: the artifact cache at {self.root} is not writable "
-                f"({error.strerror}). Point {CACHE_DIR_ENV} at a writable directory, or use "
+                f"({error.strerror}). Point DATAMINT_CACHE_DIR at a writable directory, or use "
                 "this cache as it is in offline mode (DATAMINT_OFFLINE=true)."
             ) from None
 

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from datamint_core import _env
 from datamint_core._numbers import COUNT, PORT, argument_type
 
 PROG = "datamint"
@@ -141,14 +142,15 @@ def _parser() -> argparse.ArgumentParser:
         "-p", "--port", type=argument_type(PORT), default=8080, help="port (default: 8080)"
     )
     serve.add_argument("-w", "--workers", type=argument_type(COUNT), default=1, help="processes")
-    for flag, setting, help_text in _SERVE_LIMITS:
-        serve.add_argument(flag, dest=setting, help=help_text)
+    for flag, variable in _SERVE_LIMITS:
+        serve.add_argument(
+            flag, dest=_setting(variable), type=argument_type(variable.kind), help=variable.help()
+        )
     serve.add_argument(
         "--allow-path-dir",
         action="append",
         metavar="DIR",
-        help="let requests name local files under DIR (repeatable; env "
-        "DATAMINT_SERVE_ALLOW_PATH_DIRS); by default the server reads no local files",
+        help=_env.DATAMINT_SERVE_ALLOW_PATH_DIRS.help(),
     )
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument(
@@ -213,39 +215,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: ``datamint serve`` limit flags: (flag, ServerConfig field, help); each falls back to its
-#: environment variable, then its default (datamint_core.serving.config).
+#: ``datamint serve`` limit flags and the variable each falls back to; the variable holds the
+#: kind of value, the default and the help (datamint_core._env), the ServerConfig field is
+#: the variable's name without ``DATAMINT_SERVE_``.
 _SERVE_LIMITS = (
-    ("--timeout", "request_timeout",
-     "seconds a request may take, else 504 (env DATAMINT_SERVE_REQUEST_TIMEOUT; default 60)"),
-    ("--max-request-size", "max_request_size",
-     "largest request body, e.g. 512M (env DATAMINT_SERVE_MAX_REQUEST_SIZE; default 512M)"),
-    ("--max-decoded-bytes", "max_decoded_bytes",
-     "pixel bytes one request may decode, checked before allocating, e.g. 1G "
-     "(env DATAMINT_SERVE_MAX_DECODED_BYTES; default 1G)"),
-    ("--max-slices", "max_slices",
-     "slices or frames one request may run (env DATAMINT_SERVE_MAX_SLICES; default 4096)"),
-    ("--max-json-values", "max_json_values",
-     "values a JSON body may hold, else 413 (send arrays as npy_base64 or multipart), e.g. 1M "
-     "(env DATAMINT_SERVE_MAX_JSON_VALUES; default 1M)"),
-    ("--read-timeout", "read_timeout",
-     "seconds a client has to send a whole request, else 408 "
-     "(env DATAMINT_SERVE_READ_TIMEOUT; default 30)"),
-    ("--limit-concurrency", "limit_concurrency",
-     "connections and requests at once; more are refused "
-     "(env DATAMINT_SERVE_LIMIT_CONCURRENCY; default 1000)"),
-    ("--keep-alive-timeout", "keep_alive_timeout",
-     "seconds an idle keep-alive connection stays open "
-     "(env DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT; default 5)"),
-    ("--graceful-timeout", "graceful_timeout",
-     "seconds SIGTERM waits for requests in flight (env DATAMINT_SERVE_GRACEFUL_TIMEOUT; "
-     "default 30)"),
-    ("--max-header-size", "max_header_size",
-     "largest request head, e.g. 64K (env DATAMINT_SERVE_MAX_HEADER_SIZE; default 64K)"),
-    ("--max-parts", "max_parts",
-     "multipart parts one request may carry, e.g. one per slice of a DICOM series "
-     "(env DATAMINT_SERVE_MAX_PARTS; default 4096)"),
+    ("--timeout", _env.DATAMINT_SERVE_REQUEST_TIMEOUT),
+    ("--max-request-size", _env.DATAMINT_SERVE_MAX_REQUEST_SIZE),
+    ("--max-decoded-bytes", _env.DATAMINT_SERVE_MAX_DECODED_BYTES),
+    ("--max-slices", _env.DATAMINT_SERVE_MAX_SLICES),
+    ("--max-json-values", _env.DATAMINT_SERVE_MAX_JSON_VALUES),
+    ("--read-timeout", _env.DATAMINT_SERVE_READ_TIMEOUT),
+    ("--limit-concurrency", _env.DATAMINT_SERVE_LIMIT_CONCURRENCY),
+    ("--keep-alive-timeout", _env.DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT),
+    ("--graceful-timeout", _env.DATAMINT_SERVE_GRACEFUL_TIMEOUT),
+    ("--max-header-size", _env.DATAMINT_SERVE_MAX_HEADER_SIZE),
+    ("--max-parts", _env.DATAMINT_SERVE_MAX_PARTS),
 )
+
+
+def _setting(variable: str) -> str:
+    """The ServerConfig field a ``DATAMINT_SERVE_*`` variable sets."""
+    return variable.removeprefix("DATAMINT_SERVE_").lower()
 
 
 def _model_argument(parser: argparse.ArgumentParser) -> None:
@@ -393,10 +383,11 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     from datamint_core.linked_models import held_model_dir
     from datamint_core.serving.app import fit_to_open_files, http_protocol
-    from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
+    from datamint_core.serving.config import ServerConfig
 
     config = ServerConfig.resolve(
-        args.allow_path_dir, **{setting: getattr(args, setting) for _, setting, _ in _SERVE_LIMITS}
+        args.allow_path_dir,
+        **{_setting(variable): getattr(args, _setting(variable)) for _, variable in _SERVE_LIMITS},
     )
     # As many connections as the descriptors allow, and a backlog that cannot exhaust them.
     limit_concurrency, backlog = fit_to_open_files(config.limit_concurrency)
@@ -426,7 +417,7 @@ def _serve(args: argparse.Namespace, params: dict[str, Any]) -> int:
         uvicorn.run(app, **options)
     else:
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        os.environ.update({MODEL_URI_ENV: model_dir, **config.to_env()})
+        os.environ.update({_env.DATAMINT_SERVE_MODEL_URI.name: model_dir, **config.to_env()})
         uvicorn.run(
             "datamint_core.serving.app:create_app_from_env",
             factory=True,
@@ -520,7 +511,8 @@ def _validate(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     sample = None
     if args.input is not None:
-        from datamint_core.serving.payload import arrays_to_records, parse_json_envelope
+        from datamint_core.serving.payload import parse_json_envelope
+        from datamint_core.wire import arrays_to_records
 
         content_type = _content_type(args.input, None)
         if content_type == "json":

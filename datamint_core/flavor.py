@@ -23,44 +23,37 @@ A saved model is an ordinary MLflow model directory with two flavors:
 Models are saved either as a pickled instance or from code
 (``save_model(python_model="model.py", ...)``, MLflow's models-from-code), which loads with
 ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+
+This module keeps MLflow's flavor order (requirements, ``save_model``, ``log_model``,
+``load_model``, ``_load_pyfunc``), which is why saving, its checks and loading sit together
+in a little over 500 lines; what the loaded pyfunc does at ``predict`` is in
+:mod:`datamint_core._pyfunc`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import pickle
 import shutil
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelInputExample, ModelSignature
 from mlflow.protos.databricks_pb2 import (
-    INTERNAL_ERROR,
     INVALID_PARAMETER_VALUE,
     RESOURCE_DOES_NOT_EXIST,
 )
-from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
-from datamint_core import _env, _loader, _requirements, _wheel
-from datamint_core._limits import (
-    InputTooLargeError,
-    RequestDeadlineExceeded,
-    RequestLimits,
-    applying,
-)
-from datamint_core._messages import model_failure_message, shorten
+from datamint_core import _env, _loader, _mlflow_internals, _requirements, _wheel
 from datamint_core._mlmodel import read_flavors, write_mlmodel
+from datamint_core._pyfunc import RESULT_FORMAT_PARAM, _DatamintPyfuncModel
 from datamint_core.annotations import AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
 from datamint_core.linked_models import (
@@ -71,8 +64,6 @@ from datamint_core.linked_models import (
     stage_bundle,
 )
 from datamint_core.model import BaseDatamintModel, as_datamint_model
-from datamint_core.resources import ResourceError
-from datamint_core.routing import InvalidRequestError
 from datamint_core.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -114,10 +105,7 @@ def get_default_pip_requirements(
         from_code: the model is saved from code, so loading it needs no cloudpickle.
     """
     own = model._pip_requirements() if model is not None else [f"datamint=={__version__}"]
-    packages = ["mlflow-skinny", "numpy", "pandas"] + ([] if from_code else ["cloudpickle"])
-    return _requirements.with_bundled_datamint(own) + [
-        _requirements.pinned(package) for package in packages
-    ]
+    return _requirements.with_bundled_datamint(own) + _requirements.base_requirements(from_code)
 
 
 def save_model(
@@ -344,7 +332,7 @@ def load_model(
         MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
     """
     if dst_path is not None:
-        local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+        local_path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst_path)
         return _load_from_dir(local_path, model_uri, device)
     # A cached model stays in place while it loads, whoever clears the cache meanwhile.
     with held_model_dir(model_uri) as local_path:
@@ -407,171 +395,6 @@ def _load_datamint(
         )
     _restore_saved_metadata(model, block)
     return _DatamintPyfuncModel(model, context)
-
-
-class _DatamintPyfuncModel:
-    """What ``mlflow.pyfunc.load_model`` wraps: JSON-ready annotations out."""
-
-    def __init__(self, python_model: BaseDatamintModel, context: Any) -> None:
-        self.python_model = python_model
-        self.context = context
-
-    def predict(
-        self, model_input: Any, params: dict[str, Any] | None = None
-    ) -> list[list[dict[str, Any]]] | list[str]:
-        """One list of annotation dicts per input, wherever this runs; with the param
-        ``result_format="json"``, one JSON string per input instead (what
-        ``spark_udf(..., result_type="string", params={"result_format": "json"})`` needs: it
-        would make one column per annotation of a list of lists).
-
-        Under ``mlflow models serve`` the input came over the wire: the server limits of
-        ``datamint serve`` apply (``DATAMINT_SERVE_MAX_DECODED_BYTES``,
-        ``DATAMINT_SERVE_MAX_SLICES``) and MLflow's request timeout
-        (``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``) is the deadline at which the work stops.
-        Anywhere else nothing is limited.
-
-        Raises:
-            MlflowException: ``INVALID_PARAMETER_VALUE`` with the library's own message for
-                an input the model cannot serve (unknown mode, bad param, malformed
-                resource, a path not allowed, an input over a limit), so that
-                ``mlflow models serve`` answers 400 with it. Under ``mlflow models serve``
-                a failure of the model itself is an ``INTERNAL_ERROR`` (500) naming only
-                its type and message, so that no stack trace reaches the client. Either
-                message stays short: the scoring server's echo of the input is dropped.
-        """
-        params = dict(params or {})
-        as_json = _wants_json(params.pop(RESULT_FORMAT_PARAM, None))
-        _refuse_request_paths(model_input)
-        serving = _env.read_env_flag(_SERVING_ENV)
-        limits = applying(_scoring_limits()) if serving else contextlib.nullcontext()
-        try:
-            with limits:
-                result = self.python_model.predict(model_input, params)
-        except (ResourceError, InvalidRequestError, InputTooLargeError) as error:
-            raise _ClientError(str(error), INVALID_PARAMETER_VALUE) from None
-        except RequestDeadlineExceeded:
-            if not serving:
-                raise
-            raise _ClientError(  # the client already has MLflow's 504; this is for the log
-                "The request took longer than the scoring server's timeout "
-                "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT) and was stopped.",
-                INTERNAL_ERROR,
-            ) from None
-        except Exception as error:
-            if not serving:
-                raise
-            _logger.exception("The model failed on a request")
-            raise _ClientError(model_failure_message(error), INTERNAL_ERROR) from None
-        entries = [[annotation.to_dict() for annotation in entry] for entry in result]
-        if as_json:
-            return [json.dumps(entry, allow_nan=False) for entry in entries]
-        return entries
-
-    def get_raw_model(self) -> BaseDatamintModel:
-        """The Datamint model itself (what ``unwrap_python_model`` gives for other models)."""
-        return self.python_model
-
-
-#: The pyfunc param that asks for one JSON string per input instead of annotation lists.
-RESULT_FORMAT_PARAM = "result_format"
-_RESULT_FORMATS = ("annotations", "json")
-
-
-def _wants_json(result_format: Any) -> bool:
-    if result_format is None or result_format == "annotations":
-        return False
-    if result_format == "json":
-        return True
-    raise _ClientError(
-        f"Param {RESULT_FORMAT_PARAM!r}={shorten(repr(result_format), 100)} is not valid; "
-        f"accepted: {list(_RESULT_FORMATS)} (default 'annotations': lists of annotation "
-        "dicts; 'json': one JSON string per input).",
-        INVALID_PARAMETER_VALUE,
-    )
-
-
-def _scoring_limits() -> RequestLimits:
-    """The limits of one request to MLflow's scoring server: the server limits from the
-    environment, and MLflow's request timeout as the deadline."""
-    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
-
-    timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()
-    return RequestLimits.from_env(deadline=time.monotonic() + timeout if timeout else None)
-
-
-class _ClientError(MlflowException):
-    """An ``MlflowException`` whose message stays the library's own, and short.
-
-    MLflow's scoring server rewrites the message of an ``MlflowException`` raised by
-    ``predict`` to ``"Failed to predict data '<the whole input>'. Error: <message>"``
-    (``mlflow.pyfunc.scoring_server.invocations``), which echoes a whole request, hundreds
-    of kB of base64, back to the client. A message that only prefixes this one is ignored,
-    and any message is bounded (:func:`datamint_core._messages.shorten`).
-    """
-
-    def __init__(self, message: str, error_code: int = INTERNAL_ERROR) -> None:
-        super().__init__(shorten(str(message)), error_code)
-
-    @property  # type: ignore[override]
-    def message(self) -> str:
-        return self.__dict__["_bounded_message"]
-
-    @message.setter
-    def message(self, value: str) -> None:
-        value = str(value)
-        current = self.__dict__.get("_bounded_message")
-        if current is not None and value != current and value.endswith(current):
-            return  # a caller prefixing our message with the input: keep ours
-        self.__dict__["_bounded_message"] = shorten(value)
-
-
-#: Set to "true" by MLflow's scoring server (``mlflow models serve``) in its process.
-_SERVING_ENV = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
-
-
-def _refuse_request_paths(model_input: Any) -> None:
-    """Resource dicts may come from a client (``mlflow models serve``): like ``datamint
-    serve``, read a local file they name only under ``DATAMINT_SERVE_ALLOW_PATH_DIRS``.
-    Resource objects built in this process are the caller's own and are trusted.
-    """
-    records = _raw_records(model_input)
-    if not any(isinstance(r, dict) and r.get("path") is not None for r in records):
-        return
-    from datamint_core.serving.config import ServerConfig
-    from datamint_core.serving.payload import RequestError, check_paths
-
-    try:
-        check_paths(records, ServerConfig.resolve().allow_path_dirs)
-    except RequestError as error:
-        raise _ClientError(error.message, INVALID_PARAMETER_VALUE) from None
-
-
-def _raw_records(model_input: Any) -> list[Any]:
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(model_input, pandas.DataFrame):
-        if "path" not in model_input.columns:
-            return []
-        records = model_input.to_dict(orient="records")
-    elif isinstance(model_input, dict):
-        records = model_input.get("resources", [model_input])
-        if isinstance(records, dict):  # {"resources": {...}}: one resource
-            records = [records]
-    elif isinstance(model_input, (list, tuple)):
-        records = list(model_input)
-    elif isinstance(model_input, np.ndarray) and model_input.dtype == object:
-        records = model_input.ravel().tolist()
-    else:
-        return []
-    return [_plain_record(r) for r in records if isinstance(r, dict)]
-
-
-def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
-    path = record.get("path")
-    if isinstance(path, np.ndarray):  # MLflow's `inputs` wraps values in numpy arrays
-        path = path.item() if path.ndim == 0 else path.tolist()
-    if isinstance(path, float) and path != path:  # NaN: a DataFrame row without a path
-        path = None
-    return {**record, "path": path}
 
 
 def _restore_saved_metadata(model: BaseDatamintModel, conf: dict[str, Any]) -> None:
@@ -673,9 +496,7 @@ def _code_path(source: Any) -> Path | None:
 
 
 def _load_code_model(code_path: Path, model_config: dict[str, Any] | None) -> BaseDatamintModel:
-    from mlflow.models.utils import _load_model_code_path
-
-    model = _load_model_code_path(os.fspath(code_path), model_config)
+    model = _mlflow_internals.load_model_from_code(os.fspath(code_path), model_config)
     if not isinstance(model, BaseDatamintModel):
         raise MlflowException(
             f"{os.fspath(code_path)!r} set a {type(model).__name__} as its model; a Datamint "
@@ -706,8 +527,6 @@ def _invalid_to_mlflow(parse: Any, value: Any) -> Any:
 
 
 def _this_module() -> Any:
-    import sys
-
     return sys.modules[__name__]
 
 

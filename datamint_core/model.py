@@ -16,8 +16,9 @@ from mlflow.pyfunc import PythonModel
 from datamint_core import _env, _extensions
 from datamint_core.annotations import Annotation, AnnotationSpec
 from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.errors import InvalidRequestError
 from datamint_core.resources import BaseResource
-from datamint_core.routing import InvalidRequestError, PredictionRouter
+from datamint_core.routing import PredictionRouter
 from datamint_core.settings import ModelSettings
 from datamint_core.sliding_window import NumpyPatchArrays, PatchArrays
 from datamint_core.version import __version__
@@ -114,7 +115,7 @@ class BaseDatamintModel(PythonModel):
         """
         if self._inference_device is not None:
             return self._inference_device
-        return _env.read_env(_env.DEFAULT_PREDICTION_DEVICE) or _extensions.detect_device()
+        return _env.MLFLOW_DEFAULT_PREDICTION_DEVICE.get() or _extensions.detect_device()
 
     @property
     def mlflow_models_uri(self) -> dict[str, str]:

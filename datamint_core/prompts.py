@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from datamint_core.routing import PROMPT_KINDS, InvalidRequestError
+from datamint_core.errors import PromptError
+from datamint_core.routing import PROMPT_KINDS
 
 COORDINATE_SPACES = ("index", "world")
 
@@ -64,13 +65,6 @@ _LIMITS = {
     "scribbles": MAX_SCRIBBLES,
     "examples": MAX_EXAMPLES,
 }
-
-
-class PromptError(InvalidRequestError):
-    """A prompt that cannot be used: malformed, outside the resource, a label or kind the
-    model does not take, too many. The client's fault: HTTP 422."""
-
-    http_status = 422
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ from datamint_core._limits import check_deadline, check_slice_count
 from datamint_core._messages import shorten
 from datamint_core.annotations import Annotation, AnnotationScope, SegmentationAnnotation
 from datamint_core.enums import PredictionMode
+from datamint_core.errors import InvalidRequestError, ResultShapeError, UnsupportedModeError
 from datamint_core.resources import (
     SLICE_AXES,
     BaseResource,
@@ -614,20 +615,6 @@ def validate_params(params: dict[str, Any]) -> None:
                     f"Params {start}={params[start]} and {end}={params[end]} are not a range; "
                     f"accepted: {start} <= {end}."
                 )
-
-
-class InvalidRequestError(ValueError):
-    """A request the model cannot serve as asked: an unknown mode, a missing or unexpected
-    param, or the wrong kind of resource for the mode. The caller's fault, never the model's.
-    """
-
-
-class UnsupportedModeError(InvalidRequestError, NotImplementedError):
-    """The model serves neither the requested mode nor a ``predict_default``."""
-
-
-class ResultShapeError(ValueError):
-    """A handler did not return one list of annotations per input."""
 
 
 def check_result(result: Any, expected: int, mode: str) -> None:

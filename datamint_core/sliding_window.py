@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from datamint_core._limits import check_deadline
+from datamint_core.errors import PatchResultError
 
 BLEND_MODES = ("constant", "gaussian")
 #: Padding of an axis shorter than the window, named as ``torch.nn.functional.pad`` names them.
@@ -65,10 +66,6 @@ _NUMPY_PADDING = {"constant": "constant", "reflect": "reflect", "replicate": "ed
 _PATCH_ATTRIBUTE = "__datamint_patch_window__"
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class PatchResultError(ValueError):
-    """A patch handler returned something other than scores or labels for its patches."""
 
 
 # -- field checks: each takes the field's name and value, returns the value normalised -----

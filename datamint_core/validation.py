@@ -11,9 +11,9 @@ import numpy as np
 
 from datamint_core.annotations import Annotation, AnnotationSpec, AnnotationType
 from datamint_core.enums import PredictionMode, TaskType
+from datamint_core.errors import ResultShapeError
 from datamint_core.model import BaseDatamintModel, as_datamint_model
 from datamint_core.resources import BaseResource, ImageResource, VolumeResource
-from datamint_core.routing import ResultShapeError
 from datamint_core.wire import as_resources
 
 Status = Literal["pass", "warn", "fail", "skip"]

@@ -1,10 +1,14 @@
 """The wire form: what a caller or a client sends, turned into resources.
 
 :func:`as_resources` is the one way in, for every path a resource travels: ``predict``
-(in process and in the pyfunc wrapper), the server's payload decoder, and the batch and
-Spark rows. It takes resources, resource records (dicts), a list of them, ``{"resources":
-[...]}``, a pandas DataFrame of records or a numpy object array of them; table cells are
-made plain first (:func:`plain_record`).
+(in process and in the pyfunc wrapper), the server's payload decoder, the MLServer
+runtime's V2 inputs, and the batch and Spark rows. It takes resources, resource records
+(dicts), a list of them, ``{"resources": [...]}``, a pandas DataFrame of records or a numpy
+object array of them; table cells are made plain first (:func:`plain_record`), and each
+record is built by :func:`resource_from_dict`. A file already read (a multipart part, a
+batch row's study, :func:`datamint_core.io.read`) becomes a record by
+:func:`record_with_file`; a local ``.npy``/``.npz`` given whole (``datamint predict``,
+``validate``) by :func:`arrays_to_records`.
 
 JSON form of one resource (:func:`resource_from_dict`; what ``to_dict`` writes)::
 
@@ -23,22 +27,18 @@ the last axis.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from datamint_core._limits import (
-    MAX_DIMENSIONS,
-    InputTooLargeError,
-    check_deadline,
-    check_decoded_size,
-)
-from datamint_core._npy import check_pixel_dtype, decode_npy_base64
-from datamint_core.errors import ResourceError
+from datamint_core._limits import MAX_DIMENSIONS, check_deadline, check_decoded_size
+from datamint_core._npy import NPY_MAGIC, check_pixel_dtype, decode_npy_base64, load_array, load_npz
+from datamint_core.errors import InputTooLargeError, ResourceError
 from datamint_core.resources import (
     DESCRIPTOR_KEYS,
     RESOURCE_KINDS,
@@ -95,7 +95,7 @@ def wire_entries(model_input: Any) -> list[Any]:
     if isinstance(model_input, Mapping):
         if set(model_input) == {"resources"}:
             return wire_entries(model_input["resources"])
-        return [plain_record(model_input)]
+        return _plain_entries([model_input], table=False)
     if isinstance(model_input, np.ndarray):
         if model_input.dtype != object:
             raise ResourceError(
@@ -104,15 +104,23 @@ def wire_entries(model_input: Any) -> list[Any]:
             )
         model_input = model_input.ravel().tolist()
     elif _is_dataframe(model_input):
-        return [
-            plain_record(record, table=True) for record in model_input.to_dict(orient="records")
-        ]
+        return _plain_entries(model_input.to_dict(orient="records"), table=True)
     if not isinstance(model_input, (list, tuple)):
         raise ResourceError(
             f"Cannot predict on input of type {type(model_input).__name__}; accepted: resource "
             "objects, resource dicts, a list of them, or a pandas DataFrame of resource records."
         )
-    return [plain_record(item) if isinstance(item, Mapping) else item for item in model_input]
+    return _plain_entries(model_input, table=False)
+
+
+def _plain_entries(entries: Any, *, table: bool) -> list[Any]:
+    plain = []
+    for position, entry in enumerate(entries):
+        try:
+            plain.append(plain_record(entry, table=table) if isinstance(entry, Mapping) else entry)
+        except ResourceError as error:
+            raise ResourceError(f"Input #{position}: {error}") from None
+    return plain
 
 
 def plain_record(record: Mapping[str, Any], *, table: bool = False) -> dict[str, Any]:
@@ -129,7 +137,7 @@ def plain_record(record: Mapping[str, Any], *, table: bool = False) -> dict[str,
     """
     plain = {}
     for key, value in record.items():
-        if table and _is_missing(value):
+        if table and is_missing(value):
             continue
         if key == "pixel_data" and isinstance(value, np.ndarray) and value.dtype != object:
             plain[key] = value
@@ -201,6 +209,40 @@ def resource_from_dict(data: Mapping[str, Any]) -> BaseResource:
     return cls(pixels, path=data.get("path") if not has_pixels else None, **kwargs)
 
 
+def record_with_file(
+    record: Mapping[str, Any], decoded: Any, filename: str | None = None
+) -> dict[str, Any]:
+    """A resource record whose pixels come from a file already read: what the file says
+    fills in what the record leaves out, and the record's ``metadata`` is laid over the
+    file's. The pixels are the file's array, passed as it is.
+
+    Args:
+        record: the resource's fields (its JSON form, without a pixel source).
+        decoded: what a reader found (:class:`datamint_core.io._decoded.Decoded`: pixels,
+            kind, spacing, affine, modality, mimetype, metadata, channel names).
+        filename: the file's name, unless the record gives one.
+    """
+    found: dict[str, Any] = {
+        "kind": decoded.kind,
+        "filename": filename,
+        "mimetype": decoded.mimetype,
+        "modality": decoded.modality,
+        "channel_names": list(decoded.channel_names) if decoded.channel_names else None,
+    }
+    if decoded.spacing is not None and decoded.kind != "video":
+        found["spacing"] = list(decoded.spacing)
+    if decoded.affine is not None and decoded.kind == "volume":
+        found["affine"] = decoded.affine
+    merged = {key: value for key, value in found.items() if value is not None}
+    merged.update({key: value for key, value in record.items() if value is not None})
+    given = record.get("metadata")
+    merged["metadata"] = {**decoded.metadata, **given} if isinstance(given, Mapping) else given
+    if merged["metadata"] is None:
+        merged["metadata"] = decoded.metadata
+    merged["pixel_data"] = decoded.pixels
+    return merged
+
+
 def check_path_field(path: Any) -> str:
     """Return a resource's ``path`` field if it is a usable local path string.
 
@@ -216,6 +258,33 @@ def check_path_field(path: Any) -> str:
             f"bytes; got {shown}."
         )
     return path
+
+
+def arrays_to_records(path_or_stream: str | BinaryIO, content_type: str) -> list[dict[str, Any]]:
+    """Resource JSON forms for a local ``.npy`` (one array) or ``.npz`` (one per array) file.
+
+    The kind of each resource follows its dimensions (2: image, 3: volume, 4: video); an
+    ``.npz`` array's name becomes the resource's ``id``.
+    """
+    source = path_or_stream if isinstance(path_or_stream, str) else None
+    where = repr(source) if source is not None else f"the {content_type} input"
+    with open(source, "rb") if source is not None else _seekable(path_or_stream) as file:
+        if content_type == "npy":
+            if file.read(2) == b"PK":
+                raise ResourceError("The npy input holds an .npz archive; give content type npz.")
+            file.seek(0)
+            return [{"pixel_data": load_array(file, where, ".npy")}]
+        if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
+            raise ResourceError("The npz input holds a single .npy array; give content type npy.")
+        file.seek(0)
+        return [
+            {"id": name, "pixel_data": array}
+            for name, array in load_npz(file, where).items()
+        ]
+
+
+def _seekable(stream: BinaryIO) -> BinaryIO:
+    return stream if stream.seekable() else io.BytesIO(stream.read())
 
 
 def _decode_pixel_data(pixel_data: Any, resource_id: Any) -> np.ndarray:
@@ -330,6 +399,10 @@ def _metadata_cell(value: str) -> Any:
         ) from None
 
 
-def _is_missing(value: Any) -> bool:
-    # DataFrames pad records with NaN/None where other rows have a column this one lacks.
-    return value is None or (isinstance(value, float) and value != value)
+def is_missing(value: Any) -> bool:
+    """Whether a table cell holds nothing: ``None`` or NaN (a Python or numpy float).
+
+    DataFrames pad a record with NaN or ``None`` where other rows have a column it lacks;
+    Arrow and Spark hand missing cells over as ``None``.
+    """
+    return value is None or (isinstance(value, (float, np.floating)) and bool(value != value))

@@ -13,7 +13,7 @@
 - :class:`UNetPPTrainer`: MONAI's UNet++ trained on a project, tracked in the experiment named
   after it, the best model logged from code and registered, test Dice per label returned.
 - Importing it makes Lightning's ``MLFlowLogger()`` log where ``mlflow.get_tracking_uri()``
-  points, whatever was imported first (see ``_logger_hook``).
+  points, whatever was imported first (see ``_lightning_internals``).
 
 Importing it without Lightning fails at once with the command that installs it.
 """
@@ -29,13 +29,13 @@ except ImportError as error:
 
 import datamint_torch  # noqa: F401  (registers torch device detection with the core)
 from datamint_core.dataset import DatamintDatasetSource, DatamintMLflowDataset
-from datamint_lightning import _logger_hook
+from datamint_lightning._lightning_internals import follow_mlflow_tracking_uri
 from datamint_lightning.checkpoint import REGISTER_STAGES, MLflowModelCheckpoint
 from datamint_lightning.datamodule import DatamintDataModule
 from datamint_lightning.lineage import SPLIT_CONTEXTS, MLflowDatasetLineage, log_dataset_splits
 from datamint_lightning.unetpp import UNetPPModule, UNetPPTrainer
 
-_logger_hook.install()
+follow_mlflow_tracking_uri()
 
 __all__ = [
     "REGISTER_STAGES",

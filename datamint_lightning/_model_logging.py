@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -187,3 +188,42 @@ def log_lightning_model(
         run_id=run_id,
         tags=tags,
     )
+
+
+# -- the models already logged from a run's checkpoints (found again by their tags) ---------
+
+
+def find_logged_model(client: Any, run_id: str, key: str | None = None) -> str | None:
+    """The id of the newest model logged from run ``run_id``'s checkpoints, or ``None``.
+
+    Args:
+        client: an ``MlflowClient`` on the run's tracking store.
+        key: only a model of this checkpoint (its ``CHECKPOINT_KEY_TAG``, ``name@step``).
+    """
+    run = client.get_run(run_id)
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    ours = [m for m in models if CHECKPOINT_KEY_TAG in m.tags]
+    if key is not None:
+        ours = [m for m in ours if m.tags[CHECKPOINT_KEY_TAG] == key]
+    ours.sort(key=lambda m: m.creation_timestamp)
+    return ours[-1].model_id if ours else None
+
+
+def find_registered_version(client: Any, model_name: str, run_id: str, key: str) -> Any:
+    """The version of ``model_name`` registered from run ``run_id``'s checkpoint ``key``
+    (its ``CHECKPOINT_KEY_TAG``), or ``None``."""
+    versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    return next((v for v in versions if v.tags.get(CHECKPOINT_KEY_TAG) == key), None)
+
+
+def log_model_metrics(
+    client: Any, run_id: str, model_id: str, values: Mapping[str, float], step: int
+) -> None:
+    """Log ``values`` as metrics of run ``run_id`` attached to the logged model ``model_id``."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, step, model_id=model_id) for key, value in values.items()]
+    client.log_batch(run_id, metrics=metrics)

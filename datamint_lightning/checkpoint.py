@@ -16,6 +16,12 @@ in the model's ``datamint.checkpoint`` tag and in :attr:`MLflowModelCheckpoint.m
 Uploads run in a background thread. When the tracking server cannot be reached, training
 goes on, one warning says so, the checkpoints stay on disk, and the uploads are retried at
 every new checkpoint and at the end of the stage.
+
+The file holds one class and stays over 500 lines for it: Lightning's callback API puts the
+argument checks, the stage hooks, ``state_dict`` and the resume logic on one object. What is
+not the callback's own lives beside it: the transfers in ``_artifact_sync``, logging a model
+and finding it again in ``_model_logging``, Lightning's private hooks in
+``_lightning_internals``.
 """
 
 from __future__ import annotations
@@ -23,13 +29,11 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import time
 from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -37,13 +41,17 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
 from datamint_lightning._artifact_sync import ArtifactSync
+from datamint_lightning._lightning_internals import CheckpointFileEvents, continue_logger_run
 from datamint_lightning._model_logging import (
     CHECKPOINT_KEY_TAG,
     CHECKPOINT_SCORE_TAG,
     CHECKPOINT_TAG,
+    find_logged_model,
+    find_registered_version,
     infer_training_signature,
     input_of,
     log_lightning_model,
+    log_model_metrics,
     model_name_for,
     signature_sample,
     weights_of,
@@ -56,7 +64,7 @@ REGISTER_STAGES = ("train", "val", "test", "predict")
 _ERROR_TEXT_LIMIT = 300
 
 
-class MLflowModelCheckpoint(ModelCheckpoint):
+class MLflowModelCheckpoint(CheckpointFileEvents):
     """A :class:`~lightning.pytorch.callbacks.ModelCheckpoint` that logs to MLflow as it goes.
 
     Every checkpoint it saves is logged as an artifact of the run, every checkpoint it
@@ -291,27 +299,16 @@ class MLflowModelCheckpoint(ModelCheckpoint):
     # -- checkpoints in, checkpoints out -------------------------------------------------------
 
     @override
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        super()._save_checkpoint(trainer, filepath)
-        self._mirror(trainer, filepath)
-
-    def _link_checkpoint(  # type: ignore[override]
-        self, trainer: pl.Trainer, filepath: str, linkpath: str
-    ) -> None:
-        super()._link_checkpoint(trainer, filepath, linkpath)
-        self._mirror(trainer, linkpath)
-
-    @override
-    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        super()._remove_checkpoint(trainer, filepath)
-        if self._sync is not None and trainer.is_global_zero:
-            self._sync.remove(self._artifact_name(filepath))
-
-    def _mirror(self, trainer: pl.Trainer, filepath: str) -> None:
+    def _checkpoint_file_written(self, trainer: pl.Trainer, filepath: str) -> None:
         name = self._artifact_name(filepath)
         self.model_names[name] = model_name_for(posixpath.basename(name))
         if self._sync is not None and trainer.is_global_zero:
             self._sync.upload(os.fspath(filepath), name)
+
+    @override
+    def _checkpoint_file_removed(self, trainer: pl.Trainer, filepath: str) -> None:
+        if self._sync is not None and trainer.is_global_zero:
+            self._sync.remove(self._artifact_name(filepath))
 
     def _artifact_name(self, filepath: str) -> str:
         """The checkpoint's path relative to ``dirpath``, with ``/`` separators."""
@@ -442,40 +439,22 @@ class MLflowModelCheckpoint(ModelCheckpoint):
 
     def _already_logged(self, key: str) -> bool:
         """Whether this run already holds a model of this checkpoint (a resumed run)."""
-        client = self._client
         if self.model_name is not None:
-            versions = client.search_model_versions(
-                f"name = '{self.model_name}' and run_id = '{self.run_id}'"
-            )
-            for version in versions:
-                if version.tags.get(CHECKPOINT_KEY_TAG) == key:
-                    self.registered_model_version = int(version.version)
-                    # Search results carry the model only in `source` (models:/<model id>).
-                    self.logged_model_uri = version.source
-                    self._logged_model_id = version.model_id or version.source.split("/")[-1]
-                    _logger.info("%s is registered already as version %s", key, version.version)
-                    return True
-            return False
-        model_id = self._find_logged_model(key)
+            version = find_registered_version(self._client, self.model_name, self.run_id, key)
+            if version is None:
+                return False
+            self.registered_model_version = int(version.version)
+            # Search results carry the model only in `source` (models:/<model id>).
+            self.logged_model_uri = version.source
+            self._logged_model_id = version.model_id or version.source.split("/")[-1]
+            _logger.info("%s is registered already as version %s", key, version.version)
+            return True
+        model_id = find_logged_model(self._client, self.run_id, key)
         if model_id is not None:
             self._logged_model_id, self.logged_model_uri = model_id, f"models:/{model_id}"
         return model_id is not None
 
-    def _find_logged_model(self, key: str | None = None) -> str | None:
-        run = self._client.get_run(self.run_id)
-        models = self._client.search_logged_models(
-            experiment_ids=[run.info.experiment_id],
-            filter_string=f"source_run_id = '{self.run_id}'",
-        )
-        ours = [m for m in models if CHECKPOINT_KEY_TAG in m.tags]
-        if key is not None:
-            ours = [m for m in ours if m.tags[CHECKPOINT_KEY_TAG] == key]
-        ours.sort(key=lambda m: m.creation_timestamp)
-        return ours[-1].model_id if ours else None
-
     def _attach_test_metrics(self, trainer: pl.Trainer) -> None:
-        from mlflow.entities import Metric
-
         values = {
             key: float(value)
             for key, value in trainer.callback_metrics.items()
@@ -484,17 +463,9 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         if not values:
             return
         try:
-            model_id = self._logged_model_id or self._find_logged_model()
-            if model_id is None:
-                return
-            now = int(time.time() * 1000)
-            self._client.log_batch(
-                self.run_id,
-                metrics=[
-                    Metric(key, value, now, trainer.global_step, model_id=model_id)
-                    for key, value in values.items()
-                ],
-            )
+            model_id = self._logged_model_id or find_logged_model(self._client, self.run_id)
+            if model_id is not None:
+                log_model_metrics(self._client, self.run_id, model_id, values, trainer.global_step)
         except Exception as error:
             rank_zero_warn(
                 f"MLflowModelCheckpoint could not attach the test metrics to the logged model: "
@@ -550,8 +521,7 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         # The logger opened an empty run before the checkpoint was read; drop it and point
         # the logger at the run the checkpoint came from.
         client.delete_run(self.run_id)
-        self._mlflow_logger._run_id = saved_run
-        self._mlflow_logger._experiment_id = previous.info.experiment_id
+        continue_logger_run(self._mlflow_logger, saved_run, previous.info.experiment_id)
         client.update_run(saved_run, status="RUNNING")
         self._attach(saved_run, self._tracking_uri)
         if not self._dirpath_given and state_dict.get("dirpath"):

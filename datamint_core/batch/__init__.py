@@ -14,11 +14,11 @@ needs pyarrow (``pip install "datamint[batch]"``), the Spark engine pyspark
 writes an output directory: a second one is refused with :class:`OutputInUseError`.
 """
 
-from datamint_core.batch._inputs import MANIFEST_COLUMNS, BatchInputError
+from datamint_core.batch._inputs import MANIFEST_COLUMNS
 from datamint_core.batch._job import BatchReport, run_batch
-from datamint_core.batch._lock import OutputInUseError
 from datamint_core.batch._rows import read_annotations
-from datamint_core.batch._store import OutputMismatchError, read_results
+from datamint_core.batch._store import read_results
+from datamint_core.errors import BatchInputError, OutputInUseError, OutputMismatchError
 
 __all__ = [
     "MANIFEST_COLUMNS",

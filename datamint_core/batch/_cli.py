@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from datamint_core._env import DATAMINT_BATCH_THREADS_PER_WORKER
 from datamint_core._numbers import COUNT, argument_type
 
 #: Exit code when the job ran but at least one row failed (recorded in the output).
@@ -55,8 +56,7 @@ def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -
     batch.add_argument(
         "--threads-per-worker",
         type=argument_type(COUNT),
-        help="compute threads of each local worker (env DATAMINT_BATCH_THREADS_PER_WORKER; "
-        "default: the CPU cores shared out among the workers)",
+        help=DATAMINT_BATCH_THREADS_PER_WORKER.help(),
     )
     batch.add_argument(
         "--rows-per-part", type=argument_type(COUNT), default=64, help="rows per Parquet part (64)"
@@ -72,8 +72,9 @@ def run_batch_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
         UsageError: INPUT cannot be listed as studies, or OUTPUT holds another job's results
             (exit 2: the command must change; rerunning it as is cannot succeed).
     """
-    from datamint_core.batch import BatchInputError, OutputMismatchError, run_batch
+    from datamint_core.batch import run_batch
     from datamint_core.cli import UsageError
+    from datamint_core.errors import BatchInputError, OutputMismatchError
 
     try:
         report = run_batch(

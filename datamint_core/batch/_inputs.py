@@ -26,7 +26,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from datamint_core.resources import BaseResource, ResourceError
+from datamint_core.errors import BatchInputError
+from datamint_core.resources import BaseResource
+from datamint_core.wire import plain_record, record_with_file, resource_from_dict
 
 #: Columns of a manifest; only ``path`` is required (``id`` defaults to it).
 MANIFEST_COLUMNS = (
@@ -41,13 +43,13 @@ MANIFEST_COLUMNS = (
     "metadata",
     "prompts",
 )
+#: The columns of a row that are resource fields (``path`` and ``channels`` are read).
+_RECORD_COLUMNS = (
+    "id", "kind", "spacing", "affine", "modality", "filename", "mimetype", "metadata"
+)
 #: Prefix of a manifest's per-channel path columns (``path:t1``, ``path:flair``).
 CHANNEL_PATH_PREFIX = "path:"
 _MANIFEST_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-class BatchInputError(ValueError):
-    """The batch input cannot be listed: missing, an unknown table format, bad columns."""
 
 
 def iter_inputs(source: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -100,35 +102,25 @@ def count_inputs(source: str | os.PathLike[str]) -> int:
 
 def load_resource(row: Mapping[str, Any]) -> BaseResource:
     """Read the study a row names (any format :func:`datamint_core.io.read` takes), with the
-    row's kind, geometry and descriptors applied.
+    row's kind, geometry and descriptors laid over what the file says
+    (:func:`datamint_core.wire.record_with_file`: the one way from a record to a resource).
 
     Raises:
         ResourceError: the file cannot be read (as the row's kind), or the row's fields are
             not valid.
         ImportError: the study's format needs an extra that is not installed.
     """
-    from datamint_core.io import read, read_case
+    from datamint_core.io._read import decode_path, file_name_of
+    from datamint_core.io.case import decode_case
 
+    # A table row: missing cells dropped, Arrow's arrays as lists, metadata as JSON text.
+    record = plain_record({k: v for k, v in row.items() if k in _RECORD_COLUMNS}, table=True)
     if row.get("channels"):
-        resource = read_case(dict(json.loads(row["channels"])))
+        decoded, filename = decode_case(dict(json.loads(row["channels"]))), None
     else:
-        resource = read(row["path"], kind=row.get("kind"))
-    resource.id = row["id"]
-    for key in ("modality", "filename", "mimetype"):
-        if row.get(key) is not None:
-            setattr(resource, key, row[key])
-    metadata = _metadata(row.get("metadata"), row["id"])
-    if metadata:
-        resource.metadata = {**resource.metadata, **metadata}
-    if row.get("spacing") is not None:  # validated by the resource: 2 values, or 3 for volumes
-        resource.spacing = _as_list(row["spacing"])  # type: ignore[attr-defined]
-    if row.get("affine") is not None:
-        if resource.kind != "volume":
-            raise ResourceError(
-                f"An 'affine' describes a volume; row {row['id']!r} is a {resource.kind}."
-            )
-        resource.affine = _as_list(row["affine"])  # type: ignore[attr-defined]
-    return resource
+        decoded = decode_path(row["path"], record.get("kind"))
+        filename = file_name_of(row["path"])
+    return resource_from_dict(record_with_file(record, decoded, filename))
 
 
 def _studies(directory: Path) -> Iterator[Path]:
@@ -256,25 +248,3 @@ def _resolved(value: Any, base: Path | None) -> str | None:
     if base is not None and "://" not in path and not os.path.isabs(path):
         path = os.fspath(base / path)
     return path
-
-
-def _metadata(value: Any, row_id: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    try:
-        metadata = json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        metadata = None
-    if not isinstance(metadata, Mapping):
-        raise ResourceError(
-            f"Row {row_id!r}: metadata must be a JSON object (as a string); got {value!r}."
-        )
-    return dict(metadata)
-
-
-def _as_list(value: Any) -> Any:
-    tolist = getattr(value, "tolist", None)
-    value = tolist() if tolist is not None else value
-    if isinstance(value, list):
-        return [_as_list(item) for item in value]
-    return value

@@ -27,15 +27,15 @@ from itertools import islice
 from typing import Any
 
 from datamint_core import _extensions
-from datamint_core._env import read_env
+from datamint_core._env import DATAMINT_BATCH_THREADS_PER_WORKER
 from datamint_core._numbers import COUNT, parse
 from datamint_core.batch._progress import Progress
 from datamint_core.batch._rows import STATUS_FAILED, output_row_for_failure, predict_row
 from datamint_core.batch._store import commit_part, part_name
+from datamint_core.errors import ModelLoadError
 
 #: Rows sent to a worker in one task: amortises the inter-process hop, keeps memory small.
 CHUNK_ROWS = 4
-THREADS_PER_WORKER_ENV = "DATAMINT_BATCH_THREADS_PER_WORKER"
 #: Cores per local worker when the worker count is left to the default (see default_workers).
 CORES_PER_DEFAULT_WORKER = 2
 #: The variables the usual compute libraries (OpenMP, MKL, OpenBLAS, ...) read at start.
@@ -49,10 +49,6 @@ THREAD_VARIABLES = (
 
 _worker_model: Any = None
 _worker_load_error: str | None = None
-
-
-class ModelLoadError(RuntimeError):
-    """A worker could not load the model; the job stops (no row can succeed)."""
 
 
 def available_cores() -> int:
@@ -86,10 +82,8 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int:
     """
     if threads is not None:
         return int(parse(COUNT, threads, "threads_per_worker"))
-    raw = read_env(THREADS_PER_WORKER_ENV)
-    if raw is None:
-        return max(1, available_cores() // workers)
-    return int(parse(COUNT, raw, THREADS_PER_WORKER_ENV))
+    from_env = DATAMINT_BATCH_THREADS_PER_WORKER.get()
+    return max(1, available_cores() // workers) if from_env is None else from_env
 
 
 def run_local(

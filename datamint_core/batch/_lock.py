@@ -27,11 +27,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from datamint_core.errors import OutputInUseError
+
 LOCK_FILE = "_datamint_batch.lock"
-
-
-class OutputInUseError(RuntimeError):
-    """Another batch job is writing into the output directory right now."""
 
 
 @contextlib.contextmanager

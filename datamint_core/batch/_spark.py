@@ -26,6 +26,7 @@ from typing import Any
 from datamint_core._extras import require
 from datamint_core.batch._rows import STATUS_FAILED, predict_row
 from datamint_core.batch._store import STAGING_PREFIX, commit_part, part_name, require_pyarrow
+from datamint_core.wire import plain_record
 
 #: Executor Python workers keep their models here, across tasks.
 _MODELS: dict[str, Any] = {}
@@ -164,7 +165,10 @@ def _predict_partition(
 
     for frame in batches:
         for record in frame.to_dict(orient="records"):
-            buffer.append(predict_row(model, _plain(record), params, output_dir))
+            # Arrow's cells (missing ones None or NaN, lists arrays) made plain as every
+            # table row is; a missing cell is None.
+            row = dict.fromkeys(record) | plain_record(record, table=True)
+            buffer.append(predict_row(model, row, params, output_dir))
             if len(buffer) >= rows_per_part:
                 yield flush()
     if buffer:
@@ -177,15 +181,3 @@ def _cached_model(model_uri: str) -> Any:
 
         _MODELS[model_uri] = load_model(model_uri)
     return _MODELS[model_uri]
-
-
-def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    """Arrow hands list cells over as numpy arrays and missing cells as None or NaN."""
-    plain = {}
-    for key, value in record.items():
-        if isinstance(value, float) and value != value:
-            value = None
-        elif hasattr(value, "tolist"):
-            value = [item.tolist() if hasattr(item, "tolist") else item for item in value]
-        plain[key] = value
-    return plain

@@ -34,16 +34,13 @@ from typing import Any
 from datamint_core._extras import require
 from datamint_core._files import INCOMPLETE_SUFFIX, write_atomically
 from datamint_core.batch._rows import MASK_DIR, OUTPUT_COLUMNS, STATUS_OK
+from datamint_core.errors import OutputMismatchError
 
 JOB_FILE = "_datamint_batch.json"
 #: Where the Spark engine stages its input rows (one directory per run).
 STAGING_PREFIX = "_pending-"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
-
-
-class OutputMismatchError(ValueError):
-    """The output directory holds results of another model or other params."""
 
 
 def require_pyarrow() -> Any:
@@ -123,7 +120,18 @@ def read_results(output_dir: str | os.PathLike[str]) -> Any:
     parts = committed_parts(output_dir)
     if not parts:
         return output_schema().empty_table().to_pandas()
-    return pa.concat_tables(pq.read_table(part) for part in parts).to_pandas()
+    return pa.concat_tables(_in_output_schema(pq.read_table(part)) for part in parts).to_pandas()
+
+
+def _in_output_schema(table: Any) -> Any:
+    """``table`` with every output column, in order: a part written before a column was added
+    (``error_code``) reads with that column empty."""
+    pa = require_pyarrow()
+    schema = output_schema()
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(schema.names)
 
 
 def _drop_failed_rows(part: Path) -> list[str]:

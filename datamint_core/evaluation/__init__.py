@@ -20,8 +20,8 @@ Example::
     print(report.metrics["dice/liver"])
 """
 
+from datamint_core.errors import EvaluationInputError
 from datamint_core.evaluation._cases import (
-    EvaluationInputError,
     case_key,
     labels_from_file,
     parse_labels,

@@ -20,14 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from datamint_core.batch._inputs import BatchInputError, iter_inputs
+from datamint_core.batch._inputs import iter_inputs
+from datamint_core.errors import BatchInputError, EvaluationInputError
 
 _EXTENSIONS = (".nii.gz", ".nii", ".npy", ".npz", ".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
-
-
-class EvaluationInputError(ValueError):
-    """The evaluation's inputs cannot be used: missing, unmatched, or with bad labels."""
 
 
 def case_key(case_id: str) -> str:
@@ -122,8 +119,8 @@ def project_cases(project: str | os.PathLike[str]) -> tuple[list[dict[str, Any]]
     Raises:
         EvaluationInputError: no such local project, or it cannot be read.
     """
-    from datamint_core.platform.projects import ProjectNotFoundError
-    from datamint_core.training import ImageDataset, ProjectDataError
+    from datamint_core.errors import ProjectDataError, ProjectNotFoundError
+    from datamint_core.training import ImageDataset
     from datamint_core.training._layout import read_layout
 
     try:

@@ -60,10 +60,9 @@ def add_evaluate_command(commands: Any, mode_arguments: Any) -> None:
 
 def run_evaluate_command(args: argparse.Namespace, params: dict[str, Any]) -> int:
     """Run the evaluation the arguments describe; print the report; return the exit code."""
-    from datamint_core.batch import BatchInputError, OutputMismatchError
     from datamint_core.cli import UsageError
+    from datamint_core.errors import BatchInputError, EvaluationInputError, OutputMismatchError
     from datamint_core.evaluation import (
-        EvaluationInputError,
         evaluate_predictions,
         evaluate_project,
         labels_from_file,

@@ -24,12 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from datamint_core.evaluation._cases import (
-    EvaluationInputError,
-    case_key,
-    project_cases,
-    reference_rows,
-)
+from datamint_core.errors import EvaluationInputError
+from datamint_core.evaluation._cases import case_key, project_cases, reference_rows
 from datamint_core.evaluation._score import (
     columns,
     failed_row,

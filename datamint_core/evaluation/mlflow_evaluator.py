@@ -56,12 +56,8 @@ from mlflow.entities import Metric
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 from datamint_core._extras import missing_extra
-from datamint_core.evaluation._cases import (
-    EvaluationInputError,
-    labels_from_file,
-    parse_labels,
-    project_cases,
-)
+from datamint_core.errors import EvaluationInputError
+from datamint_core.evaluation._cases import labels_from_file, parse_labels, project_cases
 from datamint_core.evaluation._score import (
     MODEL_TYPE,
     columns,
@@ -70,7 +66,7 @@ from datamint_core.evaluation._score import (
     score_case,
     summary,
 )
-from datamint_core.wire import as_resources
+from datamint_core.wire import as_resources, is_missing
 
 _logger = logging.getLogger(__name__)
 
@@ -287,7 +283,7 @@ def _cell(frame: Any, index: int, column: str, default: Any) -> Any:
     if column not in frame.columns:
         return default
     value = frame.iloc[index][column]
-    return default if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    return default if is_missing(value) else value
 
 
 def _predict(model: Any, resource: Any, params: Mapping[str, Any]) -> list:

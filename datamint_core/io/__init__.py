@@ -76,7 +76,7 @@ def read_image(path: str | os.PathLike[str]) -> BaseResource:
 def _read_as(
     expected: str, path: str | os.PathLike[str], kind: str | None, fourth_axis: str = "auto"
 ) -> BaseResource:
-    from datamint_core.resources import ResourceError
+    from datamint_core.errors import ResourceError
 
     found = detect_format(path)
     family = "image" if found in ("png", "jpeg") else found

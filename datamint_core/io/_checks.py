@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from datamint_core.resources import ResourceError
+from datamint_core.errors import ResourceError
 
 #: DEFLATE (gzip, zlib, PNG) expands at most 1032-fold, so compressed data can never
 #: decode to more than this many times its own size.

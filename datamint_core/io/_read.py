@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded
 from datamint_core._npy import read_array_file
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded, ResourceError
 from datamint_core.io._checks import file_name, reason
 from datamint_core.io._decoded import Decoded
-from datamint_core.resources import (
-    RESOURCE_KINDS,
-    BaseResource,
-    ImageResource,
-    ResourceError,
-    VolumeResource,
-)
+from datamint_core.resources import RESOURCE_KINDS, BaseResource
+from datamint_core.wire import record_with_file, resource_from_dict
 
 #: Formats :func:`read` knows, as :func:`detect_format` names them.
 FORMATS = ("dicom", "nifti", "png", "jpeg", "npy", "npz")
@@ -88,6 +82,8 @@ def decode_path(
             the library under it, named with the file's name and without the file's bytes.
         InputTooLargeError: over the decode budget.
     """
+    if kind is not None and kind not in RESOURCE_KINDS:
+        raise ResourceError(f"Unknown kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}.")
     path = os.fspath(path)
     file_format = detect_format(path)
     try:
@@ -198,25 +194,11 @@ def read(
         >>> ct.pixels.shape, ct.spacing, ct.metadata["space"]  # doctest: +SKIP
         ((212, 512, 512), (1.25, 0.7, 0.7), 'RAS')
     """
-    if kind is not None and kind not in RESOURCE_KINDS:
-        raise ResourceError(f"Unknown kind {kind!r}; accepted kinds: {sorted(RESOURCE_KINDS)}.")
     path = os.fspath(path)
     decoded = decode_path(path, kind, fourth_axis=fourth_axis)
-    return resource_from_decoded(decoded, filename=os.path.basename(os.path.normpath(path)))
+    return resource_from_dict(record_with_file({}, decoded, file_name_of(path)))
 
 
-def resource_from_decoded(decoded: Decoded, **descriptor: Any) -> BaseResource:
-    """Build the resource a reader's result describes."""
-    cls = RESOURCE_KINDS[decoded.kind]
-    kwargs: dict[str, Any] = {
-        "mimetype": decoded.mimetype,
-        "modality": decoded.modality,
-        "metadata": decoded.metadata,
-        "channel_names": decoded.channel_names,
-        **descriptor,
-    }
-    if cls is VolumeResource:
-        kwargs.update(spacing=decoded.spacing, affine=decoded.affine)
-    elif cls is ImageResource:
-        kwargs["spacing"] = decoded.spacing
-    return cls(decoded.pixels, **kwargs)
+def file_name_of(path: str) -> str:
+    """The name a resource read from ``path`` gets (a series directory's own name)."""
+    return os.path.basename(os.path.normpath(path))

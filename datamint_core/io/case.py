@@ -32,14 +32,11 @@ from typing import Any
 import numpy as np
 
 from datamint_core._limits import check_decoded_size
+from datamint_core.errors import ResourceError
 from datamint_core.io._decoded import Decoded
 from datamint_core.io.geometry import WORLD_FRAME, spacing_of
-from datamint_core.resources import (
-    BaseResource,
-    ResourceError,
-    VolumeResource,
-    _checked_channel_names,
-)
+from datamint_core.resources import BaseResource, VolumeResource, _checked_channel_names
+from datamint_core.wire import record_with_file, resource_from_dict
 
 #: Largest difference (mm) between two channels' affine entries that still counts as one grid.
 AFFINE_TOLERANCE_MM = 1e-3
@@ -78,6 +75,19 @@ def read_case(
         >>> case.pixels.shape, case.channel_names                       # doctest: +SKIP
         ((155, 240, 240, 2), ('t1', 't2'))
     """
+    decoded = decode_case(
+        channels, affine_tolerance_mm=affine_tolerance_mm, fourth_axis=fourth_axis
+    )
+    return resource_from_dict(record_with_file({}, decoded))
+
+
+def decode_case(
+    channels: Mapping[str, CaseSource],
+    *,
+    affine_tolerance_mm: float = AFFINE_TOLERANCE_MM,
+    fourth_axis: str = "auto",
+) -> Decoded:
+    """What :func:`read_case` reads, before it becomes a resource (same arguments, errors)."""
     from datamint_core.io._read import decode_path
 
     if not isinstance(channels, Mapping):
@@ -96,13 +106,10 @@ def read_case(
 
         return load
 
-    decoded = stack_channels(
+    return stack_channels(
         ((name, loader(source)) for name, source in channels.items()),
         affine_tolerance_mm=affine_tolerance_mm,
     )
-    from datamint_core.io._read import resource_from_decoded
-
-    return resource_from_decoded(decoded)
 
 
 def stack_channels(

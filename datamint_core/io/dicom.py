@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from datamint_core._extras import install_command, require
-from datamint_core._limits import RequestDeadlineExceeded, check_deadline
+from datamint_core._limits import check_deadline
+from datamint_core.errors import RequestDeadlineExceeded, ResourceError
 from datamint_core.io._checks import check_held, file_name, reason
 from datamint_core.io._decoded import Decoded, check_decoded_size
 from datamint_core.io.geometry import WORLD_FRAME, affine_problem, dicom_affine, slice_normal
-from datamint_core.resources import ResourceError
 
 _logger = logging.getLogger(__name__)
 

@@ -15,10 +15,9 @@ import struct
 import numpy as np
 
 from datamint_core._extras import require
-from datamint_core._limits import InputTooLargeError, RequestDeadlineExceeded
+from datamint_core.errors import InputTooLargeError, RequestDeadlineExceeded, ResourceError
 from datamint_core.io._checks import DEFLATE_MAX_RATIO, check_held, file_name, reason
 from datamint_core.io._decoded import Decoded, check_decoded_size
-from datamint_core.resources import ResourceError
 
 _MM_PER_INCH = 25.4
 # Pillow modes read as they are; every other mode is converted to the one named here.

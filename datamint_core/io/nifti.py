@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from datamint_core._extras import require
+from datamint_core.errors import ResourceError
 from datamint_core.io._checks import DEFLATE_MAX_RATIO, check_held, file_name, reason
 from datamint_core.io._decoded import Decoded, check_decoded_size
 from datamint_core.io.geometry import WORLD_FRAME, affine_problem, nifti_to_dhw, spacing_of
-from datamint_core.resources import ResourceError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # nibabel's own tolerance for a quaternion whose b, c, d squares sum a little above 1.

@@ -12,7 +12,8 @@ from typing import Any
 
 from datamint_core._files import write_atomically
 from datamint_core.annotations import Annotation
-from datamint_core.resources import BaseResource, ImageResource, ResourceError, VolumeResource
+from datamint_core.errors import ResourceError
+from datamint_core.resources import BaseResource, ImageResource, VolumeResource
 
 
 def output_format(path: str | None) -> str:

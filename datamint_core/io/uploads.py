@@ -34,9 +34,8 @@ def decode_uploads(
         ResourceError: the files cannot be read (the message says why and what is accepted).
         InputTooLargeError: the files declare more pixels than the decode budget.
     """
-    from datamint_core._limits import InputTooLargeError
+    from datamint_core.errors import InputTooLargeError, ResourceError
     from datamint_core.io._read import decode_path
-    from datamint_core.resources import ResourceError
 
     directory = tempfile.mkdtemp(prefix="datamint-upload-")
     names: dict[str, str] = {}

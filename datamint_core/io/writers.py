@@ -23,8 +23,9 @@ from datamint_core.annotations import (
     BoxAnnotation,
     SegmentationAnnotation,
 )
+from datamint_core.errors import ResourceError
 from datamint_core.io.geometry import dhw_to_nifti
-from datamint_core.resources import BaseResource, ImageResource, ResourceError, VolumeResource
+from datamint_core.resources import BaseResource, ImageResource, VolumeResource
 
 #: Label colours (RGB), one per label in order; chosen to stay apart on gray images.
 PALETTE = (

@@ -14,16 +14,17 @@ import importlib
 from typing import Any
 
 from datamint_core import _extensions
-from datamint_core.platform import predictions as _predictions
-from datamint_core.platform.client import (
+from datamint_core.errors import (
     PlatformAuthError,
-    PlatformClient,
+    PlatformConfigError,
     PlatformRequestError,
     PlatformUnreachableError,
+    ProjectNotFoundError,
 )
+from datamint_core.platform import predictions as _predictions
+from datamint_core.platform.client import PlatformClient
 from datamint_core.platform.config import (
     EnvVars,
-    PlatformConfigError,
     PlatformSettings,
     config_path,
     load_settings,
@@ -32,7 +33,6 @@ from datamint_core.platform.config import (
 from datamint_core.platform.environment import ensure_mlflow_configured, setup_mlflow_environment
 from datamint_core.platform.projects import (
     Project,
-    ProjectNotFoundError,
     get_active_project,
     get_active_project_id,
     set_project,

@@ -32,21 +32,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from datamint_core.errors import PlatformAuthError, PlatformRequestError, PlatformUnreachableError
 from datamint_core.platform.config import PlatformSettings, load_settings, origin
 
 _logger = logging.getLogger(__name__)
-
-
-class PlatformAuthError(PermissionError):
-    """The platform rejected the API key (HTTP 401 or 403)."""
-
-
-class PlatformUnreachableError(ConnectionError):
-    """The platform did not answer (connection refused, DNS failure, timeout)."""
-
-
-class PlatformRequestError(RuntimeError):
-    """The platform answered a request with an unexpected error status."""
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from datamint_core._env import read_env
+from datamint_core import _env
 from datamint_core._files import write_atomically
-from datamint_core._numbers import SECONDS, parse
+from datamint_core.errors import PlatformConfigError
 
 DEFAULT_API_URL = "https://api.datamint.io"
 #: The port of the platform's MLflow tracking server when only the API URL is configured.
@@ -42,49 +42,34 @@ SCHEME = "datamint"
 AUTH_NAME = "datamint"
 
 
-class EnvVars(str, enum.Enum):
-    """The environment variables the library reads."""
-
-    DATAMINT_API_KEY = "DATAMINT_API_KEY"
-    DATAMINT_API_URL = "DATAMINT_API_URL"
-    DATAMINT_MLFLOW_URL = "DATAMINT_MLFLOW_URL"
-    DATAMINT_PROJECT_ID = "DATAMINT_PROJECT_ID"
-    DATAMINT_PROJECT_NAME = "DATAMINT_PROJECT_NAME"
-    DATAMINT_PROJECTS_DIR = "DATAMINT_PROJECTS_DIR"
-    DATAMINT_CONFIG_FILE = "DATAMINT_CONFIG_FILE"
-    DATAMINT_PLATFORM_TIMEOUT = "DATAMINT_PLATFORM_TIMEOUT"
-    DATAMINT_CACHE_DIR = "DATAMINT_CACHE_DIR"
-    DATAMINT_OFFLINE = "DATAMINT_OFFLINE"
-    DATAMINT_ALWAYS_PULL_ARTIFACTS = "DATAMINT_ALWAYS_PULL_ARTIFACTS"
-    DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE = "DATAMINT_PULL_ARTIFACTS_IN_OFFLINE_MODE"
-    DATAMINT_SERVE_MODEL_URI = "DATAMINT_SERVE_MODEL_URI"
-    DATAMINT_SERVE_MAX_REQUEST_SIZE = "DATAMINT_SERVE_MAX_REQUEST_SIZE"
-    DATAMINT_SERVE_REQUEST_TIMEOUT = "DATAMINT_SERVE_REQUEST_TIMEOUT"
-    DATAMINT_SERVE_ALLOW_PATH_DIRS = "DATAMINT_SERVE_ALLOW_PATH_DIRS"
-
+#: Every ``DATAMINT_*`` environment variable the library reads, each member's value its name
+#: (``EnvVars.DATAMINT_OFFLINE.value == "DATAMINT_OFFLINE"``). Built from the one registry,
+#: ``datamint_core._env``, which also holds each variable's type, default and meaning.
+EnvVars = enum.Enum(  # type: ignore[misc]
+    "EnvVars",
+    [(variable.name, variable.name) for variable in _env.datamint_variables()],
+    type=str,
+    module=__name__,
+)
+EnvVars.__doc__ = "The ``DATAMINT_*`` environment variables the library reads."
 
 #: Config-file keys and the environment variable that overrides each.
-FILE_KEYS: dict[str, EnvVars] = {
-    "api_key": EnvVars.DATAMINT_API_KEY,
-    "api_url": EnvVars.DATAMINT_API_URL,
-    "mlflow_url": EnvVars.DATAMINT_MLFLOW_URL,
-    "project_id": EnvVars.DATAMINT_PROJECT_ID,
-    "project_name": EnvVars.DATAMINT_PROJECT_NAME,
-    "projects_dir": EnvVars.DATAMINT_PROJECTS_DIR,
+FILE_KEYS: dict[str, _env.EnvironmentVariable] = {
+    "api_key": _env.DATAMINT_API_KEY,
+    "api_url": _env.DATAMINT_API_URL,
+    "mlflow_url": _env.DATAMINT_MLFLOW_URL,
+    "project_id": _env.DATAMINT_PROJECT_ID,
+    "project_name": _env.DATAMINT_PROJECT_NAME,
+    "projects_dir": _env.DATAMINT_PROJECTS_DIR,
 }
-_DEFAULT_TIMEOUT_S = 10.0
-
-
-class PlatformConfigError(ValueError):
-    """A Datamint setting is missing or unsafe; the message names the setting and the fix."""
 
 
 def config_path() -> Path:
     """Return the path of the user config file (it may not exist)."""
-    explicit = read_env(EnvVars.DATAMINT_CONFIG_FILE.value)
+    explicit = _env.DATAMINT_CONFIG_FILE.get()
     if explicit:
         return Path(explicit).expanduser()
-    base = read_env("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    base = _env.XDG_CONFIG_HOME.get() or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "datamint" / "config.json"
 
 
@@ -128,7 +113,7 @@ def write_config_file(values: dict[str, str | None], path: Path | None = None) -
         raise PlatformConfigError(f"Unknown config keys {unknown}; accepted: {sorted(FILE_KEYS)}.")
     for key in ("api_url", "mlflow_url"):
         if values.get(key):
-            check_url(str(values[key]), FILE_KEYS[key].value)
+            check_url(str(values[key]), FILE_KEYS[key].name)
     path = path or config_path()
     current = read_config_file(path)
     for key, value in values.items():
@@ -218,7 +203,7 @@ class PlatformSettings:
     project_name: str | None = None
     projects_dir: str | None = None
     sources: dict[str, str] = dataclasses.field(default_factory=dict)
-    timeout_s: float = _DEFAULT_TIMEOUT_S
+    timeout_s: float = _env.DATAMINT_PLATFORM_TIMEOUT.default
 
     def __repr__(self) -> str:
         return (
@@ -279,7 +264,7 @@ class PlatformSettings:
 
 
 def _setting_name(field: str, sources: dict[str, str]) -> str:
-    variable = FILE_KEYS[field].value
+    variable = FILE_KEYS[field].name
     if sources.get(field) == "file":
         return f"{field} in {config_path()}"
     if sources.get(field) == "default" and field == "mlflow_url":
@@ -297,7 +282,7 @@ def load_settings() -> PlatformSettings:
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for field, variable in FILE_KEYS.items():
-        from_env = read_env(variable.value)
+        from_env = variable.get()
         if from_env:
             values[field], sources[field] = from_env, "env"
         elif file_values.get(field):
@@ -311,13 +296,8 @@ def load_settings() -> PlatformSettings:
         values["mlflow_url"] = f"{api.scheme}://{host}:{DEFAULT_MLFLOW_PORT}"
         sources["mlflow_url"] = "default"
     values["mlflow_url"] = values["mlflow_url"].strip().rstrip("/")
-    raw_timeout = read_env(EnvVars.DATAMINT_PLATFORM_TIMEOUT.value)
     try:
-        timeout = (
-            float(parse(SECONDS, raw_timeout, EnvVars.DATAMINT_PLATFORM_TIMEOUT.value))
-            if raw_timeout
-            else _DEFAULT_TIMEOUT_S
-        )
+        timeout = float(_env.DATAMINT_PLATFORM_TIMEOUT.get())
     except ValueError as error:
         raise PlatformConfigError(str(error)) from None
     return PlatformSettings(sources=sources, timeout_s=timeout, **values)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 
-from datamint_core.platform.config import AUTH_NAME, PlatformConfigError, load_settings
+from datamint_core.errors import PlatformConfigError
+from datamint_core.platform.config import AUTH_NAME, load_settings
 
 _logger = logging.getLogger(__name__)
 

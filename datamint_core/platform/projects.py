@@ -13,6 +13,7 @@ import os
 import threading
 from typing import Any
 
+from datamint_core.errors import ProjectNotFoundError
 from datamint_core.platform.client import PlatformClient
 from datamint_core.platform.config import EnvVars, load_settings
 
@@ -23,10 +24,6 @@ class Project:
 
     id: str
     name: str
-
-
-class ProjectNotFoundError(LookupError):
-    """No project with that name or id is visible with the configured key."""
 
 
 _lock = threading.Lock()

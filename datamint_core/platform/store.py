@@ -36,7 +36,7 @@ from mlflow.utils.proto_json_utils import message_to_json
 from mlflow.utils.rest_utils import MlflowHostCreds, http_request
 
 from datamint_core._messages import shorten
-from datamint_core.platform.client import PlatformAuthError, PlatformUnreachableError
+from datamint_core.errors import PlatformAuthError, PlatformUnreachableError
 from datamint_core.platform.config import AUTH_NAME, SCHEME, PlatformSettings, load_settings
 from datamint_core.platform.projects import (
     get_active_project,

@@ -42,6 +42,14 @@ Example::
 
     app = create_app("models:/liver-seg/3", ServerConfig(request_timeout=30))
     uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Why one module of some 800 lines: it is one request's path end to end, in two halves that
+share the read deadline and the early answer. The first is the app (endpoints, reading a body
+within the limits, answering every error as :mod:`datamint_core.errors` declares it); the
+second, from :func:`http_protocol` on, guards connections below the app (the read deadline, the
+descriptor bound, draining a refused body), with uvicorn's private protocol kept in
+:mod:`datamint_core.serving._uvicorn_internals`. The second half is the one to move out
+should the module grow.
 """
 
 from __future__ import annotations
@@ -62,27 +70,28 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datamint_core._env import DATAMINT_SERVE_MODEL_URI
 from datamint_core._limits import _ACTIVE as _ACTIVE_LIMITS
 from datamint_core._limits import (
-    InputTooLargeError,
-    RequestDeadlineExceeded,
     RequestLimits,
     applying,
     check_deadline,
     current_deadline,
 )
-from datamint_core._messages import model_failure_message, shorten
+from datamint_core._messages import shorten
+from datamint_core.errors import RequestDeadlineExceeded
 from datamint_core.model import BaseDatamintModel
-from datamint_core.resources import BaseResource, ResourceError
-from datamint_core.routing import InvalidRequestError, UnsupportedModeError
+from datamint_core.resources import BaseResource
+from datamint_core.serving._threads import RequestThreads
 from datamint_core.serving._uvicorn_internals import READ_STARTED, guarded_h11_protocol
-from datamint_core.serving.config import MODEL_URI_ENV, ServerConfig
+from datamint_core.serving.config import ServerConfig
 from datamint_core.serving.payload import (
     REQUEST_PART,
     RequestError,
@@ -90,7 +99,6 @@ from datamint_core.serving.payload import (
     malformed,
     parse_json_envelope,
     predictions_to_json,
-    too_large_input,
 )
 from datamint_core.serving.viewer import PAGE_HEADERS, STATIC_FILES, static_file, with_preview
 
@@ -154,7 +162,7 @@ class ServedModel:
     @classmethod
     def load(cls, model_uri: str) -> ServedModel:
         """Download (when remote) and load ``model_uri`` with its metadata."""
-        from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+        import mlflow
 
         from datamint_core._mlmodel import read_flavors
         from datamint_core.flavor import load_model, require_datamint_flavor
@@ -164,7 +172,9 @@ class ServedModel:
         else:
             download_dir = tempfile.mkdtemp(prefix="datamint-serve-")
             atexit.register(shutil.rmtree, download_dir, ignore_errors=True)
-            local_path = _download_artifact_from_uri(model_uri, output_path=download_dir)
+            local_path = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=download_dir
+            )
         metadata = require_datamint_flavor(read_flavors(local_path), model_uri)
         return cls(load_model(local_path), metadata)
 
@@ -226,6 +236,7 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     metadata = _json(_public_metadata(served.metadata))
     static = {name: static_file(name) for name in STATIC_FILES}
     json_slot = threading.BoundedSemaphore(1)  # one JSON body parsed at a time
+    threads: RequestThreads | None = None  # started by the first request
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -237,6 +248,8 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
         finally:
             if served.batcher is not None:
                 await served.batcher.close()
+            if threads is not None:
+                threads.close()
 
     app = FastAPI(
         title="datamint scoring server",
@@ -286,60 +299,103 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
     ) -> bytes:
         return with_preview(_predict(served, resources, params), resources)
 
-    @app.post("/viewer/predict")
-    async def viewer_predict(request: Request) -> Response:
-        return await answer(request, predict_with_preview)
-
-    @app.post("/invocations")
-    async def invocations(request: Request) -> Response:
-        return await answer(request, _predict)
-
-    async def answer(request: Request, respond: Callable[..., bytes]) -> Response:
+    async def answer(
+        scope: Scope, receive: Receive, respond: Callable[..., bytes]
+    ) -> tuple[int, bytes]:
+        nonlocal threads
         try:
-            handle = await _read_request(request, config, respond, json_slot)
-            # asyncio.to_thread copies this context: the worker thread decodes and predicts
-            # under this request's limits and deadline.
+            handle = await _read_request(scope, receive, config, respond, json_slot)
+            # The worker thread decodes and predicts under this request's limits and
+            # deadline: it runs in a copy of this context.
             limits = RequestLimits(
                 max_decoded_bytes=config.max_decoded_bytes,
                 max_slices=config.max_slices,
                 deadline=time.monotonic() + config.request_timeout,
             )
             _ACTIVE_LIMITS.set(limits)
-            body = await asyncio.wait_for(asyncio.to_thread(handle, served), config.request_timeout)
+            if threads is None:
+                threads = RequestThreads(asyncio.get_running_loop())
+            body = await _within(threads.run(handle, served), config.request_timeout)
         except RequestError as error:
-            return _error(error)
+            return _error_body(error)
         except ClientDisconnect:
             _logger.debug("The client went away before its request was read whole.")
-            return _error(malformed("The client disconnected."))
+            return _error_body(malformed("The client disconnected."))
         except (asyncio.TimeoutError, RequestDeadlineExceeded):
-            return _error(
-                RequestError(
-                    504,
-                    "REQUEST_TIMEOUT",
-                    f"The request took longer than the server's timeout of "
-                    f"{config.request_timeout:g} s (--timeout).",
+            return _error_body(
+                RequestError.answering(
+                    RequestDeadlineExceeded(
+                        f"The request took longer than the server's timeout of "
+                        f"{config.request_timeout:g} s (--timeout)."
+                    )
                 )
             )
         except Exception as error:  # a server bug: still a JSON answer, and keep serving
             _logger.exception("Unexpected error on a request")
-            return _error(
+            return _error_body(
                 RequestError(500, "INTERNAL_ERROR", f"Server error ({type(error).__name__}).")
             )
-        return Response(body, media_type=JSON)
+        return 200, body
+
+    # The prediction endpoints are plain ASGI apps, and the server calls them before FastAPI's
+    # middleware and routing (which cost a small request a quarter of its time); FastAPI
+    # still lists them, so that another method on their path is a 405.
+    predictions = {
+        "/invocations": _PredictionEndpoint(answer, _predict),
+        "/viewer/predict": _PredictionEndpoint(answer, predict_with_preview),
+    }
+    for path, endpoint in predictions.items():
+        app.router.routes.append(Route(path, endpoint, methods=list(ROUTES[path])))
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = predictions.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await app(scope, receive, send)
 
     routes = {route.path for route in app.routes}  # type: ignore[attr-defined]
     assert routes == set(ROUTES), f"routes {sorted(routes)} differ from ROUTES"
-    return guard_reads(app, config.read_timeout)
+    return guard_reads(serve, config.read_timeout)
+
+
+#: The headers of every JSON answer but its length.
+_JSON_HEADER = (b"content-type", JSON.encode())
+
+
+class _PredictionEndpoint:
+    """``POST /invocations`` (and the viewer's predictions) as a plain ASGI app: reads the
+    request and answers JSON through ``answer(scope, receive, respond)``.
+
+    A class, not a function: Starlette's ``Route`` wraps a function as a request handler
+    but calls any other callable as an ASGI app.
+    """
+
+    def __init__(
+        self,
+        answer: Callable[[Scope, Receive, Callable[..., bytes]], Any],
+        respond: Callable[..., bytes],
+    ) -> None:
+        self._answer = answer
+        self._respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, body = await self._answer(scope, receive, self._respond)
+        headers = [_JSON_HEADER, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app_from_env() -> ASGIApp:
     """App factory for worker processes: the model URI and config come from the environment."""
     config = ServerConfig.resolve()
-    return create_app(os.environ[MODEL_URI_ENV], config)
+    return create_app(os.environ[DATAMINT_SERVE_MODEL_URI], config)
 
 
 async def _read_request(
-    request: Request,
+    scope: Scope,
+    receive: Receive,
     config: ServerConfig,
     respond: Callable[..., bytes],
     json_slot: threading.BoundedSemaphore,
@@ -347,7 +403,12 @@ async def _read_request(
     """Read the body (within the size limits) and return the work left for a worker thread,
     which ends with ``respond(served, resources, params)``; JSON is parsed and turned into
     resources holding ``json_slot``."""
-    content_type = request.headers.get("content-type", "")
+    content_type, declared = "", None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"content-length":
+            declared = value.decode("latin-1")
     mime_type = content_type.split(";", 1)[0].strip().lower()
     if mime_type not in (JSON, "multipart/form-data"):
         raise RequestError(
@@ -355,13 +416,11 @@ async def _read_request(
             "UNSUPPORTED_MEDIA_TYPE",
             f"Content-Type {content_type or '(none)'!r} is not accepted; send {_ACCEPTED_TYPES}.",
         )
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > config.max_request_size:
         raise _too_large(config)
     allow_dirs = config.allow_path_dirs
     if mime_type == JSON:
-        stream = _capped_stream(request, config, count_json_values=True)
-        body = b"".join([chunk async for chunk in stream])
+        body = await _read_json_body(receive, config)
 
         def handle_json(served: ServedModel) -> bytes:
             with _holding(json_slot):
@@ -371,9 +430,9 @@ async def _read_request(
 
         return handle_json
 
-    stream = _capped_stream(request, config)
+    stream = _capped_stream(receive, config)
     parser = _DiskSpooledParser(
-        request.headers,
+        Headers(scope=scope),
         stream,
         max_part_size=config.max_request_size,
         max_files=config.max_parts,
@@ -441,19 +500,13 @@ class _DiskSpooledParser(MultiPartParser):
 def _predict(served: ServedModel, resources: list[BaseResource], params: dict[str, Any]) -> bytes:
     try:
         return served.predict(resources, params)
-    except UnsupportedModeError as error:
-        raise RequestError(422, "UNSUPPORTED_MODE", str(error)) from None
-    except ResourceError as error:
-        raise RequestError(422, "INVALID_RESOURCE", str(error)) from None
-    except InvalidRequestError as error:
-        raise RequestError(422, "INVALID_PARAMETER_VALUE", str(error)) from None
-    except InputTooLargeError as error:
-        raise too_large_input(error) from None
     except RequestDeadlineExceeded:
         raise  # the client already has its 504; the model lock is free again
-    except Exception as error:  # the model's own failure, ResultShapeError included
-        _logger.exception("The model failed on a request")
-        raise RequestError(500, "MODEL_ERROR", model_failure_message(error)) from None
+    except Exception as error:  # answered with the status and code its class declares
+        refusal = RequestError.answering(error)
+        if refusal.status_code >= 500:  # the model's own failure, ResultShapeError included
+            _logger.exception("The model failed on a request")
+        raise refusal from None
 
 
 def _public_metadata(block: dict[str, Any]) -> dict[str, Any]:
@@ -474,21 +527,39 @@ def _is_local_path(uri: str) -> bool:
     return uri.startswith(("/", "~", "./", "../", "file:")) or (len(uri) > 2 and uri[1] == ":")
 
 
-async def _capped_stream(
-    request: Request, config: ServerConfig, count_json_values: bool = False
-) -> AsyncIterator[bytes]:
-    """The body's chunks; a 413 as soon as it is over the size limit or, for JSON, holds more
-    than ``max_json_values`` values (counted as it arrives, never parsed)."""
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """The request body's chunks as they arrive; ``ClientDisconnect`` if the client goes."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _capped_stream(receive: Receive, config: ServerConfig) -> AsyncIterator[bytes]:
+    """The body's chunks; a 413 as soon as it is over the size limit."""
     received = 0
-    separators = 0
-    async for chunk in request.stream():
+    async for chunk in _body_chunks(receive):
         received += len(chunk)
         if received > config.max_request_size:
             raise _too_large(config)
-        if count_json_values:
-            separators += chunk.count(b",")
-            _check_json_values(separators + 1, config)
         yield chunk
+
+
+async def _read_json_body(receive: Receive, config: ServerConfig) -> bytes:
+    """The whole JSON body; a 413 as soon as it is over the size limit or holds more than
+    ``max_json_values`` values (counted as it arrives, never parsed)."""
+    chunks: list[bytes] = []
+    separators = 0
+    async for chunk in _capped_stream(receive, config):
+        separators += chunk.count(b",")
+        _check_json_values(separators + 1, config)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _json_values(body: bytes | str) -> int:
@@ -532,6 +603,10 @@ def _too_large(config: ServerConfig) -> RequestError:
 
 def _error(error: RequestError) -> Response:
     return Response(_json(error.to_dict()), status_code=error.status_code, media_type=JSON)
+
+
+def _error_body(error: RequestError) -> tuple[int, bytes]:
+    return error.status_code, _json(error.to_dict())
 
 
 def _json(data: Any) -> bytes:

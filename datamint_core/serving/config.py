@@ -1,24 +1,9 @@
 """Operator settings of the scoring server: limits, timeouts, and which files it may read.
 
 Each setting comes from, in this order: an explicit argument (the ``datamint serve`` flags),
-an environment variable, then the default.
-
-==============================  ==========================================  ===========
-flag                            environment variable                        default
-==============================  ==========================================  ===========
-``--max-request-size``          ``DATAMINT_SERVE_MAX_REQUEST_SIZE``         512M
-``--max-decoded-bytes``         ``DATAMINT_SERVE_MAX_DECODED_BYTES``        1G
-``--max-slices``                ``DATAMINT_SERVE_MAX_SLICES``               4096
-``--max-json-values``           ``DATAMINT_SERVE_MAX_JSON_VALUES``          1M
-``--max-parts``                 ``DATAMINT_SERVE_MAX_PARTS``                4096
-``--timeout``                   ``DATAMINT_SERVE_REQUEST_TIMEOUT``          60 s
-``--read-timeout``              ``DATAMINT_SERVE_READ_TIMEOUT``             30 s
-``--limit-concurrency``         ``DATAMINT_SERVE_LIMIT_CONCURRENCY``        1000
-``--keep-alive-timeout``        ``DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT``       5 s
-``--graceful-timeout``          ``DATAMINT_SERVE_GRACEFUL_TIMEOUT``         30 s
-``--max-header-size``           ``DATAMINT_SERVE_MAX_HEADER_SIZE``          64K
-``--allow-path-dir`` (repeat)   ``DATAMINT_SERVE_ALLOW_PATH_DIRS``          none
-==============================  ==========================================  ===========
+its environment variable, then the variable's default. The variables, their kinds and
+defaults are defined once, in :mod:`datamint_core._env`; ``datamint serve --help`` and the
+README's "Running in production" table show them.
 """
 
 from __future__ import annotations
@@ -28,42 +13,27 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from datamint_core._env import read_env
-from datamint_core._limits import (
-    DEFAULT_MAX_DECODED_BYTES,
-    DEFAULT_MAX_SLICES,
-    MAX_DECODED_BYTES_ENV,
-    MAX_SLICES_ENV,
-)
-from datamint_core._numbers import AMOUNT, COUNT, SECONDS, SIZE, NumberKind, parse, parse_size
+from datamint_core import _env
+from datamint_core._env import EnvironmentVariable
+from datamint_core._numbers import parse, parse_size
+from datamint_core._request_paths import path_dirs_from_env, resolve_path_dirs
 
-MAX_REQUEST_SIZE_ENV = "DATAMINT_SERVE_MAX_REQUEST_SIZE"
-REQUEST_TIMEOUT_ENV = "DATAMINT_SERVE_REQUEST_TIMEOUT"
-ALLOW_PATH_DIRS_ENV = "DATAMINT_SERVE_ALLOW_PATH_DIRS"
-#: The model a worker process loads when ``datamint serve`` runs several workers.
-MODEL_URI_ENV = "DATAMINT_SERVE_MODEL_URI"
-
-DEFAULT_MAX_REQUEST_SIZE = 512 * 1024**2
-#: Values a JSON body may hold (pixel lists included). Parsing JSON holds the interpreter
-#: (no thread runs meanwhile, the event loop's health checks included) for about 0.2 s per
-#: million values; larger arrays travel as npy_base64 or multipart parts, which cost almost
-#: nothing to parse.
-DEFAULT_MAX_JSON_VALUES = 1024**2
-DEFAULT_REQUEST_TIMEOUT = 60.0
-
-#: field -> (environment variable, kind of number)
-_SETTINGS: dict[str, tuple[str, NumberKind]] = {
-    "max_request_size": (MAX_REQUEST_SIZE_ENV, SIZE),
-    "request_timeout": (REQUEST_TIMEOUT_ENV, SECONDS),
-    "max_decoded_bytes": (MAX_DECODED_BYTES_ENV, SIZE),
-    "max_slices": (MAX_SLICES_ENV, COUNT),
-    "max_json_values": ("DATAMINT_SERVE_MAX_JSON_VALUES", AMOUNT),
-    "read_timeout": ("DATAMINT_SERVE_READ_TIMEOUT", SECONDS),
-    "limit_concurrency": ("DATAMINT_SERVE_LIMIT_CONCURRENCY", COUNT),
-    "keep_alive_timeout": ("DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT", SECONDS),
-    "graceful_timeout": ("DATAMINT_SERVE_GRACEFUL_TIMEOUT", SECONDS),
-    "max_header_size": ("DATAMINT_SERVE_MAX_HEADER_SIZE", SIZE),
-    "max_parts": ("DATAMINT_SERVE_MAX_PARTS", COUNT),
+#: ServerConfig field -> the environment variable that sets it (its kind and default).
+#: Parsing JSON holds the interpreter (no thread runs meanwhile, the event loop's health
+#: checks included) for about 0.2 s per million values, hence ``max_json_values``; larger
+#: arrays travel as npy_base64 or multipart parts, which cost almost nothing to parse.
+SETTINGS: dict[str, EnvironmentVariable] = {
+    "max_request_size": _env.DATAMINT_SERVE_MAX_REQUEST_SIZE,
+    "request_timeout": _env.DATAMINT_SERVE_REQUEST_TIMEOUT,
+    "max_decoded_bytes": _env.DATAMINT_SERVE_MAX_DECODED_BYTES,
+    "max_slices": _env.DATAMINT_SERVE_MAX_SLICES,
+    "max_json_values": _env.DATAMINT_SERVE_MAX_JSON_VALUES,
+    "read_timeout": _env.DATAMINT_SERVE_READ_TIMEOUT,
+    "limit_concurrency": _env.DATAMINT_SERVE_LIMIT_CONCURRENCY,
+    "keep_alive_timeout": _env.DATAMINT_SERVE_KEEP_ALIVE_TIMEOUT,
+    "graceful_timeout": _env.DATAMINT_SERVE_GRACEFUL_TIMEOUT,
+    "max_header_size": _env.DATAMINT_SERVE_MAX_HEADER_SIZE,
+    "max_parts": _env.DATAMINT_SERVE_MAX_PARTS,
 }
 
 
@@ -92,31 +62,27 @@ class ServerConfig:
             series sent file by file needs one per slice. More get a 413.
     """
 
-    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_request_size: int = SETTINGS["max_request_size"].default
+    request_timeout: float = SETTINGS["request_timeout"].default
     allow_path_dirs: tuple[str, ...] = ()
-    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
-    max_slices: int = DEFAULT_MAX_SLICES
-    max_json_values: int = DEFAULT_MAX_JSON_VALUES
-    read_timeout: float = 30.0
-    limit_concurrency: int = 1000
-    keep_alive_timeout: float = 5.0
-    graceful_timeout: float = 30.0
-    max_header_size: int = 64 * 1024
-    max_parts: int = 4096
+    max_decoded_bytes: int = SETTINGS["max_decoded_bytes"].default
+    max_slices: int = SETTINGS["max_slices"].default
+    max_json_values: int = SETTINGS["max_json_values"].default
+    read_timeout: float = SETTINGS["read_timeout"].default
+    limit_concurrency: int = SETTINGS["limit_concurrency"].default
+    keep_alive_timeout: float = SETTINGS["keep_alive_timeout"].default
+    graceful_timeout: float = SETTINGS["graceful_timeout"].default
+    max_header_size: int = SETTINGS["max_header_size"].default
+    max_parts: int = SETTINGS["max_parts"].default
 
     def __post_init__(self) -> None:
-        for name, (_, kind) in _SETTINGS.items():
+        for name, variable in SETTINGS.items():
             value = getattr(self, name)
-            if parse(kind, value, name) != value:  # a field holds the number, not its text
-                raise ValueError(f"{name}={value!r} is not valid; accepted: {kind.accepted}.")
-        for directory in self.allow_path_dirs:
-            if not os.path.isdir(directory):
+            if parse(variable.kind, value, name) != value:  # the number, not its text
                 raise ValueError(
-                    f"allow_path_dirs names {directory!r}, which is not an existing directory."
+                    f"{name}={value!r} is not valid; accepted: {variable.kind.accepted}."
                 )
-        resolved = tuple(os.path.realpath(directory) for directory in self.allow_path_dirs)
-        object.__setattr__(self, "allow_path_dirs", resolved)
+        object.__setattr__(self, "allow_path_dirs", resolve_path_dirs(self.allow_path_dirs))
 
     @classmethod
     def resolve(
@@ -133,25 +99,24 @@ class ServerConfig:
             ValueError: a value (given or read from the environment) is not valid; the
                 message names the setting or variable and what is accepted.
         """
-        unknown = sorted(set(settings) - set(_SETTINGS))
+        unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
-            raise TypeError(f"Unknown server setting(s) {unknown}; known: {sorted(_SETTINGS)}.")
+            raise TypeError(f"Unknown server setting(s) {unknown}; known: {sorted(SETTINGS)}.")
         values: dict[str, Any] = {}
-        for name, (env, kind) in _SETTINGS.items():
+        for name, variable in SETTINGS.items():
             given = settings.get(name)
-            raw = given if given is not None else read_env(env)
-            if raw is not None:
-                values[name] = parse(kind, raw, name if given is not None else env)
+            values[name] = (
+                variable.get() if given is None else parse(variable.kind, given, name)
+            )
         if allow_path_dirs is None:
-            raw_dirs = read_env(ALLOW_PATH_DIRS_ENV, "")
-            allow_path_dirs = [d for d in raw_dirs.split(os.pathsep) if d]
+            allow_path_dirs = path_dirs_from_env()
         return cls(allow_path_dirs=tuple(allow_path_dirs), **values)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that rebuild this config in a worker process."""
-        env = {env: str(getattr(self, name)) for name, (env, _) in _SETTINGS.items()}
-        env[ALLOW_PATH_DIRS_ENV] = os.pathsep.join(self.allow_path_dirs)
+        env = {str(variable): str(getattr(self, name)) for name, variable in SETTINGS.items()}
+        env[str(_env.DATAMINT_SERVE_ALLOW_PATH_DIRS)] = os.pathsep.join(self.allow_path_dirs)
         return env
 
 
-__all__ = ["MODEL_URI_ENV", "ServerConfig", "parse_size"]
+__all__ = ["SETTINGS", "ServerConfig", "parse_size"]

@@ -20,7 +20,8 @@ linked models, the inference device) and answers V2 requests over REST and gRPC.
   element per input holding the JSON list of its annotations (``Annotation.to_dict()``,
   masks run-length encoded, as ``POST /invocations`` answers); the response parameter
   ``datamint_batch_requests`` says how many requests shared this one's ``predict`` call;
-- a bad request is a V2 error: 400 (malformed tensor, unknown parameter), 413 (over the
+- a bad request is a V2 error with the status :mod:`datamint_core.errors` declares, as
+  ``datamint serve`` answers it: 400 (malformed tensor, unknown parameter), 413 (over the
   decode limit), 422 (a resource or params the model cannot serve), 500 (the model failed);
   over gRPC the matching status code, with the same message.
 
@@ -47,16 +48,17 @@ from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
-from datamint_core._limits import (
+from datamint_core._limits import RequestLimits, applying, check_decoded_size
+from datamint_core.errors import (
     InputTooLargeError,
-    RequestLimits,
-    applying,
-    check_decoded_size,
+    MalformedRequestError,
+    ResourceError,
+    ResultShapeError,
+    http_answer,
 )
-from datamint_core._messages import model_failure_message
-from datamint_core.resources import RESOURCE_KINDS, BaseResource, ResourceError
-from datamint_core.routing import InvalidRequestError, UnsupportedModeError
+from datamint_core.resources import RESOURCE_KINDS, BaseResource
 from datamint_core.serving.batching import DEFAULT_MAX_BATCH_TIME, MicroBatcher
+from datamint_core.wire import resource_from_dict
 
 #: The response parameter saying how many requests shared this request's predict call.
 BATCH_PARAMETER = "datamint_batch_requests"
@@ -84,7 +86,6 @@ INPUT_PARAMETERS = ("kind", "spacing", "affine", "channel_names", "modality")
 _LIST_PARAMETERS = ("spacing", "affine", "channel_names")
 #: Parameters MLServer itself sets or reads; never prediction params.
 _PROTOCOL_PARAMETERS = ("content_type", "headers")
-_KIND_BY_NDIM = {2: "image", 3: "volume", 4: "video"}
 
 
 class DatamintRuntime(MLModel):
@@ -141,29 +142,11 @@ class DatamintRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        with applying(self._request_limits()):  # the inputs share one decode budget
-            resources = [_resource(request_input) for request_input in payload.inputs]
-        if not resources:
-            raise MLServerError(
-                "The request has no inputs; send one input tensor per resource.", 400
-            )
-        params = _params(payload)
         try:
-            if self._batcher is not None:
-                result, shared = await self._batcher.submit_counted(resources, params)
-            else:
-                result, shared = await asyncio.to_thread(self._predict_sync, resources, params), 1
-        except MLServerError:
-            raise
-        except Exception as error:
-            raise _v2_error(error) from None
-        if len(result) != len(resources):
-            raise MLServerError(
-                model_failure_message(
-                    ValueError(f"{len(result)} results for {len(resources)} inputs")
-                ),
-                500,
-            )
+            result, shared = await self._predict(payload)
+        except Exception as error:  # answered as every server answers it
+            answer = http_answer(error)
+            raise MLServerError(answer.message, answer.status) from None
         data = [
             json.dumps([annotation.to_dict() for annotation in entry], separators=(",", ":"))
             for entry in result
@@ -183,6 +166,23 @@ class DatamintRuntime(MLModel):
             parameters={BATCH_PARAMETER: shared},
         )
 
+    async def _predict(self, payload: InferenceRequest) -> tuple[Any, int]:
+        """The request's results, and how many requests shared its ``predict`` call."""
+        with applying(self._request_limits()):  # the inputs share one decode budget
+            resources = [_resource(request_input) for request_input in payload.inputs]
+        if not resources:
+            raise MalformedRequestError(
+                "The request has no inputs; send one input tensor per resource."
+            )
+        params = _params(payload)
+        if self._batcher is not None:
+            result, shared = await self._batcher.submit_counted(resources, params)
+        else:
+            result, shared = await asyncio.to_thread(self._predict_sync, resources, params), 1
+        if len(result) != len(resources):
+            raise ResultShapeError(f"{len(result)} results for {len(resources)} inputs")
+        return result, shared
+
     def _request_limits(self) -> RequestLimits:
         return RequestLimits(self._limits.max_decoded_bytes, self._limits.max_slices)
 
@@ -195,51 +195,39 @@ class DatamintRuntime(MLModel):
                 return self._model.predict(resources, params)
 
 
-def _v2_error(error: BaseException) -> MLServerError:
-    if isinstance(error, InputTooLargeError):
-        return MLServerError(str(error), 413)
-    if isinstance(error, (UnsupportedModeError, ResourceError, InvalidRequestError)):
-        return MLServerError(str(error), 422)
-    return MLServerError(model_failure_message(error), 500)
-
-
 def _resource(request_input: RequestInput) -> BaseResource:
     name = request_input.name
     label = f"Input {name!r}"
     datatype = request_input.datatype
     if datatype not in DATATYPES:
-        raise MLServerError(
-            f"{label} has datatype {datatype!r}; pixel data must be one of {list(DATATYPES)}.",
-            400,
+        raise MalformedRequestError(
+            f"{label} has datatype {datatype!r}; pixel data must be one of {list(DATATYPES)}."
         )
     shape = list(request_input.shape or [])
     if not shape or any(not isinstance(n, int) or n < 0 for n in shape):
-        raise MLServerError(f"{label} has shape {shape}; give the pixel array's dimensions.", 400)
+        raise MalformedRequestError(
+            f"{label} has shape {shape}; give the pixel array's dimensions."
+        )
     dtype = np.dtype(DATATYPES[datatype])
     try:  # the request's budget (DATAMINT_SERVE_MAX_DECODED_BYTES), before decoding
         check_decoded_size(shape, dtype.itemsize, label)
-    except InputTooLargeError as error:
-        raise MLServerError(str(error), 413) from None
+    except InputTooLargeError:
+        raise  # over the budget: a 413
     except ValueError as error:  # more dimensions than pixel data has
-        raise MLServerError(str(error), 400) from None
+        raise MalformedRequestError(str(error)) from None
     count = math.prod(shape)
     pixels = _pixels(request_input, dtype, count, label).reshape(shape)
     fields = _input_fields(request_input, label)
-    kind = fields.pop("kind", None) or _KIND_BY_NDIM.get(pixels.ndim)
-    if kind not in RESOURCE_KINDS:
-        raise MLServerError(
-            f"{label}: kind {kind!r} is not known for {pixels.ndim}-D pixel data; set the "
-            f"input parameter 'kind' to one of {sorted(RESOURCE_KINDS)}.",
-            400,
+    kind = fields.get("kind")
+    if kind is not None and kind not in RESOURCE_KINDS:
+        raise MalformedRequestError(
+            f"{label}: parameter 'kind' is {kind!r}; accepted: {sorted(RESOURCE_KINDS)} (or "
+            "leave it out: 2-D pixel data is an image, 3-D a volume, 4-D a video)."
         )
-    if "affine" in fields:
-        if kind != "volume":
-            raise MLServerError(f"{label}: only a volume has an 'affine' (this is a {kind}).", 400)
-        fields["affine"] = np.asarray(fields["affine"], dtype=float)
-    try:
-        return RESOURCE_KINDS[kind](pixels, id=name, **fields)
+    try:  # the one way from fields to a resource, as a JSON or multipart request's
+        return resource_from_dict({"id": name, "pixel_data": pixels, **fields})
     except (ResourceError, ValueError, TypeError) as error:
-        raise MLServerError(f"{label}: {error}", 422) from None
+        raise ResourceError(f"{label}: {error}") from None
 
 
 def _pixels(request_input: RequestInput, dtype: np.dtype, count: int, label: str) -> np.ndarray:
@@ -251,18 +239,16 @@ def _pixels(request_input: RequestInput, dtype: np.dtype, count: int, label: str
         else:
             array = np.asarray(_flatten(data), dtype=dtype)
     except (ValueError, TypeError, OverflowError) as error:
-        raise MLServerError(f"{label}: unreadable {dtype} data ({error}).", 400) from None
+        raise MalformedRequestError(f"{label}: unreadable {dtype} data ({error}).") from None
     except RecursionError:  # lists nested hundreds deep: a 400, not a crash
-        raise MLServerError(
+        raise MalformedRequestError(
             f"{label}: its data is lists nested far deeper than its shape "
-            f"{list(request_input.shape or [])}; send a flat list of values.",
-            400,
+            f"{list(request_input.shape or [])}; send a flat list of values."
         ) from None
     if array.size != count:
-        raise MLServerError(
+        raise MalformedRequestError(
             f"{label} holds {array.size} values but its shape "
-            f"{list(request_input.shape)} needs {count}.",
-            400,
+            f"{list(request_input.shape)} needs {count}."
         )
     return array
 
@@ -279,17 +265,16 @@ def _input_fields(request_input: RequestInput, label: str) -> dict[str, Any]:
     given = _parameters(request_input.parameters)
     unknown = sorted(set(given) - set(INPUT_PARAMETERS))
     if unknown:
-        raise MLServerError(
-            f"{label} has unknown parameter(s) {unknown}; accepted: {list(INPUT_PARAMETERS)}.",
-            400,
+        raise MalformedRequestError(
+            f"{label} has unknown parameter(s) {unknown}; accepted: {list(INPUT_PARAMETERS)}."
         )
     for key in _LIST_PARAMETERS:
         if isinstance(given.get(key), str):
             try:
                 given[key] = json.loads(given[key])
             except ValueError:
-                raise MLServerError(
-                    f"{label}: parameter {key!r} must be a JSON list, got {given[key]!r}.", 400
+                raise MalformedRequestError(
+                    f"{label}: parameter {key!r} must be a JSON list, got {given[key]!r}."
                 ) from None
     return given
 
@@ -303,8 +288,8 @@ def _params(payload: InferenceRequest) -> dict[str, Any]:
         except ValueError:
             unpacked = None
         if not isinstance(unpacked, dict):
-            raise MLServerError(
-                f"Request parameter 'params' must be a JSON object, got {packed!r}.", 400
+            raise MalformedRequestError(
+                f"Request parameter 'params' must be a JSON object, got {packed!r}."
             )
         params = {**unpacked, **params}
     return params

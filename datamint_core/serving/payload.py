@@ -46,7 +46,9 @@ For example, with curl::
 **Answer**: ``{"predictions": [[annotation, ...], ...]}``, one list per resource, in order;
 each annotation is ``Annotation.to_dict()`` (masks run-length encoded).
 
-**Errors** carry ``{"error_code": ..., "message": ...}``:
+**Errors** carry ``{"error_code": ..., "message": ...}``; an error raised by the decoder or
+the model is answered with the status and code its class declares
+(:mod:`datamint_core.errors`, the one mapping every server shares):
 
 - 400 ``MALFORMED_REQUEST``: not JSON, an unknown envelope, a missing or stray multipart part;
 - 403 ``PATH_NOT_ALLOWED``: a resource names a local ``path`` outside the allowed directories;
@@ -64,20 +66,19 @@ each annotation is ``Annotation.to_dict()`` (masks run-length encoded).
   pixels, a wrong dtype or shape);
 - 422 ``INVALID_PARAMETER_VALUE``: well-formed input the model cannot serve as asked: an
   unknown mode, a missing or unexpected param, a slice or frame index out of range
-  (``datamint_core.routing.InvalidRequestError``, which a model may raise itself to refuse
-  an input as the client's fault);
+  (``datamint_core.InvalidRequestError``, which a model may raise itself to refuse an input
+  as the client's fault);
 - 422 ``UNSUPPORTED_MODE``: the model serves neither the mode nor a default;
 - 500 ``MODEL_ERROR``: the model itself failed (any other exception, a ``ValueError`` of its
   own included, or a result that is not one list of annotations per input); the server
-  logs it and keeps serving;
+  logs it and keeps serving; another error of the library's own is answered with its
+  status and code (e.g. 503 ``TRACKING_SERVER_UNREACHABLE`` for a linked model);
 - 504 ``REQUEST_TIMEOUT``: the request took longer than the server's timeout.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -85,12 +86,19 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from datamint_core._limits import InputTooLargeError
 from datamint_core._messages import shorten
-from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array, load_npz
+from datamint_core._npy import NPY_MAGIC, ZIP_MAGIC, load_array
+from datamint_core._request_paths import check_request_paths
 from datamint_core.annotations import Annotation, json_form
-from datamint_core.resources import BaseResource, ResourceError
-from datamint_core.wire import as_resources, check_path_field
+from datamint_core.errors import (
+    DatamintError,
+    InputTooLargeError,
+    MalformedRequestError,
+    ResourceError,
+    http_answer,
+)
+from datamint_core.resources import BaseResource
+from datamint_core.wire import as_resources, record_with_file
 
 #: Envelope keys that hold the resources, ours first.
 INPUT_KEYS = ("resources", "inputs", "instances", "dataframe_records", "dataframe_split")
@@ -114,13 +122,20 @@ class RequestError(Exception):
         self.error_code = error_code
         self.message = message
 
+    @classmethod
+    def answering(cls, error: BaseException, prefix: str = "") -> RequestError:
+        """The answer to ``error`` (:func:`datamint_core.errors.http_answer`: the one mapping
+        from an error to a status and code), its message after ``prefix``."""
+        answer = http_answer(error)
+        return cls(answer.status, answer.error_code, prefix + answer.message)
+
     def to_dict(self) -> dict[str, str]:
         return {"error_code": self.error_code, "message": self.message}
 
 
 def malformed(message: str) -> RequestError:
     """A 400 for a request whose envelope cannot be read."""
-    return RequestError(400, "MALFORMED_REQUEST", message)
+    return RequestError.answering(MalformedRequestError(message))
 
 
 #: How deep a request's JSON may nest: the envelope, a resource, its pixel lists and some room.
@@ -248,44 +263,6 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), f"a {type(value).__name__}")
 
 
-def check_paths(records: Sequence[Any], allow_path_dirs: Sequence[str] | None) -> None:
-    """Refuse resources that name a local file outside the allowed directories.
-
-    Args:
-        records: resource JSON forms.
-        allow_path_dirs: resolved directories whose files may be read; ``None`` allows any
-            path (the command line reading the caller's own files).
-
-    Raises:
-        RequestError: 400 for a ``path`` that is not a string or holds a NUL byte; 403
-            naming the path and what the operator must allow.
-    """
-    for position, record in enumerate(records):
-        path = record.get("path") if isinstance(record, Mapping) else None
-        if path is None:
-            continue
-        try:
-            check_path_field(path)
-        except ResourceError as error:
-            raise malformed(f"Input #{position}: {error}") from None
-        if allow_path_dirs is None:
-            continue
-        resolved = os.path.realpath(path)
-        if not any(os.path.commonpath([resolved, d]) == d for d in allow_path_dirs):
-            where = (
-                f"the allowed directories {list(allow_path_dirs)}"
-                if allow_path_dirs
-                else "any directory: this server reads no local files"
-            )
-            raise RequestError(
-                403,
-                "PATH_NOT_ALLOWED",
-                f"Input #{position} names the local path {path!r}, which is outside {where}. "
-                "Send the pixels inline (npy_base64) or as a multipart part, or start the "
-                "server with --allow-path-dir DIR.",
-            )
-
-
 def build_resources(
     records: list[Any],
     arrays: Mapping[str, BinaryIO] | None = None,
@@ -296,21 +273,20 @@ def build_resources(
     Args:
         records: resource JSON forms (:func:`parse_json_envelope`).
         arrays: multipart file parts by name, each holding ``.npy`` bytes.
-        allow_path_dirs: see :func:`check_paths`.
+        allow_path_dirs: resolved directories whose files a ``path`` may name; ``None``
+            allows any (:func:`datamint_core._request_paths.check_request_paths`).
 
     Raises:
         RequestError: 400 for a missing or unreferenced part, 403 for a path not allowed,
-            422 for a resource that cannot be built.
+            413 for pixels over the decode limit, 422 for a resource that cannot be built.
     """
-    check_paths(records, allow_path_dirs)
-    if arrays is not None:
-        records = _with_part_arrays(records, arrays)
     try:
+        check_request_paths(records, allow_path_dirs)
+        if arrays is not None:
+            records = _with_part_arrays(records, arrays)
         return as_resources(records)
-    except ResourceError as error:
-        raise RequestError(422, "INVALID_RESOURCE", str(error)) from None
-    except InputTooLargeError as error:
-        raise too_large_input(error) from None
+    except DatamintError as error:
+        raise RequestError.answering(error) from None
 
 
 def _with_part_arrays(records: list[Any], arrays: Mapping[str, BinaryIO]) -> list[Any]:
@@ -384,7 +360,7 @@ def _with_part(record: Mapping[str, Any], part: Any, name: str, position: int) -
     if len(files) == 1 and _is_array_part(files[0]):
         return {**record, "pixel_data": _read_npy_part(first, name, position)}
     decoded, filename = _decode_files(files, record.get("kind"), position)
-    return _merged(record, decoded, filename)
+    return record_with_file(record, decoded, filename)
 
 
 def _with_channel_parts(
@@ -407,13 +383,11 @@ def _with_channel_parts(
 
     try:
         decoded = stack_channels([(name, loader(name)) for name in names])
-    except ResourceError as error:
-        raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
-    except InputTooLargeError as error:
-        raise too_large_input(error, f"Input #{position}: ") from None
+    except (ResourceError, InputTooLargeError) as error:
+        raise RequestError.answering(error, f"Input #{position}: ") from None
     if record.get("channel_names") is None:
         record = {**record, "channel_names": list(names)}
-    return _merged(record, decoded, None)
+    return record_with_file(record, decoded)
 
 
 def _decode_files(files: list[Any], kind: str | None, position: int) -> tuple[Any, str | None]:
@@ -423,35 +397,10 @@ def _decode_files(files: list[Any], kind: str | None, position: int) -> tuple[An
     uploads = [(getattr(f, "filename", None), getattr(f, "file", f)) for f in files]
     try:
         return decode_uploads(uploads, kind), uploads[0][0]
-    except ResourceError as error:
-        raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
-    except InputTooLargeError as error:
-        raise too_large_input(error, f"Input #{position}: ") from None
+    except (ResourceError, InputTooLargeError) as error:
+        raise RequestError.answering(error, f"Input #{position}: ") from None
     except ImportError as error:
         raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", f"Input #{position}: {error}") from None
-
-
-def _merged(record: Mapping[str, Any], decoded: Any, filename: str | None) -> dict[str, Any]:
-    """The record with what the file says filling in what the record leaves out."""
-    found: dict[str, Any] = {
-        "kind": decoded.kind,
-        "filename": filename,
-        "mimetype": decoded.mimetype,
-        "modality": decoded.modality,
-        "channel_names": list(decoded.channel_names) if decoded.channel_names else None,
-    }
-    if decoded.spacing is not None and decoded.kind != "video":
-        found["spacing"] = list(decoded.spacing)
-    if decoded.affine is not None and decoded.kind == "volume":
-        found["affine"] = decoded.affine
-    merged = {key: value for key, value in found.items() if value is not None}
-    merged.update({key: value for key, value in record.items() if value is not None})
-    given = record.get("metadata")
-    merged["metadata"] = {**decoded.metadata, **given} if isinstance(given, Mapping) else given
-    if merged["metadata"] is None:
-        merged["metadata"] = decoded.metadata
-    merged["pixel_data"] = decoded.pixels
-    return merged
 
 
 def _is_array_part(upload: Any) -> bool:
@@ -470,15 +419,8 @@ def _read_npy_part(stream: BinaryIO, name: str, position: int) -> np.ndarray:
     stream.seek(0)
     try:
         return load_array(stream, f"the multipart part {name!r}", suffix)
-    except ResourceError as error:
-        raise RequestError(422, "INVALID_RESOURCE", f"Input #{position}: {error}") from None
-    except InputTooLargeError as error:
-        raise too_large_input(error, f"Input #{position}: ") from None
-
-
-def too_large_input(error: InputTooLargeError, prefix: str = "") -> RequestError:
-    """The 413 for an input over a decode or slice limit."""
-    return RequestError(413, "INPUT_TOO_LARGE", f"{prefix}{error}")
+    except (ResourceError, InputTooLargeError) as error:
+        raise RequestError.answering(error, f"Input #{position}: ") from None
 
 
 def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:
@@ -514,30 +456,3 @@ def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:
             body.append((b"," if start else b"") + text[1:-1].encode())
         body.append(b"]")
     return b"".join(body)
-
-
-def arrays_to_records(path_or_stream: str | BinaryIO, content_type: str) -> list[dict[str, Any]]:
-    """Resource JSON forms for a local ``.npy`` (one array) or ``.npz`` (one per array) file.
-
-    The kind of each resource follows its dimensions (2: image, 3: volume, 4: video); an
-    ``.npz`` array's name becomes the resource's ``id``.
-    """
-    source = path_or_stream if isinstance(path_or_stream, str) else None
-    where = repr(source) if source is not None else f"the {content_type} input"
-    with open(source, "rb") if source is not None else _seekable(path_or_stream) as file:
-        if content_type == "npy":
-            if file.read(2) == b"PK":
-                raise ResourceError("The npy input holds an .npz archive; give content type npz.")
-            file.seek(0)
-            return [{"pixel_data": load_array(file, where, ".npy")}]
-        if file.read(len(NPY_MAGIC)) == NPY_MAGIC:
-            raise ResourceError("The npz input holds a single .npy array; give content type npy.")
-        file.seek(0)
-        return [
-            {"id": name, "pixel_data": array}
-            for name, array in load_npz(file, where).items()
-        ]
-
-
-def _seekable(stream: BinaryIO) -> BinaryIO:
-    return stream if stream.seekable() else io.BytesIO(stream.read())

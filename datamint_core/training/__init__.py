@@ -5,7 +5,7 @@ A project is a directory in the Medical Segmentation Decathlon / nnU-Net v2 raw 
 when the platform is configured. See :class:`ImageDataset`.
 """
 
-from datamint_core.training._layout import ProjectDataError
+from datamint_core.errors import ProjectDataError
 from datamint_core.training._volumes import TrainingCase
 from datamint_core.training.image_dataset import ImageDataset, projects_root
 

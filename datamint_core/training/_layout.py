@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datamint_core.errors import ProjectDataError
+
 #: The file a project directory is recognised by.
 DATASET_FILE = "dataset.json"
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
-
-class ProjectDataError(ValueError):
-    """A project's training data cannot be read; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from datamint_core._files import write_atomically
+from datamint_core.errors import ProjectDataError
 from datamint_core.platform.client import PlatformClient
 from datamint_core.platform.projects import Project, resolve_project
-from datamint_core.training._layout import ProjectDataError
 
 
 @dataclass(frozen=True)

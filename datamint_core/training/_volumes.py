@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from datamint_core._extras import require
+from datamint_core.errors import ProjectDataError
 from datamint_core.io._decoded import Decoded
 from datamint_core.io._read import decode_path, detect_format
 from datamint_core.io.geometry import spacing_of
-from datamint_core.training._layout import ProjectDataError
 
 #: How far (mm) two channels' or an image's and its label's grids may differ and still agree.
 GRID_TOLERANCE_MM = 1e-3

@@ -7,9 +7,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
+from datamint_core.errors import ProjectDataError
 from datamint_core.training._layout import (
     CaseFiles,
-    ProjectDataError,
     find_project_dir,
     is_project_dir,
     list_projects,
@@ -252,7 +252,7 @@ def _platform_configured() -> bool:
 
 
 def _not_found(project: str, projects_dir: Any, source: str) -> Exception:
-    from datamint_core.platform.projects import ProjectNotFoundError
+    from datamint_core.errors import ProjectNotFoundError
 
     root = projects_root(projects_dir)
     looked = []

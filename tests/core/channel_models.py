@@ -14,11 +14,11 @@ from datamint_core import (
     AnnotationSpec,
     AnnotationType,
     BaseDatamintModel,
+    InvalidRequestError,
     NumericAnnotation,
     SegmentationAnnotation,
     TaskType,
 )
-from datamint_core.routing import InvalidRequestError
 
 #: The channels of a BraTS-style case, in the order the model was trained on.
 MODALITIES = ("t1", "t1c", "t2", "flair")

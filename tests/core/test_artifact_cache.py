@@ -9,13 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from datamint_core.artifact_cache import (
-    MANIFEST_NAME,
-    ArtifactCache,
-    CacheError,
-    CorruptedCacheEntryError,
-    default_cache_dir,
-)
+from datamint_core import CacheError, CorruptedCacheEntryError
+from datamint_core.artifact_cache import MANIFEST_NAME, ArtifactCache, default_cache_dir
 
 
 def fake_download(calls: list[Path], content: bytes = b"weights"):

@@ -18,15 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import datamint_core.batch
-from datamint_core import ImageResource, VolumeResource, load_model, save_model
-from datamint_core.batch import (
-    MANIFEST_COLUMNS,
+from datamint_core import (
     BatchInputError,
+    ImageResource,
     OutputMismatchError,
-    read_annotations,
-    read_results,
-    run_batch,
+    ResourceError,
+    VolumeResource,
+    load_model,
+    save_model,
 )
+from datamint_core.batch import MANIFEST_COLUMNS, read_annotations, read_results, run_batch
 from datamint_core.batch._inputs import iter_inputs
 from datamint_core.batch._rows import mask_file_name
 from datamint_core.cli import main
@@ -163,6 +164,29 @@ def test_rerun_retries_failed_rows_and_skips_done_ones(model_path, tmp_path):
     assert sorted(p.name for p in output.iterdir() if p.name.startswith((".", "_p"))) == []
     (expected,) = load_model(str(model_path)).predict([ImageResource(array.T)])
     assert read_annotations(results.annotations["b.npy"], output) == expected
+
+
+def test_a_failed_row_carries_the_error_code_a_server_answers_its_error_with(
+    model_path, tmp_path
+):
+    import pyarrow.parquet as pq
+
+    directory = tmp_path / "cohort"
+    directory.mkdir()
+    np.save(directory / "image.npy", np.zeros((8, 8), np.float32))
+    (directory / "broken.npy").write_bytes(b"not an array")
+    output = tmp_path / "out"
+
+    run_batch(str(model_path), directory, output, workers=1, progress=False)
+
+    results = read_results(output).set_index("id")
+    assert results.error_code["broken.npy"] == ResourceError.error_code == "INVALID_RESOURCE"
+    assert results.error_code.isna()["image.npy"] and results.status["image.npy"] == "ok"
+    # An output written before the column existed still reads, its rows without a code.
+    (part,) = output.glob("part-*.parquet")
+    pq.write_table(pq.read_table(part).drop_columns(["error_code"]), part)
+    older = read_results(output).set_index("id")
+    assert older.error_code.isna().all() and older.status.to_dict() == results.status.to_dict()
 
 
 def test_a_manifest_gives_ids_geometry_and_metadata_and_relative_paths(model_path, tmp_path):
@@ -334,6 +358,37 @@ def test_a_table_cell_may_give_metadata_as_json_text_and_lists_as_studies_by_id(
     assert np.array_equal(resource.affine, np.eye(4))
     with pytest.raises(ResourceError, match="metadata '{oops' is not valid JSON; in a table"):
         as_resources(frame.assign(metadata="{oops"))
+
+
+def test_a_batch_row_as_arrow_hands_it_over_reads_by_the_same_wire_rules(tmp_path):
+    # A staged row (Spark/Arrow: lists as arrays, missing cells NaN) and its plain form read
+    # alike, with the row's fields over the file's and the table's messages for bad cells.
+    from datamint_core import ResourceError
+    from datamint_core.batch._inputs import load_resource
+
+    np.save(tmp_path / "ct.npy", np.arange(2 * 3 * 3, dtype=np.int16).reshape(2, 3, 3))
+    plain = {
+        "id": "ct-1", "path": str(tmp_path / "ct.npy"), "kind": None, "spacing": [2.5, 0.7, 0.7],
+        "affine": np.eye(4).tolist(), "modality": "CT", "filename": None, "mimetype": None,
+        "metadata": '{"StudyDescription": "CT ABDOMEN"}', "channels": None, "prompts": None,
+    }
+    arrow = {
+        **plain, "kind": float("nan"), "spacing": np.array([2.5, 0.7, 0.7]),
+        "affine": np.array([np.eye(4)[i] for i in range(4)], dtype=object),
+    }
+
+    resource = load_resource(arrow)
+
+    assert resource == load_resource(plain)
+    assert isinstance(resource, VolumeResource) and resource.filename == "ct.npy"
+    assert resource.spacing == (2.5, 0.7, 0.7) and resource.modality == "CT"
+    assert resource.metadata == {"StudyDescription": "CT ABDOMEN"}
+    with pytest.raises(ResourceError, match="metadata '{oops' is not valid JSON; in a table"):
+        load_resource({**plain, "metadata": "{oops"})
+    with pytest.raises(ResourceError, match="'affine' describes volumes; resource 'ct-1'"):
+        load_resource({**plain, "kind": "video"})
+    with pytest.raises(ResourceError, match=r"Unknown kind 'scan'; accepted kinds: \["):
+        load_resource({**plain, "kind": "scan"})
 
 
 json_values = st.recursive(

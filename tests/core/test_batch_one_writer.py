@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamint_core import save_model
-from datamint_core.batch import OutputInUseError, read_results, run_batch
+from datamint_core import OutputInUseError, save_model
+from datamint_core.batch import read_results, run_batch
 from datamint_core.batch._lock import LOCK_FILE, hold_output
 from datamint_core.cli import main
 from tests.conftest import REPO_ROOT

@@ -358,7 +358,7 @@ def test_a_manifest_with_one_path_column_per_channel_batches_each_case_as_in_pro
 
 
 def test_a_manifest_mixing_path_and_channel_columns_or_missing_a_channel_is_refused(tmp_path):
-    from datamint_core.batch import BatchInputError
+    from datamint_core import BatchInputError
     from datamint_core.batch._inputs import iter_inputs
 
     both = tmp_path / "both.jsonl"

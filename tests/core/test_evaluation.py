@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamint_core import save_model
+from datamint_core import EvaluationInputError, save_model
 from datamint_core.cli import main
 from datamint_core.evaluation import (
-    EvaluationInputError,
     case_key,
     evaluate_predictions,
     evaluate_project,

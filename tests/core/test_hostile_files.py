@@ -22,13 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datamint_core import ResourceError, VolumeResource
-from datamint_core._limits import (
-    InputTooLargeError,
-    RequestDeadlineExceeded,
-    RequestLimits,
-    applying,
-)
+from datamint_core import InputTooLargeError, RequestDeadlineExceeded, ResourceError, VolumeResource
+from datamint_core._limits import RequestLimits, applying
 from datamint_core.io import read
 from datamint_core.io.geometry import LPS_TO_RAS, nifti_to_dhw
 from tests.core import hostile_files

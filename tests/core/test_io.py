@@ -536,7 +536,8 @@ def test_descriptor_and_geometry_fields_can_be_set_after_construction():
 def test_a_small_file_declaring_a_huge_volume_is_refused_before_its_pixels_are_read(
     tmp_path: Path,
 ):
-    from datamint_core._limits import InputTooLargeError, request_limits
+    from datamint_core import InputTooLargeError
+    from datamint_core._limits import request_limits
 
     # A NIfTI header declaring 2048^3 float64 voxels (64 GiB), with almost no data behind it.
     header = nibabel.Nifti1Header()

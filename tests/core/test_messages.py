@@ -38,7 +38,7 @@ def test_shorten_keeps_a_short_text_and_cuts_a_long_one_at_a_word_with_an_ellips
 def test_the_unreachable_platform_message_ends_at_a_word():
     from mlflow.utils.rest_utils import MlflowHostCreds
 
-    from datamint_core.platform.client import PlatformUnreachableError
+    from datamint_core import PlatformUnreachableError
     from datamint_core.platform.config import PlatformSettings
     from datamint_core.platform.store import check_platform_access
 
@@ -64,7 +64,7 @@ def test_the_unreachable_platform_message_ends_at_a_word():
 def test_mlflows_scoring_server_cannot_echo_the_input_into_our_error():
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    from datamint_core.flavor import _ClientError
+    from datamint_core._pyfunc import _ClientError
 
     error = _ClientError("Unknown prediction mode 'x'; valid values are: 'default'.",
                          INVALID_PARAMETER_VALUE)  # fmt: skip

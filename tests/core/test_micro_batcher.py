@@ -8,8 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from datamint_core import CategoryAnnotation, ImageResource
-from datamint_core.routing import InvalidRequestError
+from datamint_core import CategoryAnnotation, ImageResource, InvalidRequestError
 from datamint_core.serving.batching import MicroBatcher
 
 

@@ -18,7 +18,7 @@ from datamint_core._numbers import (
     PORT,
     SECONDS,
     SIZE,
-    NumberKind,
+    ValueKind,
     parse,
     parse_size,
 )
@@ -59,7 +59,7 @@ KINDS = {
         (PORT, "65535", 65535),
     ],
 )
-def test_each_kind_reads_what_it_accepts(kind: NumberKind, text, expected) -> None:
+def test_each_kind_reads_what_it_accepts(kind: ValueKind, text, expected) -> None:
     value = parse(kind, text, "x")
     assert value == expected and type(value) is type(expected)
 
@@ -93,7 +93,7 @@ def test_each_kind_reads_what_it_accepts(kind: NumberKind, text, expected) -> No
         (COUNT, None),
     ],
 )
-def test_a_bad_value_names_itself_and_what_is_accepted(kind: NumberKind, text) -> None:
+def test_a_bad_value_names_itself_and_what_is_accepted(kind: ValueKind, text) -> None:
     with pytest.raises(ValueError) as raised:
         parse(kind, text, "--flag")
     assert str(raised.value) == f"--flag={text!r} is not valid; accepted: {kind.accepted}."

@@ -17,13 +17,13 @@ from datamint_core import (
     BaseDatamintModel,
     CategoryAnnotation,
     ImageResource,
+    PlatformConfigError,
     log_model,
     save_model,
 )
 from datamint_core.cli import main
 from datamint_core.platform import (
     EnvVars,
-    PlatformConfigError,
     ensure_mlflow_configured,
     load_settings,
     setup_mlflow_environment,

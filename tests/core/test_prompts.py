@@ -18,6 +18,7 @@ from datamint_core import (
     Box,
     FewShotExample,
     ImageResource,
+    InvalidRequestError,
     LabelPrompts,
     Point,
     PromptError,
@@ -28,7 +29,6 @@ from datamint_core import (
     prediction_mode,
 )
 from datamint_core.prompts import MAX_POINTS, prepare_prompts
-from datamint_core.routing import InvalidRequestError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "interactive_model.py"
 

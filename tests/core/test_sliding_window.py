@@ -16,21 +16,18 @@ from hypothesis import strategies as st
 
 from datamint_core import (
     BaseDatamintModel,
+    InputTooLargeError,
+    InvalidRequestError,
     ModelSettings,
+    PatchResultError,
+    RequestDeadlineExceeded,
     SegmentationAnnotation,
     VolumeResource,
     load_model,
     save_model,
 )
-from datamint_core._limits import (
-    InputTooLargeError,
-    RequestDeadlineExceeded,
-    RequestLimits,
-    applying,
-)
-from datamint_core.routing import InvalidRequestError
+from datamint_core._limits import RequestLimits, applying
 from datamint_core.sliding_window import (
-    PatchResultError,
     SlidingWindow,
     importance_map,
     iter_blended_slabs,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datamint_core.platform.projects import ProjectNotFoundError
-from datamint_core.training import ImageDataset, ProjectDataError
+from datamint_core import ProjectDataError, ProjectNotFoundError
+from datamint_core.training import ImageDataset
 from tests.training_projects import (
     LABELS,
     SPACING,

@@ -12,6 +12,7 @@ from datamint_core import (
     NumericAnnotation,
     PredictionMode,
     SegmentationAnnotation,
+    errors,
     prediction_mode,
 )
 from tests.core.sample_models import ThresholdSegmenter
@@ -25,7 +26,8 @@ class ProbeSegmenter(ThresholdSegmenter):
     ``report_calls`` adds how many calls ran so far, ``started_marker`` names a file to create
     once the call is inside the model,
     ``report_concurrency`` adds the most calls ever seen inside ``predict_image`` at once,
-    ``drop_results`` returns no entry at all (breaking the one-list-per-input contract).
+    ``drop_results`` returns no entry at all (breaking the one-list-per-input contract),
+    ``raise_error`` raises the :mod:`datamint_core.errors` class of that name.
     """
 
     active_calls = 0
@@ -42,8 +44,11 @@ class ProbeSegmenter(ThresholdSegmenter):
         own_value_error=False,
         report_calls=False,
         started_marker=None,
+        raise_error=None,
         **kwargs,
     ):
+        if raise_error:
+            raise getattr(errors, raise_error)(f"the probe model raised {raise_error}")
         cls = type(self)
         if started_marker:
             open(started_marker, "w").close()
@@ -123,3 +128,14 @@ class HostileLabelSegmenter(ThresholdSegmenter):
     @prediction_mode(PredictionMode.FRAME_RANGE, param_keys=(HOSTILE_PARAM,))
     def predict_frame_range(self, model_input, **kwargs):
         return [[] for _ in model_input]
+
+
+class RaisingSegmenter(ThresholdSegmenter):
+    """Raises the :mod:`datamint_core.errors` class that a resource's id names (a server whose
+    params schema is fixed, as MLflow's is, passes the id through whatever the model)."""
+
+    def predict_image(self, model_input, **kwargs):
+        for resource in model_input:
+            if isinstance(getattr(errors, str(resource.id), None), type):
+                raise getattr(errors, resource.id)(f"the model raised {resource.id}")
+        return super().predict_image(model_input)

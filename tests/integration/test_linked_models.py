@@ -14,14 +14,17 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
-from datamint_core import ImageResource, load_model, log_model, save_model
-from datamint_core.artifact_cache import ArtifactCache, model_key, run_key
-from datamint_core.linked_models import (
+from datamint_core import (
+    ImageResource,
     LinkedModelError,
     LinkedModelNotFoundError,
     TrackingServerUnreachableError,
-    pin,
+    load_model,
+    log_model,
+    save_model,
 )
+from datamint_core.artifact_cache import ArtifactCache, model_key, run_key
+from datamint_core.linked_models import pin
 from tests.integration.linked_sample_models import Ensemble, ScaledMean
 from tests.integration.mlflow_server import free_port
 

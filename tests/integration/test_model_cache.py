@@ -17,8 +17,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from datamint_core import ImageResource, load_model, log_model
-from datamint_core.linked_models import TrackingServerUnreachableError
+from datamint_core import ImageResource, TrackingServerUnreachableError, load_model, log_model
 from tests.integration._server import call, datamint_serve
 from tests.integration.linked_sample_models import ScaledMean
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamint_core import ImageResource, VolumeResource, load_model, save_model
+from datamint_core import ImageResource, VolumeResource, errors, load_model, save_model
 from datamint_core.serving import DatamintBackend
 from tests.core.sample_models import phantom_volume
 from tests.integration._server import (
@@ -387,6 +387,22 @@ def test_a_model_result_of_the_wrong_length_is_a_500_not_the_clients_fault(serve
     assert status == 500
     assert body["error_code"] == "MODEL_ERROR"
     assert "returned 0 entries for 1 input(s)" in body["message"]
+
+
+@pytest.mark.parametrize("error", errors.public_errors(), ids=lambda error: error.__name__)
+def test_every_public_error_is_answered_with_the_status_and_code_it_declares(server, error):
+    params = {"mode": "image", "raise_error": error.__name__}
+
+    status, body = invoke(server, {"resources": [image_dict()], "params": params})
+
+    assert (status, body["error_code"]) == (error.http_status, error.error_code), body
+    raised = f"the probe model raised {error.__name__}"
+    if error is errors.RequestDeadlineExceeded:  # the server's own words for its deadline
+        assert f"timeout of {TIMEOUT_S:g} s" in body["message"]
+    elif status < 500:  # the client's fault: the error's own message
+        assert body["message"] == raised
+    else:  # the model's or the server's: its type and message, nothing more
+        assert body["message"] == f"The model failed: {error.__name__}: {raised}"
 
 
 def test_a_request_over_the_timeout_is_a_504_and_the_server_keeps_serving(server):

@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from datamint_core import ImageResource, load_model, log_model
+from datamint_core import ImageResource, LinkedModelNotFoundError, load_model, log_model
 from datamint_core.artifact_cache import (
     MANIFEST_NAME,
     ArtifactCache,
@@ -23,7 +23,6 @@ from datamint_core.artifact_cache import (
     store_identity,
     write_manifest,
 )
-from datamint_core.linked_models import LinkedModelNotFoundError
 from tests.conftest import REPO_ROOT
 from tests.integration.linked_sample_models import ScaledMean
 

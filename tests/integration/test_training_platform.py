@@ -106,7 +106,8 @@ def test_a_platform_project_is_listed_without_downloading_and_read_once_per_case
 
 
 def test_a_platform_project_without_segmentations_is_refused_naming_it(platform_settings):
-    from datamint_core.training import ImageDataset, ProjectDataError
+    from datamint_core import ProjectDataError
+    from datamint_core.training import ImageDataset
 
     with pytest.raises(ProjectDataError, match="'Not annotated' has 1 resource"):
         ImageDataset(project="Not annotated")

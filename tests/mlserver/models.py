@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamint_core import BaseDatamintModel, SegmentationAnnotation
-from datamint_core.routing import InvalidRequestError
+from datamint_core import BaseDatamintModel, InvalidRequestError, SegmentationAnnotation
 
 _RNG = np.random.default_rng(7)
 #: A small CNN's weights: 3x3 convolutions, 1 -> 8 channels, 8 -> 8 (x LAYERS), 8 -> 1.

@@ -203,7 +203,7 @@ def test_a_14_class_models_aggregation_peak_memory_does_not_grow_with_the_class_
 def test_torch_label_patches_outside_the_declared_classes_are_refused_as_the_numpy_ones_are(
     value,
 ):
-    from datamint_core.sliding_window import PatchResultError
+    from datamint_core import PatchResultError
 
     window = SlidingWindow(roi_size=4, class_names=("background", "liver", "tumour"))
     volume = np.zeros((5, 5, 5), np.float32)
