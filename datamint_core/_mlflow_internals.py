@@ -171,6 +171,21 @@ def dataset_input(dataset: Any, context: str) -> Any:
     return DatasetInput(dataset._to_mlflow_entity(), tags=[tag])
 
 
+def http_status_of(error: Exception) -> int:
+    """The HTTP status an ``MlflowException`` from MLflow's REST client was answered with.
+
+    Wraps ``MlflowException.get_http_status_code`` for the errors of
+    ``mlflow.utils.rest_utils.verify_rest_response``. datamint relies on that function giving
+    the exception the error code of the answer: the one a JSON error body names
+    (``UNAUTHENTICATED`` -> 401), else the one MLflow maps the HTTP status to
+    (``get_error_code``: 401 and 403 survive the round trip), so that a refused key is told
+    apart by status, never by the text of the message. Not an ``MlflowException``: 500.
+    """
+    from mlflow.exceptions import MlflowException
+
+    return error.get_http_status_code() if isinstance(error, MlflowException) else 500
+
+
 def is_unreachable_server_error(error: BaseException) -> bool:
     """Whether ``error``, raised by an MLflow client call, means the server did not answer.
 

@@ -275,6 +275,58 @@ def test_an_answer_from_the_store_is_not_an_unreachable_server(sqlite_tracking_u
     assert not _mlflow_internals.is_unreachable_server_error(quoted)
 
 
+@pytest.fixture
+def answering_server() -> Iterator[tuple[str, list[tuple[int, str, bytes]]]]:
+    """An HTTP server answering each request with the next ``(status, type, body)`` queued."""
+    import http.server
+
+    answers: list[tuple[int, str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, content_type, body = answers.pop(0)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", answers
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body"),
+    [
+        (401, "text/html", b"<html><body>401 Authorization Required</body></html>"),
+        (403, "text/html", b"<html><body>403 Forbidden</body></html>"),
+        (401, "application/json", b'{"error_code": "UNAUTHENTICATED", "message": "bad key"}'),
+        (403, "application/json", b'{"error_code": "PERMISSION_DENIED", "message": "no"}'),
+        (500, "text/plain", b"upstream failed"),
+    ],
+    ids=["401-html", "403-html", "401-json", "403-json", "500-text"],
+)
+def test_the_http_status_of_a_refused_request_survives_in_the_exception(
+    fast_failing_http: None, answering_server, status: int, content_type: str, body: bytes
+):
+    url, answers = answering_server
+    answers.append((status, content_type, body))
+    client = mlflow.MlflowClient(tracking_uri=url)
+    with pytest.raises(MlflowException) as raised:
+        client.get_experiment("1")
+    assert _mlflow_internals.http_status_of(raised.value) == status
+    assert not _mlflow_internals.is_unreachable_server_error(raised.value)
+    assert _mlflow_internals.http_status_of(ValueError("not MLflow's")) == 500
+
+
 def test_the_adapter_is_the_only_product_module_naming_mlflow_private_functions():
     import ast
 
