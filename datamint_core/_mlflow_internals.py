@@ -9,6 +9,11 @@ relies on, and each with a test of its own in ``tests/compat/test_mlflow_interna
 real MLflow, a SQLite store) that fails when an MLflow release changes that behaviour.
 ``scripts/compat`` runs those tests against the newest MLflow release.
 
+One private name lives elsewhere, as it must: :class:`datamint_core.model.BaseDatamintModel`
+sets ``PythonModel``'s class attribute ``_skip_type_hint_validation`` in its class body (the
+domain model cannot import this module, and MLflow reads the flag when the class is created);
+its test is in the same file.
+
 Where MLflow offers a public way, it is used instead, outside this module:
 ``mlflow.artifacts.download_artifacts`` (not ``_download_artifact_from_uri``),
 ``mlflow.get_tracking_uri``, ``mlflow.log_input``.

@@ -229,6 +229,22 @@ def test_mlflow_scoring_server_says_so_in_its_process(
     assert _mlflow_internals.in_mlflow_scoring_server() is True
 
 
+def test_the_datamint_model_predict_is_not_wrapped_by_mlflow_type_hint_validation():
+    # datamint_core.model sets PythonModel's private class attribute
+    # _skip_type_hint_validation (the domain model cannot import this adapter, and the flag
+    # must be there when the class is created): MLflow then leaves predict unwrapped, so
+    # that resources are not validated twice per call. The control shows the wrap it skips.
+    from datamint_core.model import BaseDatamintModel
+
+    class Control(PythonModel):
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return model_input
+
+    assert hasattr(Control.predict, "__wrapped__")
+    assert not hasattr(BaseDatamintModel.predict, "__wrapped__")
+    assert BaseDatamintModel.predict.__module__ == "datamint_core.model"
+
+
 @pytest.fixture
 def fast_failing_http(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
