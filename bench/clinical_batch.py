@@ -6,10 +6,11 @@ contender runs in a fresh process, from the model directory to a mask per case o
 
 - **loop** (the anchor): one process loads the model, then per case ``read`` ->
   ``predict`` -> ``np.savez_compressed`` of the mask, torch with its default threads;
-- **batch**: ``datamint batch`` with its default workers (the CPU count) and threads per
-  worker (the cores shared out), writing Parquet and the ``.npz`` masks;
-- **batch, 1 worker**; and with ``--baseline DIR`` (an older checkout) its ``datamint batch``
-  with default workers, the figure before the workers shared the cores.
+- **batch**: ``datamint batch`` with its default workers (one per two cores; the CPU count
+  before) and threads per worker (the cores shared out), writing Parquet and the ``.npz``
+  masks;
+- **batch, 1 worker** and **2 workers**; and with ``--baseline DIR`` (an older checkout)
+  its ``datamint batch`` with default workers.
 
 Wall time gives cases per minute; CPU time is user + system of the process and every child
 (``RUSAGE_CHILDREN``). Medians over ``--runs`` rounds, interleaved.
@@ -123,6 +124,7 @@ def main() -> None:
         "loop": (loop, REPO),
         "batch (default workers)": (lambda: batch(REPO), REPO),
         "batch --workers 1": (lambda: batch(REPO, "--workers", "1"), REPO),
+        "batch --workers 2": (lambda: batch(REPO, "--workers", "2"), REPO),
     }
     if args.baseline:
         contenders["baseline batch (default workers)"] = (

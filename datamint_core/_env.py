@@ -235,10 +235,6 @@ MLFLOW_DEFAULT_PREDICTION_DEVICE = EnvironmentVariable(
     "MLflow's: the inference device when the model config names none",
     "hardware detection (CUDA, then MPS, then CPU)",
 )
-MLFLOW_IS_IN_SERVING_ENVIRONMENT = EnvironmentVariable(
-    "_MLFLOW_IS_IN_SERVING_ENVIRONMENT", FLAG, "false",
-    "set by `mlflow models serve`: requests are limited as the server's",
-)
 MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR = EnvironmentVariable(
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", FLAG, None,
     "MLflow's download progress bar", "on where stderr is a terminal",

@@ -10,8 +10,9 @@ parse, with libyaml when it is installed.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
+
+from datamint_core import _mlflow_internals
 
 _logger = logging.getLogger(__name__)
 
@@ -33,21 +34,11 @@ def load_python_model(
     import cloudpickle
     from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
     from mlflow.exceptions import MlflowException
-    from mlflow.models.utils import _load_model_code_path
-    from mlflow.pyfunc.model import (
-        CONFIG_KEY_ARTIFACT_RELATIVE_PATH,
-        CONFIG_KEY_ARTIFACTS,
-        CONFIG_KEY_CLOUDPICKLE_VERSION,
-        CONFIG_KEY_COMPRESSION,
-        CONFIG_KEY_PYTHON_MODEL,
-        MODEL_CODE_PATH,
-        PythonModelContext,
-        _maybe_decompress_cloudpickle_load,
-    )
+    from mlflow.pyfunc import PythonModelContext
 
-    if MODEL_CODE_PATH in pyfunc_conf:
-        code_file = os.path.join(model_dir, os.path.basename(pyfunc_conf[MODEL_CODE_PATH]))
-        python_model = _load_model_code_path(code_file, model_config)
+    files = _mlflow_internals.python_model_files(model_dir, pyfunc_conf)
+    if files.code_file is not None:
+        python_model = _mlflow_internals.load_model_from_code(files.code_file, model_config)
     else:
         if not MLFLOW_ALLOW_PICKLE_DESERIALIZATION.get():
             raise MlflowException(
@@ -57,7 +48,7 @@ def load_python_model(
                 "(save_model(python_model='model.py', ...)) to load it without unpickling, or "
                 "set MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true."
             )
-        saved_with = pyfunc_conf.get(CONFIG_KEY_CLOUDPICKLE_VERSION)
+        saved_with = files.cloudpickle_version
         if saved_with is not None and saved_with != cloudpickle.__version__:
             _logger.warning(
                 "The model was pickled with CloudPickle %s and is loaded with CloudPickle %s, "
@@ -65,20 +56,15 @@ def load_python_model(
                 saved_with,
                 cloudpickle.__version__,
             )
-        subpath = pyfunc_conf.get(CONFIG_KEY_PYTHON_MODEL)
-        if subpath is None:
+        if files.pickle_file is None:
             raise MlflowException(
                 f"The MLmodel file in {model_dir!r} names no python model file; the model "
                 "directory is incomplete or corrupted."
             )
-        python_model = _maybe_decompress_cloudpickle_load(
-            os.path.join(model_dir, subpath), pyfunc_conf.get(CONFIG_KEY_COMPRESSION)
+        python_model = _mlflow_internals.unpickle_python_model(
+            files.pickle_file, files.compression
         )
-    artifacts = {
-        name: os.path.join(model_dir, info[CONFIG_KEY_ARTIFACT_RELATIVE_PATH])
-        for name, info in (pyfunc_conf.get(CONFIG_KEY_ARTIFACTS) or {}).items()
-    }
-    context = PythonModelContext(artifacts=artifacts, model_config=model_config)
+    context = PythonModelContext(artifacts=files.artifacts, model_config=model_config)
     python_model.load_context(context=context)
     return python_model, context
 
@@ -92,15 +78,9 @@ def prepare_environment(
     version (as MLflow does), puts the model's ``code_paths`` on ``sys.path`` and returns
     the model config: the saved one, overridden by ``model_config``.
     """
-    from mlflow.pyfunc import _warn_potentially_incompatible_py_version_if_necessary
-    from mlflow.utils.model_utils import (
-        _add_code_from_conf_to_system_path,
-        _get_overridden_pyfunc_model_config,
-    )
-
     from datamint_core._requirements import warn_requirement_mismatches
 
     warn_requirement_mismatches(model_dir)
-    _warn_potentially_incompatible_py_version_if_necessary(pyfunc_conf.get("python_version"))
-    _add_code_from_conf_to_system_path(model_dir, pyfunc_conf, code_key="code")
-    return _get_overridden_pyfunc_model_config(pyfunc_conf.get("config"), model_config, _logger)
+    _mlflow_internals.warn_if_python_version_differs(pyfunc_conf.get("python_version"))
+    _mlflow_internals.add_code_paths_to_sys_path(model_dir, pyfunc_conf)
+    return _mlflow_internals.overridden_model_config(pyfunc_conf.get("config"), model_config)

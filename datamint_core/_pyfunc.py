@@ -20,7 +20,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
-from datamint_core import _env
+from datamint_core import _mlflow_internals
 from datamint_core._limits import RequestLimits, applying
 from datamint_core._messages import shorten
 from datamint_core._request_paths import check_request_paths, path_dirs_from_env, resolve_path_dirs
@@ -65,7 +65,7 @@ class _DatamintPyfuncModel:
         """
         params = dict(params or {})
         as_json = _wants_json(params.pop(RESULT_FORMAT_PARAM, None))
-        serving = _env.MLFLOW_IS_IN_SERVING_ENVIRONMENT.get()
+        serving = _mlflow_internals.in_mlflow_scoring_server()
         limits = applying(_scoring_limits()) if serving else contextlib.nullcontext()
         try:
             _refuse_request_paths(model_input)

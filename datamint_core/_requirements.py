@@ -373,10 +373,22 @@ def model_requirements(
     if any(requirement_name(r) == "torch" for r in inferred):
         extras.add("torch")
     others = [r for r in own_requirements if requirement_name(r) != "datamint"]
-    packages = ["mlflow-skinny", "numpy", "pandas"] + ([] if code_path else ["cloudpickle"])
     return unique_by_name(
-        [requirement_line(tuple(extras)), *map(pinned, packages), *others, *inferred]
+        [
+            requirement_line(tuple(extras)),
+            *base_requirements(from_code=code_path is not None),
+            *others,
+            *inferred,
+        ]
     )
+
+
+def base_requirements(from_code: bool) -> list[str]:
+    """What every saved model needs besides datamint, pinned to the versions in use:
+    mlflow-skinny, numpy, pandas, and cloudpickle unless it is saved from code (a model from
+    code is not unpickled)."""
+    packages = ["mlflow-skinny", "numpy", "pandas"] + ([] if from_code else ["cloudpickle"])
+    return [pinned(package) for package in packages]
 
 
 def with_bundled_datamint(requirements: list[str]) -> list[str]:

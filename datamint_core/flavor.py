@@ -49,10 +49,9 @@ from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
     RESOURCE_DOES_NOT_EXIST,
 )
-from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 from mlflow.types import ParamSchema, ParamSpec
 
-from datamint_core import _env, _loader, _requirements, _wheel
+from datamint_core import _env, _loader, _mlflow_internals, _requirements, _wheel
 from datamint_core._mlmodel import read_flavors, write_mlmodel
 from datamint_core._pyfunc import RESULT_FORMAT_PARAM, _DatamintPyfuncModel
 from datamint_core.annotations import AnnotationSpec
@@ -106,10 +105,7 @@ def get_default_pip_requirements(
         from_code: the model is saved from code, so loading it needs no cloudpickle.
     """
     own = model._pip_requirements() if model is not None else [f"datamint=={__version__}"]
-    packages = ["mlflow-skinny", "numpy", "pandas"] + ([] if from_code else ["cloudpickle"])
-    return _requirements.with_bundled_datamint(own) + [
-        _requirements.pinned(package) for package in packages
-    ]
+    return _requirements.with_bundled_datamint(own) + _requirements.base_requirements(from_code)
 
 
 def save_model(
@@ -336,7 +332,7 @@ def load_model(
         MlflowException: the model has no ``datamint`` flavor, or its directory is corrupted.
     """
     if dst_path is not None:
-        local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+        local_path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst_path)
         return _load_from_dir(local_path, model_uri, device)
     # A cached model stays in place while it loads, whoever clears the cache meanwhile.
     with held_model_dir(model_uri) as local_path:
@@ -500,9 +496,7 @@ def _code_path(source: Any) -> Path | None:
 
 
 def _load_code_model(code_path: Path, model_config: dict[str, Any] | None) -> BaseDatamintModel:
-    from mlflow.models.utils import _load_model_code_path
-
-    model = _load_model_code_path(os.fspath(code_path), model_config)
+    model = _mlflow_internals.load_model_from_code(os.fspath(code_path), model_config)
     if not isinstance(model, BaseDatamintModel):
         raise MlflowException(
             f"{os.fspath(code_path)!r} set a {type(model).__name__} as its model; a Datamint "

@@ -57,7 +57,8 @@ class BaseDatamintModel(PythonModel):
     annotation_specs: ClassVar[Sequence[AnnotationSpec] | None] = None
 
     # MLflow wraps ``predict`` to validate inputs against its type hints on every call (tens
-    # of microseconds per resource); resources are parsed and checked here instead.
+    # of microseconds per resource); resources are parsed and checked here instead. A private
+    # flag of MLflow's, pinned by tests/compat/test_mlflow_internals.py.
     _skip_type_hint_validation: ClassVar[bool] = True
 
     _settings: ModelSettings = ModelSettings()

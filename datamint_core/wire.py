@@ -1,14 +1,14 @@
 """The wire form: what a caller or a client sends, turned into resources.
 
 :func:`as_resources` is the one way in, for every path a resource travels: ``predict``
-(in process and in the pyfunc wrapper), the server's payload decoder, and the batch and
-Spark rows. It takes resources, resource records (dicts), a list of them, ``{"resources":
-[...]}``, a pandas DataFrame of records or a numpy object array of them; table cells are
-made plain first (:func:`plain_record`), and each record is built by
-:func:`resource_from_dict`. A file already read (a multipart part, a batch row's study,
-:func:`datamint_core.io.read`) becomes a record by :func:`record_with_file`; a local
-``.npy``/``.npz`` given whole (``datamint predict``, ``validate``) by
-:func:`arrays_to_records`.
+(in process and in the pyfunc wrapper), the server's payload decoder, the MLServer
+runtime's V2 inputs, and the batch and Spark rows. It takes resources, resource records
+(dicts), a list of them, ``{"resources": [...]}``, a pandas DataFrame of records or a numpy
+object array of them; table cells are made plain first (:func:`plain_record`), and each
+record is built by :func:`resource_from_dict`. A file already read (a multipart part, a
+batch row's study, :func:`datamint_core.io.read`) becomes a record by
+:func:`record_with_file`; a local ``.npy``/``.npz`` given whole (``datamint predict``,
+``validate``) by :func:`arrays_to_records`.
 
 JSON form of one resource (:func:`resource_from_dict`; what ``to_dict`` writes)::
 
@@ -95,7 +95,7 @@ def wire_entries(model_input: Any) -> list[Any]:
     if isinstance(model_input, Mapping):
         if set(model_input) == {"resources"}:
             return wire_entries(model_input["resources"])
-        return [plain_record(model_input)]
+        return _plain_entries([model_input], table=False)
     if isinstance(model_input, np.ndarray):
         if model_input.dtype != object:
             raise ResourceError(
@@ -104,15 +104,23 @@ def wire_entries(model_input: Any) -> list[Any]:
             )
         model_input = model_input.ravel().tolist()
     elif _is_dataframe(model_input):
-        return [
-            plain_record(record, table=True) for record in model_input.to_dict(orient="records")
-        ]
+        return _plain_entries(model_input.to_dict(orient="records"), table=True)
     if not isinstance(model_input, (list, tuple)):
         raise ResourceError(
             f"Cannot predict on input of type {type(model_input).__name__}; accepted: resource "
             "objects, resource dicts, a list of them, or a pandas DataFrame of resource records."
         )
-    return [plain_record(item) if isinstance(item, Mapping) else item for item in model_input]
+    return _plain_entries(model_input, table=False)
+
+
+def _plain_entries(entries: Any, *, table: bool) -> list[Any]:
+    plain = []
+    for position, entry in enumerate(entries):
+        try:
+            plain.append(plain_record(entry, table=table) if isinstance(entry, Mapping) else entry)
+        except ResourceError as error:
+            raise ResourceError(f"Input #{position}: {error}") from None
+    return plain
 
 
 def plain_record(record: Mapping[str, Any], *, table: bool = False) -> dict[str, Any]:
@@ -129,7 +137,7 @@ def plain_record(record: Mapping[str, Any], *, table: bool = False) -> dict[str,
     """
     plain = {}
     for key, value in record.items():
-        if table and _is_missing(value):
+        if table and is_missing(value):
             continue
         if key == "pixel_data" and isinstance(value, np.ndarray) and value.dtype != object:
             plain[key] = value
@@ -391,6 +399,10 @@ def _metadata_cell(value: str) -> Any:
         ) from None
 
 
-def _is_missing(value: Any) -> bool:
-    # DataFrames pad records with NaN/None where other rows have a column this one lacks.
-    return value is None or (isinstance(value, float) and value != value)
+def is_missing(value: Any) -> bool:
+    """Whether a table cell holds nothing: ``None`` or NaN (a Python or numpy float).
+
+    DataFrames pad a record with NaN or ``None`` where other rows have a column it lacks;
+    Arrow and Spark hand missing cells over as ``None``.
+    """
+    return value is None or (isinstance(value, (float, np.floating)) and bool(value != value))

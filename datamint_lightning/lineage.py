@@ -24,6 +24,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from mlflow.data.dataset import Dataset
 from typing_extensions import override
 
+from datamint_core import _mlflow_internals
+
 #: The ``mlflow.data.context`` tag each split is logged with.
 SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 
@@ -60,17 +62,11 @@ def log_dataset_splits(
         for split, dataset in given.items():
             mlflow.log_input(dataset, context=SPLIT_CONTEXTS[split])
         return
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
     run_id, client = _run_of(target)
     client.log_inputs(
         run_id,
         datasets=[
-            DatasetInput(
-                dataset._to_mlflow_entity(),
-                tags=[InputTag(MLFLOW_DATASET_CONTEXT, SPLIT_CONTEXTS[split])],
-            )
+            _mlflow_internals.dataset_input(dataset, SPLIT_CONTEXTS[split])
             for split, dataset in given.items()
         ],
     )

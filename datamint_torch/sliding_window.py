@@ -76,11 +76,34 @@ class TorchPatchArrays:
         return torch.zeros(shape, dtype=torch.float32, device=self.device)
 
     def argmax(self, scores: torch.Tensor, out: np.ndarray) -> None:
-        labels = scores.argmax(dim=0)
-        out[...] = labels.to(torch.uint8 if out.dtype == np.uint8 else torch.int32).cpu().numpy()
+        dtype = torch.uint8 if out.dtype == np.uint8 else torch.int32
+        out[...] = first_argmax(scores, dtype).cpu().numpy()
 
     def at_least(self, scores: torch.Tensor, threshold: float, out: np.ndarray) -> None:
         out[...] = (scores >= threshold).cpu().numpy()
 
     def to_numpy(self, array: torch.Tensor) -> np.ndarray:
         return array.detach().cpu().numpy()
+
+
+def first_argmax(scores: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """``scores.argmax(dim=0)`` as ``dtype``, the same labels, one class at a time.
+
+    torch reduces the leading axis of a ``(K, D, H, W)`` tensor several times slower than it
+    compares two of its ``(D, H, W)`` planes; this takes ``K - 1`` passes of compare and fill
+    (and maximum, but for the last class). Ties keep the first class, as ``argmax`` does;
+    scores holding a NaN (which ``argmax`` takes for the largest) go to ``argmax`` itself
+    (a sum that is NaN says so; one made NaN by +inf and -inf only costs the slower path).
+    """
+    classes = scores.shape[0]
+    if classes == 1 or bool(torch.isnan(scores.sum())):
+        return scores.argmax(dim=0).to(dtype)
+    labels = torch.zeros(scores.shape[1:], dtype=dtype, device=scores.device)
+    better = torch.empty(scores.shape[1:], dtype=torch.bool, device=scores.device)
+    best = scores[0]
+    for index in range(1, classes):
+        torch.gt(scores[index], best, out=better)
+        labels.masked_fill_(better, index)
+        if index + 1 < classes:
+            best = torch.maximum(best, scores[index])
+    return labels

@@ -50,7 +50,8 @@ def add_batch_command(commands: Any, model_argument: Any, mode_arguments: Any) -
     batch.add_argument(
         "--workers",
         type=argument_type(COUNT),
-        help="local processes, or N of local[N] for spark (default: CPU count)",
+        help="local processes (default: one per two CPU cores), or N of local[N] for spark "
+        "(default: CPU count)",
     )
     batch.add_argument(
         "--threads-per-worker",

@@ -75,8 +75,9 @@ def run_batch(
             retried.
         params: prediction params (``mode``, ``slice_index``, ...), as ``predict`` takes.
         engine: ``local`` (a process pool) or ``spark``.
-        workers: local processes (default: the CPU count), or the ``N`` of ``local[N]``
-            when the Spark engine starts its own session.
+        workers: local processes (default: one per two CPU cores, at least one), or the
+            ``N`` of ``local[N]`` when the Spark engine starts its own session (default:
+            the CPU count).
         rows_per_part: rows per committed part.
         spark: a SparkSession to run on (default: the active one, else ``local[workers]``).
         progress: draw the progress line on stderr (local engine).
@@ -101,7 +102,12 @@ def run_batch(
     """
     if engine not in ENGINES:
         raise ValueError(f"Unknown batch engine {engine!r}; accepted: {list(ENGINES)}.")
-    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers is None and engine == "local":
+        from datamint_core.batch._local import default_workers
+
+        workers = default_workers()
+    elif workers is None:
+        workers = os.cpu_count() or 1
     for name, value in (("workers", workers), ("rows_per_part", rows_per_part)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is not valid; accepted: a positive integer.")

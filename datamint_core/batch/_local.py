@@ -3,7 +3,8 @@
 At most ``2 * workers`` chunks of rows are in flight at once, and results are committed in
 parts of ``rows_per_part`` rows as they come back, so memory does not grow with the input.
 
-The workers share the machine's cores: each computes with ``cores // workers`` threads
+By default there is one worker per two cores (:func:`default_workers`). The workers share
+the machine's cores: each computes with ``cores // workers`` threads
 (:func:`threads_per_worker`; ``--threads-per-worker`` or
 ``DATAMINT_BATCH_THREADS_PER_WORKER`` to choose), set through ``OMP_NUM_THREADS`` and its
 siblings before the model loads and through the extras' thread hooks
@@ -35,6 +36,8 @@ from datamint_core.errors import ModelLoadError
 
 #: Rows sent to a worker in one task: amortises the inter-process hop, keeps memory small.
 CHUNK_ROWS = 4
+#: Cores per local worker when the worker count is left to the default (see default_workers).
+CORES_PER_DEFAULT_WORKER = 2
 #: The variables the usual compute libraries (OpenMP, MKL, OpenBLAS, ...) read at start.
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -54,6 +57,20 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Local workers when none is asked for: one per :data:`CORES_PER_DEFAULT_WORKER` cores
+    (at least one), so that each computes with that many threads.
+
+    On 2 cores that is one worker: measured with ``bench/clinical_batch.py`` (6 CT volumes,
+    a small 3-D torch network), two workers of one thread each ran fewer cases per minute
+    than a plain single-process loop, one worker of two threads as many. Each worker pays
+    for its own interpreter, imports and model load, while a multi-threaded model already
+    keeps the cores busy; more workers pay off where there are cores to spare for the
+    single-threaded reading and writing of the others.
+    """
+    return max(1, available_cores() // CORES_PER_DEFAULT_WORKER)
 
 
 def threads_per_worker(workers: int, threads: int | None = None) -> int:

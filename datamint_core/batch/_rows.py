@@ -2,7 +2,7 @@
 
 An output row (every engine writes the same)::
 
-    {"id": "ct-001", "path": "/data/ct-001.npy", "status": "ok", "error": None,
+    {"id": "ct-001", "path": "/data/ct-001.npy", "status": "ok", "error": None, "error_code": None,
      "annotations": '[{"identifier": "liver", "type": "segmentation", ...,
                        "mask": {"file": "_masks/ct-001-3f2a9c1d.npz", "array": "0",
                                 "shape": [48, 96, 96]}}]',
@@ -12,6 +12,12 @@ An output row (every engine writes the same)::
 segmentation mask is a reference into the row's ``.npz`` file (relative to the output
 directory) instead of its run-length code; :func:`read_annotations` turns it back into
 annotation objects.
+
+A ``failed`` row's ``error_code`` is the stable code a server answers the same error with
+(:func:`datamint_core.errors.http_answer`): ``INVALID_RESOURCE`` for a study that cannot be
+read, ``INPUT_TOO_LARGE``, ``INVALID_PARAMETER_VALUE`` for params the model does not take,
+``MODEL_ERROR`` for the model's own failure, so the rows to fix are told from the rows to
+retry without parsing the message.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 from datamint_core._files import write_atomically
 from datamint_core.annotations import Annotation, SegmentationAnnotation, encode_mask_rle
 from datamint_core.batch._inputs import load_resource
+from datamint_core.errors import http_answer
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -41,6 +48,7 @@ OUTPUT_COLUMNS = {
     "path": "string",
     "status": "string",
     "error": "string",
+    "error_code": "string",
     "annotations": "string",
     "mask_file": "string",
     "num_annotations": "int32",
@@ -63,6 +71,7 @@ def predict_row(
         "path": row["path"],
         "status": STATUS_FAILED,
         "error": None,
+        "error_code": None,
         "annotations": None,
         "mask_file": None,
         "num_annotations": 0,
@@ -76,6 +85,7 @@ def predict_row(
         records, mask_file = _records_with_mask_refs(annotations, row["id"], output_dir)
     except Exception as error:  # a row's failure is recorded, and the job goes on
         result["error"] = _error_text(error)
+        result["error_code"] = http_answer(error).error_code
         return result
     result.update(
         status=STATUS_OK,
@@ -169,6 +179,7 @@ def output_row_for_failure(row: Mapping[str, Any], error: BaseException) -> dict
         "path": row["path"],
         "status": STATUS_FAILED,
         "error": _error_text(error),
+        "error_code": http_answer(error).error_code,
         "annotations": None,
         "mask_file": None,
         "num_annotations": 0,

@@ -120,7 +120,18 @@ def read_results(output_dir: str | os.PathLike[str]) -> Any:
     parts = committed_parts(output_dir)
     if not parts:
         return output_schema().empty_table().to_pandas()
-    return pa.concat_tables(pq.read_table(part) for part in parts).to_pandas()
+    return pa.concat_tables(_in_output_schema(pq.read_table(part)) for part in parts).to_pandas()
+
+
+def _in_output_schema(table: Any) -> Any:
+    """``table`` with every output column, in order: a part written before a column was added
+    (``error_code``) reads with that column empty."""
+    pa = require_pyarrow()
+    schema = output_schema()
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(schema.names)
 
 
 def _drop_failed_rows(part: Path) -> list[str]:

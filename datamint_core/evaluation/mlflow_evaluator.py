@@ -66,7 +66,7 @@ from datamint_core.evaluation._score import (
     score_case,
     summary,
 )
-from datamint_core.wire import as_resources
+from datamint_core.wire import as_resources, is_missing
 
 _logger = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def _cell(frame: Any, index: int, column: str, default: Any) -> Any:
     if column not in frame.columns:
         return default
     value = frame.iloc[index][column]
-    return default if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    return default if is_missing(value) else value
 
 
 def _predict(model: Any, resource: Any, params: Mapping[str, Any]) -> list:

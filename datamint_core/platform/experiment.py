@@ -8,9 +8,9 @@ installing the library never changes where anyone else's runs go.
 
 from __future__ import annotations
 
-from mlflow.tracking._tracking_service.utils import get_tracking_uri
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 
+from datamint_core import _mlflow_internals
 from datamint_core.platform.config import SCHEME
 from datamint_core.platform.projects import get_active_project, project_is_set
 
@@ -22,19 +22,22 @@ class DatamintExperimentProvider(DefaultExperimentProvider):
 
     def in_context(self) -> bool:
         """True when a project is set and the tracking URI is the platform's; no network."""
-        return get_tracking_uri().startswith(f"{SCHEME}://") and project_is_set()
+        import mlflow
+
+        return mlflow.get_tracking_uri().startswith(f"{SCHEME}://") and project_is_set()
 
     def get_experiment_id(self) -> str:
         """Return the project's experiment id, creating the experiment on first use."""
+        import mlflow
         from mlflow.tracking import MlflowClient
 
         project = get_active_project()
         if project is None:  # pragma: no cover - in_context() said a project is set
             raise RuntimeError("no Datamint project is set")
-        key = (get_tracking_uri(), project.id)
+        key = (mlflow.get_tracking_uri(), project.id)
         if key not in self._experiment_ids:
             client = MlflowClient()
-            store = client._tracking_client.store
+            store = _mlflow_internals.tracking_store(client)
             experiment = store.get_experiment_by_name(project.name, project_id=project.id)
             self._experiment_ids[key] = (
                 experiment.experiment_id

@@ -35,6 +35,7 @@ from mlflow.store.tracking.rest_store import RestStore
 from mlflow.utils.proto_json_utils import message_to_json
 from mlflow.utils.rest_utils import MlflowHostCreds, http_request
 
+from datamint_core import _mlflow_internals
 from datamint_core._messages import shorten
 from datamint_core.errors import PlatformAuthError, PlatformUnreachableError
 from datamint_core.platform.config import AUTH_NAME, SCHEME, PlatformSettings, load_settings
@@ -97,11 +98,9 @@ class _PlatformCalls:
                 api, _locations_for_server(json_body), *args, **kwargs
             )
         except MlflowException as error:
-            status = error.get_http_status_code()
-            text = str(error)
-            for code in (401, 403):
-                if status == code or f"error code {code}" in text:
-                    raise _auth_error(self._http_url, code) from None
+            status = _mlflow_internals.http_status_of(error)
+            if status in (401, 403):
+                raise _auth_error(self._http_url, status) from None
             raise
         _locations_for_client(response)
         return response

@@ -43,7 +43,7 @@ Example::
     app = create_app("models:/liver-seg/3", ServerConfig(request_timeout=30))
     uvicorn.run(app, host="127.0.0.1", port=8080)
 
-Why one module of some 750 lines: it is one request's path end to end, in two halves that
+Why one module of some 800 lines: it is one request's path end to end, in two halves that
 share the read deadline and the early answer. The first is the app (endpoints, reading a body
 within the limits, answering every error as :mod:`datamint_core.errors` declares it); the
 second, from :func:`http_protocol` on, guards connections below the app (the read deadline, the
@@ -162,7 +162,7 @@ class ServedModel:
     @classmethod
     def load(cls, model_uri: str) -> ServedModel:
         """Download (when remote) and load ``model_uri`` with its metadata."""
-        from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+        import mlflow
 
         from datamint_core._mlmodel import read_flavors
         from datamint_core.flavor import load_model, require_datamint_flavor
@@ -172,7 +172,9 @@ class ServedModel:
         else:
             download_dir = tempfile.mkdtemp(prefix="datamint-serve-")
             atexit.register(shutil.rmtree, download_dir, ignore_errors=True)
-            local_path = _download_artifact_from_uri(model_uri, output_path=download_dir)
+            local_path = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=download_dir
+            )
         metadata = require_datamint_flavor(read_flavors(local_path), model_uri)
         return cls(load_model(local_path), metadata)
 

@@ -164,17 +164,18 @@ class DatamintBackend(FlavorBackend):
             MlflowException: a required package is not installed; the message names the
                 ``pip install`` command that fixes it.
         """
-        import mlflow
         from packaging.requirements import InvalidRequirement, Requirement
 
-        try:  # downloads requirements.txt alone, not the whole model
-            requirements_file = Path(mlflow.pyfunc.get_model_dependencies(model_uri))
-        except MlflowException as error:
-            if "requirements" not in str(error).lower():
-                raise
-            return []
+        from datamint_core.linked_models import held_model_dir
+
+        # Through the artifact cache, where serving the model then finds it.
+        with held_model_dir(model_uri) as model_dir:
+            try:
+                lines = Path(model_dir, "requirements.txt").read_text().splitlines()
+            except FileNotFoundError:
+                return []  # saved without one: nothing to check
         missing, mismatched = [], []
-        for line in requirements_file.read_text().splitlines():
+        for line in lines:
             line = line.split("#", 1)[0].strip()
             if not line or line.startswith("-"):
                 continue
@@ -222,7 +223,7 @@ class DatamintBackend(FlavorBackend):
             MlflowException: ``install_java`` or ``mlflow_home`` given; they do not apply to
                 Datamint models.
         """
-        from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+        import mlflow
 
         unsupported = {
             "install_java": install_java,
@@ -237,8 +238,8 @@ class DatamintBackend(FlavorBackend):
                 INVALID_PARAMETER_VALUE,
             )
         with tempfile.TemporaryDirectory() as download_dir:
-            local_path = _download_artifact_from_uri(
-                artifact_uri=model_uri, output_path=download_dir
+            local_path = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=download_dir
             )
             write_dockerfile(
                 local_path, output_dir, base_image=base_image, enable_mlserver=enable_mlserver

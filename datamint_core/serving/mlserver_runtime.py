@@ -58,6 +58,7 @@ from datamint_core.errors import (
 )
 from datamint_core.resources import RESOURCE_KINDS, BaseResource
 from datamint_core.serving.batching import DEFAULT_MAX_BATCH_TIME, MicroBatcher
+from datamint_core.wire import resource_from_dict
 
 #: The response parameter saying how many requests shared this request's predict call.
 BATCH_PARAMETER = "datamint_batch_requests"
@@ -85,7 +86,6 @@ INPUT_PARAMETERS = ("kind", "spacing", "affine", "channel_names", "modality")
 _LIST_PARAMETERS = ("spacing", "affine", "channel_names")
 #: Parameters MLServer itself sets or reads; never prediction params.
 _PROTOCOL_PARAMETERS = ("content_type", "headers")
-_KIND_BY_NDIM = {2: "image", 3: "volume", 4: "video"}
 
 
 class DatamintRuntime(MLModel):
@@ -218,20 +218,14 @@ def _resource(request_input: RequestInput) -> BaseResource:
     count = math.prod(shape)
     pixels = _pixels(request_input, dtype, count, label).reshape(shape)
     fields = _input_fields(request_input, label)
-    kind = fields.pop("kind", None) or _KIND_BY_NDIM.get(pixels.ndim)
-    if kind not in RESOURCE_KINDS:
+    kind = fields.get("kind")
+    if kind is not None and kind not in RESOURCE_KINDS:
         raise MalformedRequestError(
-            f"{label}: kind {kind!r} is not known for {pixels.ndim}-D pixel data; set the "
-            f"input parameter 'kind' to one of {sorted(RESOURCE_KINDS)}."
+            f"{label}: parameter 'kind' is {kind!r}; accepted: {sorted(RESOURCE_KINDS)} (or "
+            "leave it out: 2-D pixel data is an image, 3-D a volume, 4-D a video)."
         )
-    if "affine" in fields:
-        if kind != "volume":
-            raise MalformedRequestError(
-                f"{label}: only a volume has an 'affine' (this is a {kind})."
-            )
-        fields["affine"] = np.asarray(fields["affine"], dtype=float)
-    try:
-        return RESOURCE_KINDS[kind](pixels, id=name, **fields)
+    try:  # the one way from fields to a resource, as a JSON or multipart request's
+        return resource_from_dict({"id": name, "pixel_data": pixels, **fields})
     except (ResourceError, ValueError, TypeError) as error:
         raise ResourceError(f"{label}: {error}") from None
 

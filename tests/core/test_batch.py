@@ -22,6 +22,7 @@ from datamint_core import (
     BatchInputError,
     ImageResource,
     OutputMismatchError,
+    ResourceError,
     VolumeResource,
     load_model,
     save_model,
@@ -163,6 +164,29 @@ def test_rerun_retries_failed_rows_and_skips_done_ones(model_path, tmp_path):
     assert sorted(p.name for p in output.iterdir() if p.name.startswith((".", "_p"))) == []
     (expected,) = load_model(str(model_path)).predict([ImageResource(array.T)])
     assert read_annotations(results.annotations["b.npy"], output) == expected
+
+
+def test_a_failed_row_carries_the_error_code_a_server_answers_its_error_with(
+    model_path, tmp_path
+):
+    import pyarrow.parquet as pq
+
+    directory = tmp_path / "cohort"
+    directory.mkdir()
+    np.save(directory / "image.npy", np.zeros((8, 8), np.float32))
+    (directory / "broken.npy").write_bytes(b"not an array")
+    output = tmp_path / "out"
+
+    run_batch(str(model_path), directory, output, workers=1, progress=False)
+
+    results = read_results(output).set_index("id")
+    assert results.error_code["broken.npy"] == ResourceError.error_code == "INVALID_RESOURCE"
+    assert results.error_code.isna()["image.npy"] and results.status["image.npy"] == "ok"
+    # An output written before the column existed still reads, its rows without a code.
+    (part,) = output.glob("part-*.parquet")
+    pq.write_table(pq.read_table(part).drop_columns(["error_code"]), part)
+    older = read_results(output).set_index("id")
+    assert older.error_code.isna().all() and older.status.to_dict() == results.status.to_dict()
 
 
 def test_a_manifest_gives_ids_geometry_and_metadata_and_relative_paths(model_path, tmp_path):

@@ -51,13 +51,14 @@ LAYERS: dict[str, int] = {
     "wire": DOMAIN,  # dicts, table cells and arrays in; resources out
     # MLflow integration: domain, mlflow-skinny, optional readers
     "_loader": INTEGRATION,
+    "_mlflow_internals": INTEGRATION,  # MLflow's private internals, wrapped
     "_mlmodel": INTEGRATION,
     "_pyfunc": INTEGRATION,  # what mlflow.pyfunc.load_model returns, and its predict
     "_requirements": INTEGRATION,
     "_wheel": INTEGRATION,
     "artifact_cache": INTEGRATION,
     "flavor": INTEGRATION,
-    "linked_models": INTEGRATION,
+    "linked_models.*": INTEGRATION,
     "validation": INTEGRATION,
     "io.*": INTEGRATION,  # the readers and writers
     # applications: everything below

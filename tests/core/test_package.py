@@ -132,6 +132,12 @@ def test_every_public_error_carries_its_http_status_and_a_stable_error_code():
     for error in errors.public_errors():
         assert isinstance(error.http_status, int) and 400 <= error.http_status < 600, error
         assert error.error_code.isupper() and error.error_code.replace("_", "").isalpha(), error
+    # The module's docstring table lists each, with its status and code.
+    rows = {line.split()[0]: line.split() for line in errors.__doc__.splitlines()
+            if line.split() and line.split()[0] in {e.__name__ for e in errors.public_errors()}}
+    for error in errors.public_errors():
+        row = rows.get(error.__name__)
+        assert row and row[-2:] == [str(error.http_status), error.error_code], (error, row)
     # The client's fault is a 4xx; the model's, the server's or a service's is a 5xx.
     assert datamint_core.InvalidRequestError.http_status == 422
     assert datamint_core.MalformedRequestError.http_status == 400

@@ -250,3 +250,15 @@ def test_a_labelled_build_satisfies_its_own_pin_and_the_public_one_at_load(
         )
     finally:
         _installed_versions.cache_clear()
+
+
+@pytest.mark.parametrize("from_code", [False, True])
+def test_the_default_and_the_saved_requirements_share_one_base_list(from_code: bool) -> None:
+    from datamint_core._requirements import base_requirements, requirement_name
+    from datamint_core.flavor import get_default_pip_requirements
+
+    base = base_requirements(from_code=from_code)
+    assert [requirement_name(r) for r in base] == (
+        ["mlflow-skinny", "numpy", "pandas"] + ([] if from_code else ["cloudpickle"])
+    )
+    assert get_default_pip_requirements(from_code=from_code)[1:] == base

@@ -10,10 +10,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from datamint_core import ImageResource, ResourceError, VideoResource, VolumeResource
 from datamint_core._npy import decode_npy_base64, encode_npy_base64
-from datamint_core.wire import as_resources, resource_from_dict
+from datamint_core.wire import RESOURCE_FIELDS, as_resources, resource_from_dict
 
 ACCEPTED_KINDS = "['image', 'video', 'volume']"
 
@@ -913,6 +915,43 @@ def test_the_list_encoding_takes_nested_lists_only_and_says_how_to_pass_an_array
         ),
     ):
         resource_from_dict({"kind": "image", "pixel_data": list_pixels(np.zeros((2, 2)))})
+
+
+table_cells = st.one_of(
+    st.none(),
+    st.floats(),
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=12),
+    st.sampled_from(["image", "volume", "video", "{}", '{"a": 1}', "[1]", "{oops"]),
+    st.lists(st.floats(), max_size=4).map(np.array),
+    st.lists(st.integers(-3, 3), min_size=1, max_size=4).map(
+        lambda row: np.array([np.array(row)] * len(row), dtype=object)
+    ),
+    st.sampled_from([np.zeros((2, 3), np.uint8), np.zeros((2, 2, 2), np.float32), np.array("x")]),
+    st.fixed_dictionaries(
+        {"encoding": st.sampled_from(["list", "npy_base64", "png"]), "data": st.just([[1, 2]])}
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.dictionaries(st.sampled_from(sorted(RESOURCE_FIELDS - {"path"})), table_cells),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_table_rows_of_any_cells_give_resources_or_a_resource_error(rows) -> None:
+    # What a DataFrame, Arrow or Spark hands over: NaN and None cells, numpy arrays, JSON
+    # text. Any of it builds resources or is refused saying what is accepted, never a crash.
+    for model_input in (pd.DataFrame(rows), rows):
+        try:
+            resources = as_resources(model_input)
+        except ResourceError as error:
+            assert str(error).startswith("Input #"), error  # the entry is named
+        else:
+            assert len(resources) == len(rows)
 
 
 def test_as_resources_rejects_a_bare_numeric_array_saying_how_to_wrap_it() -> None:

@@ -114,6 +114,16 @@ def test_prepare_env_finds_nothing_missing_for_a_model_saved_here(model_path):
     assert DatamintBackend({}).prepare_env(str(model_path)) == []
 
 
+def test_prepare_env_checks_nothing_for_a_model_saved_without_requirements(model_path):
+    (model_path / "requirements.txt").unlink()
+    assert DatamintBackend({}).prepare_env(str(model_path)) == []
+
+
+def test_prepare_env_of_a_missing_model_says_so_instead_of_checking_nothing(tmp_path):
+    with pytest.raises(MlflowException):
+        DatamintBackend({}).prepare_env(str(tmp_path / "no-model-here"))
+
+
 def test_prepare_env_names_a_missing_requirement_and_the_command_that_installs_it(model_path):
     requirements = model_path / "requirements.txt"
     requirements.write_text(requirements.read_text() + "\nno-such-package-for-datamint==1.0\n")

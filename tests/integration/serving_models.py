@@ -128,3 +128,14 @@ class HostileLabelSegmenter(ThresholdSegmenter):
     @prediction_mode(PredictionMode.FRAME_RANGE, param_keys=(HOSTILE_PARAM,))
     def predict_frame_range(self, model_input, **kwargs):
         return [[] for _ in model_input]
+
+
+class RaisingSegmenter(ThresholdSegmenter):
+    """Raises the :mod:`datamint_core.errors` class that a resource's id names (a server whose
+    params schema is fixed, as MLflow's is, passes the id through whatever the model)."""
+
+    def predict_image(self, model_input, **kwargs):
+        for resource in model_input:
+            if isinstance(getattr(errors, str(resource.id), None), type):
+                raise getattr(errors, resource.id)(f"the model raised {resource.id}")
+        return super().predict_image(model_input)

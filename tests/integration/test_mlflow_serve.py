@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamint_core import VolumeResource, load_model, save_model
+from datamint_core import ImageResource, VolumeResource, errors, load_model, save_model
 from tests.core.sample_models import ThresholdSegmenter, phantom_volume
 from tests.integration._server import Server, call, datamint_serve, free_port
 from tests.integration.linked_sample_models import Ensemble, ScaledMean
-from tests.integration.serving_models import FragileSegmenter
+from tests.integration.serving_models import FragileSegmenter, RaisingSegmenter
 
 
 def test_mlflow_models_serve_answers_records_split_and_inputs_with_params_with_our_masks(tmp_path):
@@ -143,3 +143,43 @@ def test_datamint_serve_metadata_never_shows_where_a_local_linked_model_lies(tmp
     assert status == 200
     assert str(tmp_path) not in json.dumps(metadata)
     assert metadata["linked_models"]["child"]["uri"] == "(local) child"
+
+
+@pytest.fixture(scope="module")
+def probe_mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("mlflow-serve-probe")
+    save_model(RaisingSegmenter(), root / "probe")
+    mlflow_command = Path(sys.executable).with_name("mlflow")
+    port = free_port()
+    command = [str(mlflow_command), "models", "serve", "-m", str(root / "probe")]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    server = Server(command, port, root / "mlflow-serve.log")
+    try:
+        server.wait_ready(timeout=120)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("error", errors.public_errors(), ids=lambda error: error.__name__)
+def test_mlflow_models_serve_answers_every_public_error_by_the_one_mapping(
+    probe_mlflow_server, error
+):
+    # MLflow's error codes have no 413 or 422: the request's fault is its 400, any other 500.
+    image = ImageResource(np.full((8, 8), 0.5), id=error.__name__).to_dict()
+
+    status, answer = call(
+        probe_mlflow_server.url + "/invocations",
+        {"dataframe_records": [image], "params": {"mode": "image"}},
+    )
+
+    raised = f"the model raised {error.__name__}"
+    if error.http_status < 500:
+        assert (status, answer["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), answer
+        assert answer["message"] == raised
+    elif error is errors.RequestDeadlineExceeded:
+        assert (status, answer["error_code"]) == (500, "INTERNAL_ERROR"), answer
+        assert "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT" in answer["message"]
+    else:
+        assert (status, answer["error_code"]) == (500, "INTERNAL_ERROR"), answer
+        assert answer["message"] == f"The model failed: {error.__name__}: {raised}"

@@ -196,3 +196,27 @@ def test_each_platform_problem_is_a_clear_error_within_seconds(platform, tmp_pat
     assert float(after.split()[1]) < 5, after  # no stack of retries
     assert time.monotonic() - started < 60
     assert overrides.get("DATAMINT_API_KEY", platform.api_key) not in completed.stdout
+
+
+STORE_CALL = """
+    from datamint_core.platform.config import load_settings
+    from datamint_core.platform.store import DatamintStore
+
+    store = DatamintStore(load_settings().tracking_uri, force_valid=False)  # no probe first
+    try:
+        store.search_experiments()
+    except Exception as error:
+        print(f"{type(error).__name__}: {error}")
+"""
+
+
+def test_a_key_refused_on_a_store_call_is_a_platform_auth_error_by_its_status(platform,
+                                                                              tmp_path):
+    # The refusal is told apart by the HTTP status MLflow's REST client keeps in its
+    # exception (datamint_core._mlflow_internals.http_status_of), not by its message.
+    env = datamint_env(platform, tmp_path, DATAMINT_API_KEY="dm-wrong-key")
+    completed = run_fresh(STORE_CALL, env, tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.startswith("PlatformAuthError: "), completed.stdout
+    assert "rejected the API key (HTTP 401)" in completed.stdout
+    assert "dm-wrong-key" not in completed.stdout

@@ -28,3 +28,16 @@ def test_splits_are_logged_as_run_inputs_with_their_contexts(sqlite_tracking_uri
     }
     with pytest.raises(TypeError, match="test= must be an mlflow.data Dataset"):
         log_dataset_splits(run.info.run_id, test=["a"])
+
+
+def test_splits_are_logged_to_a_run_that_is_not_the_active_one(sqlite_tracking_uri):
+    train = dataset(resources()[:2])
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(client.get_experiment_by_name("Default").experiment_id).info.run_id
+
+    log_dataset_splits(run_id, train=train)
+
+    (logged,) = client.get_run(run_id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest) == ("Liver/train", train.digest)
+    assert [(tag.key, tag.value) for tag in logged.tags] == [("mlflow.data.context", "training")]
+    assert mlflow.active_run() is None

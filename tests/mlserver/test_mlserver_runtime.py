@@ -16,8 +16,9 @@ import pytest
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc import dataplane_pb2_grpc as pb_grpc
 
-from datamint_core import ImageResource, load_model, save_model
+from datamint_core import ImageResource, errors, load_model, save_model
 from tests.core.sample_models import ThresholdSegmenter
+from tests.integration.serving_models import ProbeSegmenter
 from tests.mlserver.conftest import start_mlserver
 
 PIXELS = np.linspace(0, 1, 6 * 7, dtype=np.float32).reshape(6, 7)
@@ -28,7 +29,7 @@ SPACING = [0.5, 0.7]
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlserver")
     model_path = root / "segmenter"
-    save_model(ThresholdSegmenter(0.4), model_path)
+    save_model(ProbeSegmenter(0.4), model_path)  # a ThresholdSegmenter that can be made to fail
     server = start_mlserver(model_path, root / "mlserver.log")
     yield server, model_path
     server.stop()
@@ -114,6 +115,21 @@ def test_request_parameters_are_the_prediction_params(served):
     assert "no-such-mode" in answer["error"]
 
 
+@pytest.mark.parametrize("error", errors.public_errors(), ids=lambda error: error.__name__)
+def test_every_public_error_is_the_v2_status_datamint_serve_answers_it_with(served, error):
+    server, _ = served
+    parameters = {"mode": "image", "raise_error": error.__name__}
+
+    status, answer = server.infer({**_rest_body(), "parameters": parameters})
+
+    assert status == error.http_status, answer
+    raised = f"the probe model raised {error.__name__}"
+    if status < 500:
+        assert answer["error"] == raised
+    else:
+        assert answer["error"] == f"The model failed: {error.__name__}: {raised}"
+
+
 @pytest.mark.parametrize(
     ("body_change", "status", "says"),
     [
@@ -122,6 +138,12 @@ def test_request_parameters_are_the_prediction_params(served):
         (lambda body: body["inputs"][0]["parameters"].update(kind="spectrum"), 400, "'kind'"),
         (lambda body: body["inputs"][0]["parameters"].update(colour="red"), 400, "accepted"),
         (lambda body: body["inputs"][0]["parameters"].update(spacing=[1, 2, 3]), 422, "spacing"),
+        # Built by the wire form, as a JSON request's resource: the same refusal and status.
+        (
+            lambda body: body["inputs"][0]["parameters"].update(affine=np.eye(4).tolist()),
+            422,
+            "'affine' describes volumes; resource 'ct-1' is of kind 'image'",
+        ),
         (lambda body: body["inputs"][0].update(shape=[2**20, 2**20]), 413, "limit"),
         (lambda body: body.update(inputs=[]), 400, "no inputs"),
     ],

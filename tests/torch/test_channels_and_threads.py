@@ -9,7 +9,7 @@ import pytest
 
 from datamint_core import load_model, save_model
 from datamint_core.batch import read_annotations, read_results, run_batch
-from datamint_core.batch._local import available_cores
+from datamint_core.batch._local import available_cores, default_workers
 from datamint_core.cli import main
 from datamint_core.io import read, read_case
 from datamint_core.serving.payload import predictions_to_json
@@ -57,6 +57,24 @@ def test_batch_workers_each_compute_with_their_share_of_the_cores(tmp_path, thre
 
     assert report.ok and report.succeeded == 4
     expected = threads or max(1, available_cores() // 2)
+    for cell in read_results(tmp_path / "out").annotations:
+        found = {a.identifier: a.value for a in read_annotations(cell, tmp_path / "out")}
+        assert found == {"torch_threads": expected, "omp_threads": expected}
+
+
+def test_the_default_workers_are_one_per_two_cores_each_computing_with_two_threads(tmp_path):
+    model_path = tmp_path / "reporter"
+    save_model(ThreadReporter(), model_path)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for index in range(4):
+        np.save(studies / f"image-{index}.npy", np.zeros((4, 4), np.float32))
+
+    report = run_batch(str(model_path), studies, tmp_path / "out", progress=False)
+
+    assert report.ok and report.succeeded == 4
+    assert default_workers() == max(1, available_cores() // 2)
+    expected = available_cores() // default_workers()  # 2 (1 on one core, 3 on three)
     for cell in read_results(tmp_path / "out").annotations:
         found = {a.identifier: a.value for a in read_annotations(cell, tmp_path / "out")}
         assert found == {"torch_threads": expected, "omp_threads": expected}

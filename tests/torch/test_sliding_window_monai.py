@@ -7,6 +7,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from datamint_core import (
     ModelSettings,
@@ -17,6 +20,7 @@ from datamint_core import (
 )
 from datamint_core.sliding_window import SlidingWindow, iter_blended_slabs, run_sliding_window
 from datamint_torch import DatamintModel, TorchPatchArrays
+from datamint_torch.sliding_window import first_argmax
 
 monai_nets = pytest.importorskip("monai.networks.nets", reason="the reference needs monai")
 from monai.inferers import sliding_window_inference  # noqa: E402
@@ -207,3 +211,26 @@ def test_torch_label_patches_outside_the_declared_classes_are_refused_as_the_num
         run_sliding_window(
             volume, lambda p: torch.full((len(p), 4, 4, 4), value), window, TorchPatchArrays()
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    scores=arrays(
+        np.float32,
+        st.tuples(st.integers(1, 6), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5)),
+        # Few distinct values: ties everywhere; infinities and NaN among them.
+        elements=st.sampled_from([-1.0, 0.0, 0.5, 2.0, np.inf, -np.inf, np.nan]),
+    ),
+    crop=st.booleans(),
+)
+def test_the_class_by_class_argmax_gives_torchs_argmax_labels_ties_and_nan_included(
+    scores: np.ndarray, crop: bool
+):
+    tensor = torch.from_numpy(scores)
+    if crop:  # the cropped, non-contiguous view a padded slab hands over
+        tensor = tensor[:, :, 1:, :-1]
+    for dtype in (torch.uint8, torch.int32):
+        np.testing.assert_array_equal(
+            first_argmax(tensor, dtype).numpy(), tensor.argmax(dim=0).to(dtype).numpy()
+        )
+
