@@ -355,7 +355,8 @@ def test_the_http_status_of_a_refused_request_survives_in_the_exception(
     with pytest.raises(MlflowException) as raised:
         client.get_experiment("1")
     assert _mlflow_internals.http_status_of(raised.value) == status
-    assert not _mlflow_internals.is_unreachable_server_error(raised.value)
+    if status < 500:  # a 5xx may be retried (urllib3's Retry): retries exhausted, unreachable
+        assert not _mlflow_internals.is_unreachable_server_error(raised.value)
     assert _mlflow_internals.http_status_of(ValueError("not MLflow's")) == 500
 
 
