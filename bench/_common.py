@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -143,3 +144,15 @@ def session_cpu_seconds(leader: int) -> float:
         if int(fields[3]) == leader:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def stop_session(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM the session ``process`` leads (a server and its workers), SIGKILL it after
+    ``timeout`` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +35,15 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from _common import Summary, print_header, print_ratio, print_table, session_cpu_seconds, wrk_post
+from _common import (
+    Summary,
+    print_header,
+    print_ratio,
+    print_table,
+    session_cpu_seconds,
+    stop_session,
+    wrk_post,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -103,13 +110,7 @@ class _Server:
         raise RuntimeError("server not ready in time")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_session(self.process)
 
 
 def _python_load(server: _Server, clients: int, seconds: float) -> tuple[float, int, int]:

@@ -41,7 +41,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -60,6 +59,7 @@ from _common import (
     print_ratio,
     print_table,
     session_cpu_seconds,
+    stop_session,
     wrk_post,
 )
 from _models import ConstantClassifier
@@ -130,13 +130,7 @@ class _Server:
         return session_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_session(self.process)
 
 
 def _post(connection: http.client.HTTPConnection, body: bytes, content_type: str) -> int:
