@@ -27,9 +27,10 @@ import json
 import os
 import re
 import traceback
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -137,9 +138,7 @@ def _records_with_mask_refs(
     if not masks:
         return records, None
     mask_file = f"{MASK_DIR}/{mask_file_name(row_id)}"
-    write_atomically(
-        os.path.join(output_dir, mask_file), lambda file: np.savez_compressed(file, **masks)
-    )
+    write_atomically(os.path.join(output_dir, mask_file), lambda file: _save_masks(file, masks))
     for index, mask in masks.items():
         records[int(index)]["mask"] = {
             "file": mask_file,
@@ -147,6 +146,16 @@ def _records_with_mask_refs(
             "shape": [int(size) for size in mask.shape],
         }
     return records, mask_file
+
+
+def _save_masks(file: BinaryIO, masks: Mapping[str, np.ndarray]) -> None:
+    """Write ``masks`` as ``np.savez_compressed`` does (``np.load`` reads them), at zlib level
+    1 instead of 6: for a 12x96x96 mask 6-10x faster, the file 1.4-2x larger (a few KB for an
+    organ's shape), where level 6 took a quarter of a batch row's time."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, mask in masks.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(mask), allow_pickle=False)
 
 
 def mask_file_name(row_id: str) -> str:

@@ -32,10 +32,10 @@ class RequestThreads:
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int | None = None) -> None:
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._count = count or min(32, (os.cpu_count() or 1) + 4)
+        count = count or min(32, (os.cpu_count() or 1) + 4)
         self._threads = [
             threading.Thread(target=self._work, name=f"datamint-request-{n}", daemon=True)
-            for n in range(self._count)
+            for n in range(count)
         ]
         for thread in self._threads:
             thread.start()

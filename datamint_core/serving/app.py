@@ -314,7 +314,7 @@ def create_app(model: str | ServedModel, config: ServerConfig | None = None) -> 
             )
             _ACTIVE_LIMITS.set(limits)
             if threads is None:
-                threads = RequestThreads(asyncio.get_running_loop())
+                threads = RequestThreads(asyncio.get_running_loop(), _thread_count(served))
             body = await _within(threads.run(handle, served), config.request_timeout)
         except RequestError as error:
             return _error_body(error)
@@ -385,6 +385,17 @@ class _PredictionEndpoint:
         headers = [_JSON_HEADER, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _thread_count(served: ServedModel) -> int:
+    """Threads for the requests: asyncio's default executor's count, and, for a batching
+    model, room for two full batches of requests waiting for their answers (the one running
+    and the one filling), each holding its thread; fewer would cap every batch below its
+    size, and each would wait out the batch time for requests that cannot come."""
+    threads = min(32, (os.cpu_count() or 1) + 4)
+    if served.batcher is not None:
+        threads += 2 * served.batcher.max_batch_size
+    return threads
 
 
 def create_app_from_env() -> ASGIApp:
