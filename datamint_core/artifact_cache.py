@@ -38,6 +38,10 @@ their entry, and nothing outside an entry is ever read or exported. A cache the 
 cannot write (a read-only mount) still serves its entries, and what needs no write (a hit,
 an offline miss, a corrupted entry while downloads are off) reports its own cause; what
 would write to it raises :class:`CacheNotWritableError`.
+
+Why one module of some 740 lines: the layout above, its locks, the checksummed manifest and
+the atomic rename are one protocol between concurrent processes; every operation (fetch,
+hold, refresh, clear, remove) has to keep all of its rules, so they are kept in one place.
 """
 
 from __future__ import annotations

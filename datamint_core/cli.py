@@ -16,6 +16,10 @@ failed (``datamint batch``; the errors are in its output) or cases that could no
 (``datamint evaluate``). Errors are one line on stderr.
 Heavy modules (mlflow, FastAPI) are imported only by the subcommand that needs them, so
 ``--help`` is instant.
+
+Why one module of some 540 lines: it is the argument parser of every subcommand and the few
+lines each takes to hand its arguments to the library; the work itself lives in the modules
+it calls (``batch``, ``evaluation``, ``io.predict``, ``serving``), each imported only there.
 """
 
 from __future__ import annotations

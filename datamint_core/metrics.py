@@ -47,6 +47,10 @@ Example::
                                 spacing=(2.5, 0.8, 0.8), tolerance_mm=2.0)
     case["liver"]["dice"], case["tumour"]["hd95"]
     summary = summarize_metrics([case, other_case])   # {"dice": ..., "dice/liver": ...}
+
+Why one module of some 540 lines: the five metrics share one surface extraction, one
+distance transform and one table of empty-mask values, and MONAI's conventions are
+matched in one place; splitting them would spread those shared rules over several files.
 """
 
 from __future__ import annotations

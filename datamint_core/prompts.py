@@ -30,6 +30,10 @@ Example::
 
     prompts = Prompts([LabelPrompts("lesion", points=[Point((12, 40, 33))])])
     model.predict([volume], params={"mode": "volume", "prompts": prompts.to_json()})
+
+Why one module of some 700 lines: the prompt kinds share one coordinate frame, one JSON
+form and one check against the resource's grid (:func:`prepare_prompts`); the classes, their
+JSON form and those checks are one concept read together.
 """
 
 from __future__ import annotations

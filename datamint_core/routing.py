@@ -18,6 +18,11 @@ Then *bridges* fill the modes a model did not implement from the ones it did:
   (see :mod:`datamint_core.sliding_window`).
 
 A bridge is only advertised when the mode it stands on is available.
+
+Why one module of some 800 lines: the registry, the mode declarations and the bridges are
+one dispatch table; the bridges (``slice`` through ``image``, ``volume`` through ``slice``,
+and the entry to :mod:`datamint_core.sliding_window`) read the same specs, so they stay
+beside it.
 """
 
 from __future__ import annotations

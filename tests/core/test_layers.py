@@ -214,3 +214,29 @@ def test_an_upward_import_in_a_function_is_caught():
     imported = imports_of("routing", source)
     assert imported == {"serving.app"}
     assert layer_of("routing") < layer_of("serving.app")
+
+
+#: A product module longer than this says in its docstring why it is one module ("Why one
+#: module of some N lines: ...") or is split by concern (issue 17).
+MODULE_LINES = 500
+
+
+def test_every_long_product_module_says_why_it_is_one_module():
+    import re
+
+    unexplained = []
+    for package in ("datamint_core", "datamint_torch", "datamint_lightning"):
+        root = PACKAGE_ROOT.parent / package
+        for path in sorted(root.rglob("*.py")):
+            source = path.read_text(encoding="utf-8")
+            if source.count("\n") <= MODULE_LINES:
+                continue
+            docstring = ast.get_docstring(ast.parse(source)) or ""
+            if not re.search(r"\b\d{3,4} lines\b", docstring):
+                lines = source.count("\n")
+                unexplained.append(f"{path.relative_to(root.parent)} ({lines} lines)")
+    assert not unexplained, (
+        f"Product modules over {MODULE_LINES} lines without a reason in their docstring: "
+        f"{unexplained}. Split the module by concern, or say in its docstring why it is one "
+        "module ('Why one module of some N lines: ...')."
+    )
