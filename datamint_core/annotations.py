@@ -10,6 +10,10 @@ Example:
     >>> liver = SegmentationAnnotation("liver", np.eye(3, dtype=bool), confidence=0.9)
     >>> Annotation.from_dict(json.loads(json.dumps(liver.to_dict()))) == liver
     True
+
+Why one module of some 600 lines: the annotation classes, their specs and the run-length
+mask encoding are the Datamint annotation JSON, one wire format; the RLE encoder and decoder
+work a chunk at a time for clinical-size masks and are documented where the format is.
 """
 
 from __future__ import annotations

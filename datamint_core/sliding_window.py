@@ -28,6 +28,11 @@ deadline is checked between patch batches.
 
 The arithmetic is done by a :class:`PatchArrays` backend: numpy here; the torch extra's runs
 patches, blending and reduction on the model's device.
+
+Why one module of some 760 lines: the window's declaration, its tiling, the importance map
+and the slab aggregation must agree with MONAI's to the voxel and share their arithmetic;
+kept together, they are checked against each other in one place. The torch extra's device
+path (:mod:`datamint_torch.sliding_window`) reuses this tiling.
 """
 
 from __future__ import annotations
