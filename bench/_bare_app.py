@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from datamint_core import load_model
-from datamint_core.resources import as_resources
+from datamint_core.wire import as_resources
 
 
 def create() -> FastAPI:

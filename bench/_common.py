@@ -7,10 +7,15 @@ fails on a number: the scripts always exit 0 once they have measured.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -99,3 +104,55 @@ def print_ratio(
     if target is not None:
         print(f"  target <= {target:.2f}x: {'MET' if ratio <= target else 'NOT MET'}")
     return ratio
+
+
+def wrk_post(
+    url: str, body: bytes, clients: int, seconds: float, content_type: str = "application/json"
+) -> tuple[float, int, int]:
+    """``wrk`` (one thread, ``clients`` keep-alive connections) posting ``body`` to ``url``
+    for ``seconds``: (requests/s, requests answered, answers that were not 2xx/3xx)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            f'wrk.method = "POST"\nwrk.headers["Content-Type"] = {json.dumps(content_type)}\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+        )
+    try:
+        output = subprocess.run(
+            ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "-s", script.name, url],
+            capture_output=True, text=True, check=True, timeout=seconds + 60,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(script.name)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return rate, requests, int(failed.group(1)) if failed else 0
+
+
+def session_cpu_seconds(leader: int) -> float:
+    """User + system CPU seconds so far of the processes in the session ``leader`` leads (a
+    server started with ``start_new_session=True`` and the workers it forked)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == leader:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def stop_session(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM the session ``process`` leads (a server and its workers), SIGKILL it after
+    ``timeout`` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

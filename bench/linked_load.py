@@ -36,6 +36,7 @@ def main() -> None:
     from _models import Parent, ScaledMean
 
     import datamint_core
+    from datamint_core.artifact_cache import model_key, store_identity
 
     print_header("Load a parent with 2 linked models: from the artifact cache vs local paths")
     with mlflow.start_run():
@@ -45,9 +46,10 @@ def main() -> None:
     datamint_core.save_model(cached, work / "parent-cached")
     datamint_core.load_model(str(work / "parent-cached"))  # fills the cache
     cache = datamint_core.ArtifactCache()
+    store = store_identity(mlflow.get_registry_uri())  # entries are keyed by their store
     local = Parent(mlflow_models_uri={
-        "a": str(cache.get(("models", "child-a", "1"))),
-        "b": str(cache.get(("models", "child-b", "1"))),
+        "a": str(cache.get(model_key(store, "child-a", "1"))),
+        "b": str(cache.get(model_key(store, "child-b", "1"))),
     })
     datamint_core.save_model(local, work / "parent-local")
 

@@ -40,9 +40,7 @@ import http.client
 import io
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -54,7 +52,16 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from _common import Summary, percentile, print_header, print_ratio, print_table
+from _common import (
+    Summary,
+    percentile,
+    print_header,
+    print_ratio,
+    print_table,
+    session_cpu_seconds,
+    stop_session,
+    wrk_post,
+)
 from _models import ConstantClassifier
 
 from datamint_core import ImageResource, VolumeResource, save_model
@@ -120,28 +127,10 @@ class _Server:
         raise RuntimeError("server did not answer /ping in time")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds of the server's processes (its session) so far."""
-        total = 0.0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:  # gone meanwhile
-                continue
-            if int(fields[3]) == self.process.pid:  # the session the server leads
-                total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+        return session_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_session(self.process)
 
 
 def _post(connection: http.client.HTTPConnection, body: bytes, content_type: str) -> int:
@@ -179,28 +168,6 @@ def _load(port: int, body: bytes, clients: int, seconds: float) -> tuple[float, 
     for thread in threads:
         thread.join()
     return len(latencies) / (time.perf_counter() - began), latencies, failures[0]
-
-
-def _load_wrk(port: int, body: bytes, clients: int, seconds: float) -> tuple[float, int, int]:
-    """``wrk`` with ``clients`` connections posting ``body`` for ``seconds``:
-    (req/s, requests, non-2xx answers)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(body.decode())}\n"
-        )
-    try:
-        output = subprocess.run(
-            ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "-s", script.name,
-             f"http://127.0.0.1:{port}/invocations"],
-            capture_output=True, text=True, check=True, timeout=seconds + 60,
-        ).stdout  # fmt: skip
-    finally:
-        os.unlink(script.name)
-    requests = int(re.search(r"(\d+) requests in", output).group(1))
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return rate, requests, int(failed.group(1)) if failed else 0
 
 
 def _volume_bodies(volume: np.ndarray) -> dict[str, tuple[bytes, str]]:
@@ -298,7 +265,8 @@ def main() -> None:
 
         def load(server: _Server, seconds: float) -> tuple[float, int, int, list[float]]:
             if args.client == "wrk":
-                return (*_load_wrk(server.port, small, clients, seconds), [])
+                url = f"http://127.0.0.1:{server.port}/invocations"
+                return (*wrk_post(url, small, clients, seconds), [])
             rate, taken, failed = _load(server.port, small, clients, seconds)
             return rate, len(taken), failed, taken
 

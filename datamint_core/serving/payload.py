@@ -79,7 +79,6 @@ the model is answered with the status and code its class declares
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
@@ -443,16 +442,19 @@ def predictions_to_json(result: Sequence[Sequence[Annotation]]) -> bytes:
         [json_form(annotation, rle_arrays=True) for annotation in entry] for entry in result
     ]
     text = json.dumps({"predictions": predictions}, separators=(",", ":"), default=stand_in)
-    pieces = re.split(f'"{re.escape(token)}([0-9]+)"', text)
-    body: list[bytes] = []
-    for index, piece in enumerate(pieces):
-        if index % 2 == 0:
-            body.append(piece.encode())
-            continue
-        runs = arrays[int(piece)]
+    if not arrays:
+        return text.encode()
+    # A literal split, not a regex: compiling a pattern per answer cost a small request
+    # twice what the rest of its answer does.
+    head, *tails = text.split(f'"{token}')
+    body: list[bytes] = [head.encode()]
+    for tail in tails:
+        number, rest = tail.split('"', 1)
+        runs = arrays[int(number)]
         body.append(b"[")
         for start in range(0, len(runs), _RUNS_PER_PIECE):
             text = json.dumps(runs[start : start + _RUNS_PER_PIECE].tolist(), separators=(",", ":"))
             body.append((b"," if start else b"") + text[1:-1].encode())
         body.append(b"]")
+        body.append(rest.encode())
     return b"".join(body)
