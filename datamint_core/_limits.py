@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -163,6 +164,15 @@ def check_decoded_size(shape: Sequence[Any], itemsize: int, where: str) -> int:
             f"{where} declares the shape {tuple(shape)!r}; accepted: non-negative integers."
         )
     nbytes = math.prod(shape) * itemsize  # Python integers: no overflow
+    # numpy refuses a shape whose non-zero dimensions multiply past its index range even when
+    # another dimension is 0 (an empty array): "array is too big", a ValueError at allocation.
+    extent = math.prod(max(size, 1) for size in shape) * max(itemsize, 1)
+    if extent > sys.maxsize:
+        raise ValueError(
+            f"{where} declares the shape {tuple(shape)!r}, which no array can have: its "
+            f"dimensions multiply past {sys.maxsize} bytes; accepted: a shape whose non-zero "
+            "dimensions multiply, times the item size, to less than that."
+        )
     limits = _ACTIVE.get()
     if limits is None or limits.max_decoded_bytes is None:
         return nbytes  # a user's own process: no budget

@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datamint_core import (
     InputTooLargeError,
@@ -77,3 +79,36 @@ def test_a_users_own_npy_is_mapped_copy_on_write_and_a_requests_is_read(tmp_path
     assert mapped(own) and not mapped(requested)
     assert np.load(path)[0, 0, 0] == 0.0
     assert np.array_equal(requested, np.load(path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shape=st.lists(
+        st.one_of(st.integers(0, 4), st.integers(0, 2**66)), min_size=1, max_size=6
+    ).filter(lambda shape: 0 in shape),
+    itemsize=st.sampled_from([1, 2, 4, 8]),
+)
+def test_an_empty_shape_either_allocates_or_is_refused_by_the_check_never_by_numpy(
+    shape, itemsize
+):
+    # A 0 dimension makes the array empty, but numpy still refuses non-zero dimensions that
+    # multiply past its index range ("array is too big"): the check must refuse them first,
+    # so that a header declaring (0, 1328, 1328, 1307475577696) is a 4xx, not a 500.
+    try:
+        assert check_decoded_size(shape, itemsize, "an array") == 0
+    except ValueError as error:
+        assert "no array can have" in str(error) or "dimensions" in str(error), error
+        return
+    assert np.empty(shape, dtype=f"u{itemsize}").size == 0
+
+
+def test_an_npy_header_declaring_an_empty_array_too_big_for_numpy_is_unreadable_pixel_data():
+    import io
+
+    from datamint_core._npy import load_array
+    from datamint_core.errors import ResourceError
+
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1328, 1328, 1307475577696), }"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+    with pytest.raises(ResourceError, match="no array can have"):
+        load_array(io.BytesIO(npy), "part 'ct'", ".npy")
