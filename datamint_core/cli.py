@@ -19,7 +19,7 @@ Heavy modules (mlflow, FastAPI) are imported only by the subcommand that needs t
 
 Why one module of some 540 lines: it is the argument parser of every subcommand and the few
 lines each takes to hand its arguments to the library; the work itself lives in the modules
-it calls (``batch``, ``evaluation``, ``io.predict``, ``serving``), each imported only there.
+it calls (``batch``, ``evaluation``, ``cli_predict``, ``serving``), each imported only there.
 """
 
 from __future__ import annotations
@@ -306,7 +306,7 @@ def _content_type(path: str | None, explicit: str | None) -> str:
 
 
 def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
-    from datamint_core.io.predict import output_format, predict_file
+    from datamint_core.cli_predict import output_format, predict_file
 
     source = _predict_source(args.input)
     # A multi-channel case ({channel: path}) is always read as image files.
@@ -336,7 +336,7 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
     DatamintBackend({}).predict(args.model_uri, source, args.output, content_type, params)
     if args.output is not None:
-        from datamint_core.io.predict import describe_predictions, wrote
+        from datamint_core.cli_predict import describe_predictions, wrote
 
         predictions = json.loads(Path(args.output).read_bytes())["predictions"]
         _tell(wrote(args.output, describe_predictions(predictions)))

@@ -64,7 +64,7 @@ LAYERS: dict[str, int] = {
     # applications: everything below
     "": APPLICATIONS,  # the package's __init__: the public facade re-exports every layer
     "cli": APPLICATIONS,
-    "io.predict": APPLICATIONS,  # the `datamint predict` command
+    "cli_predict": APPLICATIONS,  # the `datamint predict` command: files in, files out
     "batch.*": APPLICATIONS,
     "evaluation.*": APPLICATIONS,
     "platform.*": APPLICATIONS,
