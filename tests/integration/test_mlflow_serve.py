@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +59,12 @@ def test_mlflow_models_serve_answers_records_split_and_inputs_with_params_with_o
     assert expected[0][0]["slice_index"] == 6
 
 
-@pytest.fixture(scope="module")
-def fragile_mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("mlflow-serve")
-    save_model(FragileSegmenter(), root / "fragile")
+def _mlflow_models_serve(root: Path, model: object, name: str) -> Iterator[Server]:
+    """``mlflow models serve`` of ``model`` saved under ``root / name``, stopped afterwards."""
+    save_model(model, root / name)
     mlflow_command = Path(sys.executable).with_name("mlflow")
     port = free_port()
-    command = [str(mlflow_command), "models", "serve", "-m", str(root / "fragile")]
+    command = [str(mlflow_command), "models", "serve", "-m", str(root / name)]
     command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     server = Server(command, port, root / "mlflow-serve.log")
     try:
@@ -72,6 +72,13 @@ def fragile_mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def fragile_mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    yield from _mlflow_models_serve(
+        tmp_path_factory.mktemp("mlflow-serve"), FragileSegmenter(), "fragile"
+    )
 
 
 def _volume_record(value: float = 0.5) -> dict:
@@ -147,18 +154,9 @@ def test_datamint_serve_metadata_never_shows_where_a_local_linked_model_lies(tmp
 
 @pytest.fixture(scope="module")
 def probe_mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("mlflow-serve-probe")
-    save_model(RaisingSegmenter(), root / "probe")
-    mlflow_command = Path(sys.executable).with_name("mlflow")
-    port = free_port()
-    command = [str(mlflow_command), "models", "serve", "-m", str(root / "probe")]
-    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    server = Server(command, port, root / "mlflow-serve.log")
-    try:
-        server.wait_ready(timeout=120)
-        yield server
-    finally:
-        server.stop()
+    yield from _mlflow_models_serve(
+        tmp_path_factory.mktemp("mlflow-serve-probe"), RaisingSegmenter(), "probe"
+    )
 
 
 @pytest.mark.parametrize("error", errors.public_errors(), ids=lambda error: error.__name__)

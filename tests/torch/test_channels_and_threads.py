@@ -37,14 +37,20 @@ def test_a_4_channel_3d_network_predicts_the_same_from_four_files_and_from_a_4d_
     assert outputs == [expected, expected]
 
 
-@pytest.mark.parametrize("threads", [None, 1])
-def test_batch_workers_each_compute_with_their_share_of_the_cores(tmp_path, threads):
+def _reporter_and_four_studies(tmp_path):
+    """A saved ThreadReporter and a folder of four small .npy images to batch over it."""
     model_path = tmp_path / "reporter"
     save_model(ThreadReporter(), model_path)
     studies = tmp_path / "studies"
     studies.mkdir()
     for index in range(4):
         np.save(studies / f"image-{index}.npy", np.zeros((4, 4), np.float32))
+    return model_path, studies
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+def test_batch_workers_each_compute_with_their_share_of_the_cores(tmp_path, threads):
+    model_path, studies = _reporter_and_four_studies(tmp_path)
 
     report = run_batch(
         str(model_path),
@@ -63,12 +69,7 @@ def test_batch_workers_each_compute_with_their_share_of_the_cores(tmp_path, thre
 
 
 def test_the_default_workers_are_one_per_two_cores_each_computing_with_two_threads(tmp_path):
-    model_path = tmp_path / "reporter"
-    save_model(ThreadReporter(), model_path)
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    for index in range(4):
-        np.save(studies / f"image-{index}.npy", np.zeros((4, 4), np.float32))
+    model_path, studies = _reporter_and_four_studies(tmp_path)
 
     report = run_batch(str(model_path), studies, tmp_path / "out", progress=False)
 
